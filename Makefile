@@ -1,0 +1,51 @@
+# fluxwarden: `make help` lists the targets. The README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup test unit lint format golden run bench clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install fluxwarden with its dev tools
+
+lint: setup ## ruff, ruff format --check, mypy --strict, import-linter layer contracts
+	$(BIN)/ruff check webhook tests bench
+	$(BIN)/ruff format --check webhook tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: setup ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix webhook tests bench
+	$(BIN)/ruff format webhook tests bench
+
+unit: setup ## Run the tests that need no control plane
+	$(BIN)/pytest -m 'not e2e'
+
+test: setup lint ## Lint, then run every test
+	$(BIN)/pytest
+
+golden: setup ## Rewrite tests/cases/*/*/expected.yaml and patched.yaml from the engine (review the diff)
+	$(BIN)/python -m tests.golden
+
+run: setup ## Serve the webhook on https://127.0.0.1:8443 with a throwaway certificate
+	@mkdir -p .run/certs
+	$(BIN)/fluxwarden certs --out .run/certs --dns localhost --ip 127.0.0.1 > /dev/null
+	$(BIN)/fluxwarden serve --host 127.0.0.1 --port 8443 --lookups auto \
+	  --cert-file .run/certs/tls.crt --key-file .run/certs/tls.key
+
+bench: setup ## Latency and throughput over TLS: no-op baseline and each policy's typical object
+	$(BIN)/python -m bench
+
+clean: ## Remove the venv and caches
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from webhook.cli import SHIPPED_POLICIES
+from webhook.engine import PolicySet
+from webhook.server.policystore import load_policy_file
+
+_uids = itertools.count()
+
+IRC_DEPLOYMENT: dict[str, Any] = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "image-reflector-controller", "namespace": "flux-system"},
+    "spec": {
+        "replicas": 2,
+        "template": {
+            "spec": {
+                "containers": [{"name": "manager", "resources": {"limits": {"memory": "1Gi"}}}]
+            }
+        },
+    },
+}
+
+
+def admission_review(
+    obj: dict[str, Any] | None,
+    *,
+    operation: str = "CREATE",
+    dry_run: bool = False,
+    api_version: str = "admission.k8s.io/v1",
+    sub_resource: str | None = None,
+    kind: dict[str, str] | None = None,
+    resource: str | None = None,
+) -> dict[str, Any]:
+    """An AdmissionReview as the API server sends it, derived from the object."""
+    source = obj or IRC_DEPLOYMENT
+    group, _, version = source["apiVersion"].rpartition("/")
+    meta = source.get("metadata", {})
+    request: dict[str, Any] = {
+        "uid": f"uid-{next(_uids)}",
+        "kind": kind or {"group": group, "version": version, "kind": source["kind"]},
+        "resource": {
+            "group": group,
+            "version": version,
+            "resource": resource or source["kind"].lower() + "s",
+        },
+        "namespace": meta.get("namespace", ""),
+        "name": meta.get("name", ""),
+        "operation": operation,
+        "userInfo": {"username": "alice"},
+        "object": copy.deepcopy(obj),
+        "oldObject": None,
+        "dryRun": dry_run,
+    }
+    if sub_resource:
+        request["subResource"] = sub_resource
+    return {"apiVersion": api_version, "kind": "AdmissionReview", "request": request}
+
+
+@pytest.fixture(scope="session")
+def shipped_policies() -> PolicySet:
+    return load_policy_file(SHIPPED_POLICIES)
+
+
+@pytest.fixture
+def review_of() -> Callable[..., dict[str, Any]]:
+    return admission_review

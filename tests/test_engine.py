@@ -1,0 +1,126 @@
+"""Engine behaviour that is not tied to one policy: fail-open, limits, exclusions, purity."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from typing import Any, ClassVar, Literal
+
+from tests.conftest import IRC_DEPLOYMENT
+from webhook.engine import NoLookups, PolicySet, Request, evaluate, target_of
+from webhook.engine.policies import Params, Policy, Report
+from webhook.engine.policyset import ConfiguredPolicy
+
+
+class _Exploding(Policy[Params]):
+    name: ClassVar[str] = "exploding"
+    webhook: ClassVar[Literal["mutate", "validate"]] = "mutate"
+    summary: ClassVar[str] = "raises"
+    params_model = Params
+
+    def applies_to(self, target: Any, obj: Any, params: Params) -> bool:
+        return True
+
+    def check(self, obj: Any, *, request: Any, params: Any, lookups: Any, report: Report) -> None:
+        obj["spec"]["replicas"] = 99  # mutates its copy, then fails: the mutation must not leak
+        raise KeyError("boom")
+
+
+class _Chatty(_Exploding):
+    name: ClassVar[str] = "chatty"
+
+    def check(self, obj: Any, *, request: Any, params: Any, lookups: Any, report: Report) -> None:
+        for index in range(100):
+            report.advise(f"finding {index} " + "x" * 400)
+
+
+def _with_policy(policy_set: PolicySet, policy: Policy[Any]) -> PolicySet:
+    extra = ConfiguredPolicy(policy=policy, mode="enforce", params=Params())
+    return replace(policy_set, policies=(extra, *policy_set.policies))
+
+
+def _request(obj: dict[str, Any], **kwargs: Any) -> Request:
+    return Request(target=target_of(obj), **kwargs)
+
+
+def test_a_policy_that_raises_fails_open_and_others_still_run(shipped_policies: PolicySet) -> None:
+    policy_set = _with_policy(shipped_policies, _Exploding())
+    decision = evaluate(
+        IRC_DEPLOYMENT, request=_request(IRC_DEPLOYMENT), policy_set=policy_set, lookups=NoLookups()
+    )
+    assert decision.allowed
+    first, second = decision.results
+    assert (first.policy, first.result) == ("exploding", "error")
+    assert "KeyError" in first.messages[0]
+    assert any(w.startswith("fluxwarden: exploding: policy error") for w in decision.warnings)
+    assert (second.policy, second.action) == ("irc-single-replica", "mutated")
+    assert {"op": "replace", "path": "/spec/replicas", "value": 1} in decision.patch
+
+
+def test_warnings_respect_api_server_limits(shipped_policies: PolicySet) -> None:
+    policy_set = _with_policy(shipped_policies, _Chatty())
+    decision = evaluate(
+        IRC_DEPLOYMENT, request=_request(IRC_DEPLOYMENT), policy_set=policy_set, lookups=NoLookups()
+    )
+    assert all(len(w) <= 256 and "\n" not in w for w in decision.warnings)
+    assert sum(len(w.encode()) for w in decision.warnings) <= 4096
+    assert decision.warnings[-1].endswith("more finding(s) in the audit annotations")
+
+
+def test_input_object_is_never_modified(shipped_policies: PolicySet) -> None:
+    before = copy.deepcopy(IRC_DEPLOYMENT)
+    decision = evaluate(
+        IRC_DEPLOYMENT,
+        request=_request(IRC_DEPLOYMENT),
+        policy_set=shipped_policies,
+        lookups=NoLookups(),
+    )
+    assert decision.patch
+    assert before == IRC_DEPLOYMENT
+
+
+def test_excluded_namespace_is_untouched(shipped_policies: PolicySet) -> None:
+    policy_set = replace(shipped_policies, excluded_namespaces=frozenset({"flux-system"}))
+    decision = evaluate(
+        IRC_DEPLOYMENT, request=_request(IRC_DEPLOYMENT), policy_set=policy_set, lookups=NoLookups()
+    )
+    assert decision.allowed
+    assert not decision.patch
+    assert not decision.results
+
+
+def test_dry_run_gets_the_same_decision(shipped_policies: PolicySet) -> None:
+    real = evaluate(
+        IRC_DEPLOYMENT,
+        request=_request(IRC_DEPLOYMENT),
+        policy_set=shipped_policies,
+        lookups=NoLookups(),
+    )
+    dry = evaluate(
+        IRC_DEPLOYMENT,
+        request=_request(IRC_DEPLOYMENT, dry_run=True),
+        policy_set=shipped_policies,
+        lookups=NoLookups(),
+    )
+    assert real == dry
+
+
+def test_webhook_split(shipped_policies: PolicySet) -> None:
+    cycle = {
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+        "kind": "Kustomization",
+        "metadata": {"name": "apps", "namespace": "flux-system"},
+        "spec": {"dependsOn": [{"name": "apps"}], "interval": "10m"},
+    }
+    args: dict[str, Any] = {
+        "request": _request(cycle),
+        "policy_set": shipped_policies,
+        "lookups": NoLookups(),
+    }
+    assert evaluate(cycle, webhook="mutate", **args).allowed
+    denied = evaluate(cycle, webhook="validate", **args)
+    assert not denied.allowed
+    assert denied.deny_reasons == [
+        "kustomization-dependencies: Kustomization flux-system/apps depends on itself and can never become ready"
+    ]
+    assert evaluate(cycle, webhook="all", **args) == denied

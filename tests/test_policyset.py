@@ -1,0 +1,130 @@
+"""Loading the policy set: errors name the file, the policy and the field; modes combine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from webhook.cli import SHIPPED_POLICIES
+from webhook.engine import PolicySet, PolicySetError, parse_mode, parse_policy_set
+
+SHIPPED = yaml.safe_load(SHIPPED_POLICIES.read_text())
+
+
+def _with(policy: str, **changes: object) -> str:
+    raw = yaml.safe_load(SHIPPED_POLICIES.read_text())
+    for entry in raw["spec"]["policies"]:
+        if entry["name"] == policy:
+            entry.update(changes)
+    return yaml.safe_dump(raw)
+
+
+def test_shipped_set_has_the_seven_policies(shipped_policies: PolicySet) -> None:
+    assert [p.policy.name for p in shipped_policies.policies] == [
+        "irc-single-replica",
+        "helmrelease-drift-detection",
+        "fleet-job-tolerations",
+        "helmrelease-interval",
+        "source-controller-storage",
+        "controller-requeue-dependency",
+        "kustomization-dependencies",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("policy", "params", "fragment"),
+    [
+        ("irc-single-replica", {"memoryLimit": "lots"}, "field memoryLimit"),
+        ("irc-single-replica", {"replicas": 0}, "field replicas"),
+        ("irc-single-replica", {"replica": 1}, "field replica: Extra inputs are not permitted"),
+        ("helmrelease-drift-detection", {"driftMode": "on"}, "field driftMode"),
+        (
+            "fleet-job-tolerations",
+            {"tolerations": [{"effect": "NoSchedul"}]},
+            "field tolerations.0.effect",
+        ),
+        (
+            "helmrelease-interval",
+            {"minInterval": "2h", "maxInterval": "1h"},
+            "minInterval must not be greater",
+        ),
+        ("controller-requeue-dependency", {"interval": "5 seconds"}, "field interval"),
+    ],
+)
+def test_bad_params_name_file_policy_and_field(
+    policy: str, params: dict[str, object], fragment: str
+) -> None:
+    with pytest.raises(PolicySetError) as error:
+        parse_policy_set(_with(policy, params=params), source="set.yaml")
+    message = str(error.value)
+    assert message.startswith(f"set.yaml: policy {policy}: ")
+    assert fragment in message
+
+
+def test_unknown_policy_and_duplicates_are_errors() -> None:
+    raw = yaml.safe_load(SHIPPED_POLICIES.read_text())
+    raw["spec"]["policies"].append({"name": "no-such-policy"})
+    with pytest.raises(PolicySetError, match="policy no-such-policy: unknown policy"):
+        parse_policy_set(yaml.safe_dump(raw), source="x.yaml")
+    raw["spec"]["policies"][-1] = {"name": "irc-single-replica"}
+    with pytest.raises(PolicySetError, match="policy irc-single-replica: listed twice"):
+        parse_policy_set(yaml.safe_dump(raw), source="x.yaml")
+
+
+def test_bad_mode_names_the_policy() -> None:
+    with pytest.raises(PolicySetError, match=r"x.yaml: policy helmrelease-interval: field .*mode"):
+        parse_policy_set(_with("helmrelease-interval", mode="loud"), source="x.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("spec: [", "not valid YAML"),
+        ("- a list", "expected a PolicySet mapping"),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\nspec: {policies: []}",
+            "apiVersion",
+        ),
+        (yaml.safe_dump({**SHIPPED, "spec": {**SHIPPED["spec"], "extra": 1}}), "field spec.extra"),
+    ],
+)
+def test_broken_documents(text: str, fragment: str) -> None:
+    with pytest.raises(PolicySetError, match=fragment):
+        parse_policy_set(text, source="bad.yaml")
+
+
+@pytest.mark.parametrize(
+    ("own", "ceiling", "override", "effective"),
+    [
+        ("enforce", "enforce", None, "enforce"),
+        ("warn", "enforce", None, "warn"),
+        ("enforce", "audit", None, "audit"),
+        ("enforce", "audit", "enforce", "enforce"),  # --mode replaces spec.mode
+        ("warn", "enforce", "audit", "audit"),
+        ("audit", "enforce", "warn", "audit"),
+        ("enforce", "enforce", "off", "off"),
+    ],
+)
+def test_effective_mode_is_the_lower(
+    own: str, ceiling: str, override: str | None, effective: str
+) -> None:
+    raw = yaml.safe_load(_with("irc-single-replica", mode=own))
+    raw["spec"]["mode"] = ceiling
+    policy_set = parse_policy_set(yaml.safe_dump(raw), source="x")
+    configured = policy_set.policies[0]
+    assert (
+        policy_set.effective_mode(configured, parse_mode(override) if override else None)
+        == effective
+    )
+
+
+def test_parse_mode_rejects_unknown() -> None:
+    with pytest.raises(PolicySetError, match="mode must be one of"):
+        parse_mode("dry-run")
+
+
+def test_every_example_in_the_repo_parses(tmp_path: Path) -> None:
+    for path in Path(SHIPPED_POLICIES).parent.glob("*.yaml"):
+        parse_policy_set(path.read_text(), source=str(path))

@@ -1,0 +1,228 @@
+"""The real `fluxwarden serve` process over TLS: answers, bad input, rotation, multi-worker metrics."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import IRC_DEPLOYMENT, admission_review
+from webhook.certs import issue
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    port: int
+    certs: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.certs / "ca.crt"))
+
+    def connection(self) -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection(
+            "127.0.0.1", self.port, context=self.context(), timeout=10
+        )
+
+    def post(
+        self,
+        path: str,
+        body: bytes,
+        conn: http.client.HTTPSConnection | None = None,
+        content_type: str = "application/json",
+    ) -> tuple[int, Any]:
+        conn = conn or self.connection()
+        conn.request("POST", path, body=body, headers={"Content-Type": content_type})
+        reply = conn.getresponse()
+        return reply.status, json.loads(reply.read())
+
+    def get(self, path: str) -> str:
+        conn = self.connection()
+        conn.request("GET", path)
+        return conn.getresponse().read().decode()
+
+
+def _write_certs(directory: Path) -> None:
+    issued = issue(dns_names=["localhost"], ip_addresses=["127.0.0.1"], days=2)
+    # Write key and cert through temp names and renames, as a Secret volume update does.
+    for name, data in (
+        ("ca.crt", issued.ca_cert),
+        ("tls.key", issued.tls_key),
+        ("tls.crt", issued.tls_cert),
+    ):
+        tmp = directory / f".{name}.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(directory / name)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    certs = tmp_path_factory.mktemp("certs")
+    _write_certs(certs)
+    port = free_port()
+    log = certs / "server.log"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "webhook",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--lookups",
+            "none",
+            "--cert-file",
+            str(certs / "tls.crt"),
+            "--key-file",
+            str(certs / "tls.key"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+        start_new_session=True,
+        env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+    )
+    running = Server(port, certs, process, log)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if '"ready"' in running.get("/readyz"):
+                break
+        except OSError:
+            pass
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    yield running
+    os.killpg(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=30) == 0, log.read_text()[-2000:]
+
+
+def test_answers_over_tls_and_logs_one_json_line_per_decision(server: Server) -> None:
+    review = admission_review(IRC_DEPLOYMENT)
+    status, body = server.post("/mutate", json.dumps(review).encode())
+    assert status == 200
+    assert body["response"]["patchType"] == "JSONPatch"
+    time.sleep(0.2)
+    lines = [
+        json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")
+    ]
+    decision = next(line for line in lines if line.get("uid") == review["request"]["uid"])
+    assert decision["kind"] == "apps/v1/Deployment"
+    assert (decision["namespace"], decision["name"]) == (
+        "flux-system",
+        "image-reflector-controller",
+    )
+    assert decision["operation"] == "CREATE"
+    assert decision["dryRun"] is False
+    assert decision["results"] == [
+        {"policy": "irc-single-replica", "mode": "enforce", "result": "fail", "action": "mutated"}
+    ]
+    assert decision["durationMs"] > 0
+
+
+def test_malformed_bodies_get_4xx_and_the_server_stays_up(server: Server) -> None:
+    bodies = [
+        b"",
+        b"{",
+        b"null",
+        b"[]",
+        b'{"kind":"AdmissionReview"}',
+        b"\x00\xff" * 100,
+        b"[" * 5000,
+    ]
+    for body in bodies:
+        status, reply = server.post("/mutate", body)
+        assert 400 <= status < 500
+        assert "error" in reply
+    status, reply = server.post("/validate", b"{}", content_type="text/yaml")
+    assert status == 415
+    # Refused from the Content-Length alone, before the body is read.
+    conn = server.connection()
+    conn.putrequest("POST", "/mutate")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(5 * 1024 * 1024))
+    conn.endheaders()
+    reply_413 = conn.getresponse()
+    assert reply_413.status == 413
+    assert "error" in json.loads(reply_413.read())
+    assert server.process.poll() is None
+    assert server.post("/mutate", json.dumps(admission_review(IRC_DEPLOYMENT)).encode())[0] == 200
+
+
+def test_metrics_add_up_across_worker_processes(server: Server) -> None:
+    def count() -> float:
+        total = 0.0
+        for line in server.get("/metrics").splitlines():
+            if (
+                line.startswith("fluxwarden_admission_requests_total{")
+                and 'webhook="validate"' in line
+            ):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def serving_pids(uids: set[str]) -> set[int]:
+        lines = [json.loads(x) for x in server.log.read_text().splitlines() if x.startswith("{")]
+        return {line["pid"] for line in lines if line.get("uid") in uids}
+
+    before = count()
+    uids: set[str] = set()
+    # New connections until both workers have answered some (bounded).
+    while len(uids) < 200 and (len(uids) < 20 or len(serving_pids(uids)) < 2):
+        review = admission_review(IRC_DEPLOYMENT)
+        uids.add(review["request"]["uid"])
+        assert server.post("/validate", json.dumps(review).encode())[0] == 200
+        time.sleep(0.01)
+    assert len(serving_pids(uids)) == 2
+    assert count() == before + len(uids)
+    assert "fluxwarden_certificate_expiry_timestamp_seconds" in server.get("/metrics")
+
+
+def test_rotated_certificate_is_served_without_restart_or_failed_requests(server: Server) -> None:
+    review = json.dumps(admission_review(IRC_DEPLOYMENT)).encode()
+    kept_open = server.connection()
+    assert server.post("/mutate", review, conn=kept_open)[0] == 200
+    old_ca = (server.certs / "ca.crt").read_bytes()
+    pid = server.process.pid
+
+    _write_certs(server.certs)  # a new CA and pair, as a rotation by cert-manager with a new issuer
+    time.sleep(1.5)  # the server checks the files at most once a second
+
+    assert server.post("/mutate", review, conn=kept_open)[0] == 200  # in flight: not broken
+    new = ssl.create_default_context(cafile=str(server.certs / "ca.crt"))
+    with (
+        socket.create_connection(("127.0.0.1", server.port)) as raw,
+        new.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.getpeercert() is not None  # verified against the new CA
+    stale = ssl.create_default_context(cadata=old_ca.decode())
+    with (
+        pytest.raises(ssl.SSLCertVerificationError),
+        socket.create_connection(("127.0.0.1", server.port)) as raw,
+    ):
+        stale.wrap_socket(raw, server_hostname="127.0.0.1")
+    assert server.process.pid == pid
+    assert server.process.poll() is None

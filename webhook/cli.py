@@ -1,0 +1,248 @@
+"""The `fluxwarden` command line: serve, review, certs, policies.
+
+Usage and input errors exit 2 with one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from .engine import Mode, PolicySet, PolicySetError, parse_mode
+
+SHIPPED_POLICIES = Path(__file__).resolve().parent.parent / "policies" / "flux-best-practices.yaml"
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad arguments or bad input: one line on stderr, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"fluxwarden: error: {message} (see --help)\n")
+        sys.exit(EXIT_USAGE)
+
+
+def default_policies() -> Path:
+    return Path(os.environ.get("FLUXWARDEN_POLICIES") or SHIPPED_POLICIES)
+
+
+def mode_override(args: argparse.Namespace) -> Mode | None:
+    """--mode, else FLUXWARDEN_MODE, else the policy set's own spec.mode."""
+    value = args.mode or os.environ.get("FLUXWARDEN_MODE") or None
+    try:
+        return parse_mode(value) if value else None
+    except PolicySetError as error:
+        raise UsageError(str(error)) from error
+
+
+def load_policies(args: argparse.Namespace) -> PolicySet:
+    from .server.policystore import load_policy_file
+
+    try:
+        return load_policy_file(Path(args.policies))
+    except PolicySetError as error:
+        raise UsageError(str(error)) from error
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--policies",
+        default=str(default_policies()),
+        metavar="PATH",
+        help="PolicySet YAML (default: $FLUXWARDEN_POLICIES or the shipped flux-best-practices set)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=["enforce", "warn", "audit", "off"],
+        help="override spec.mode for every policy (also $FLUXWARDEN_MODE): the dry-run switch",
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server.run import ServeOptions, serve
+
+    if bool(args.cert_file) != bool(args.key_file):
+        raise UsageError("--cert-file and --key-file go together")
+    override = mode_override(args)
+    load_policies(args)
+    for path in (args.cert_file, args.key_file):
+        if path and not Path(path).is_file():
+            raise UsageError(f"no such file: {path}")
+    serve(
+        ServeOptions(
+            policies=Path(args.policies),
+            cert_file=Path(args.cert_file) if args.cert_file else None,
+            key_file=Path(args.key_file) if args.key_file else None,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            threads=args.threads,
+            mode_override=override,
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            lookups=args.lookups,
+            log_level=args.log_level,
+        )
+    )
+    return 0
+
+
+def _read_input(source: str) -> bytes:
+    if source == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(source).read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read {source}: {error.strerror}") from error
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from .admission import BadRequest, parse_json, review
+    from .engine import Lookups
+    from .lookups.offline import OfflineLookups
+
+    policy_set = load_policies(args)
+    override = mode_override(args)
+    body = _read_input(args.file)
+    try:
+        payload = parse_json(body)
+        lookups: Lookups
+        if args.kubeconfig:
+            from .lookups.kube import KubeLookups, load_api_client
+
+            lookups = KubeLookups(load_api_client(args.kubeconfig, args.context))
+        else:
+            request = payload.get("request") if isinstance(payload, dict) else None
+            obj = request.get("object") if isinstance(request, dict) else None
+            lookups = OfflineLookups([obj] if isinstance(obj, dict) else [])
+        response, _, _ = review(
+            payload,
+            policy_set=policy_set,
+            lookups=lookups,
+            webhook=args.webhook,
+            mode_override=override,
+        )
+    except BadRequest as error:
+        raise UsageError(f"{args.file}: {error}") from error
+    json.dump(response, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from .certs import issue
+
+    try:
+        issued = issue(dns_names=args.dns, ip_addresses=args.ip, days=args.days)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    try:
+        written = issued.write(Path(args.out))
+    except OSError as error:
+        raise UsageError(f"cannot write to {args.out}: {error.strerror}") from error
+    for name, path in written.items():
+        print(f"{name}: {path}", file=sys.stderr)
+    print(issued.ca_bundle)
+    return 0
+
+
+def cmd_policies(args: argparse.Namespace) -> int:
+    policy_set = load_policies(args)
+    override = mode_override(args)
+    if args.output == "json":
+        rows = [
+            {
+                "name": p.policy.name,
+                "mode": policy_set.effective_mode(p, override),
+                "configuredMode": p.mode,
+                "webhook": p.policy.webhook,
+                "why": p.policy.summary,
+                "params": p.params.model_dump(by_alias=True, mode="json"),
+            }
+            for p in policy_set.policies
+        ]
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    ceiling = override or policy_set.mode
+    print(f"policy set {policy_set.name} from {policy_set.source} (ceiling: {ceiling})")
+    width = max(len(p.policy.name) for p in policy_set.policies) if policy_set.policies else 0
+    for p in policy_set.policies:
+        mode = policy_set.effective_mode(p, override)
+        print(f"  {p.policy.name:<{width}}  {mode:<7}  {p.policy.summary}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fluxwarden", description=__doc__.splitlines()[0] if __doc__ else "")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = commands.add_parser("serve", help="run the admission webhook server (HTTPS)")
+    _common(serve)
+    serve.add_argument("--cert-file", help="serving certificate (PEM); reloaded when it changes")
+    serve.add_argument("--key-file", help="serving key (PEM)")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8443)
+    serve.add_argument("--workers", type=int, default=2, help="worker processes")
+    serve.add_argument("--threads", type=int, default=4, help="threads per worker")
+    serve.add_argument(
+        "--kubeconfig", help="for lookups (default: in-cluster, then ~/.kube/config)"
+    )
+    serve.add_argument("--context", help="kubeconfig context")
+    serve.add_argument("--lookups", choices=["auto", "kube", "none"], default="auto")
+    serve.add_argument("--log-level", default="INFO")
+    serve.set_defaults(func=cmd_serve)
+
+    review = commands.add_parser(
+        "review", help="answer one AdmissionReview JSON (FILE or -) exactly as the server would"
+    )
+    _common(review)
+    review.add_argument("file", metavar="FILE|-")
+    review.add_argument(
+        "--webhook",
+        choices=["mutate", "validate", "all"],
+        default="all",
+        help="answer as the mutating or validating webhook (default: both together)",
+    )
+    review.add_argument("--kubeconfig", help="look up other objects in this cluster")
+    review.add_argument("--context", help="kubeconfig context")
+    review.set_defaults(func=cmd_review)
+
+    certs = commands.add_parser(
+        "certs", help="write a CA and a serving certificate; print the base64 caBundle"
+    )
+    _common(certs)
+    certs.add_argument("--out", required=True, help="directory for ca.crt, tls.crt, tls.key")
+    certs.add_argument("--dns", action="append", default=[], help="DNS name (repeatable)")
+    certs.add_argument("--ip", action="append", default=[], help="IP address (repeatable)")
+    certs.add_argument("--days", type=int, default=365)
+    certs.set_defaults(func=cmd_certs)
+
+    policies = commands.add_parser("policies", help="list the policies, effective modes and why")
+    _common(policies)
+    policies.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    policies.set_defaults(func=cmd_policies)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except UsageError as error:
+        sys.stderr.write(f"fluxwarden: error: {' '.join(str(error).split())}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""The one evaluation path shared by the webhook, `fluxwarden review`, and both audits."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jsonpatch
+
+from .model import (
+    EXEMPT_ANNOTATION,
+    Action,
+    Decision,
+    JsonObject,
+    Lookups,
+    LookupUnavailable,
+    Mode,
+    PolicyResult,
+    Request,
+    Result,
+    Webhook,
+)
+from .policies import Policy, Report
+from .policyset import ConfiguredPolicy, PolicySet
+
+WARNING_PREFIX = "fluxwarden"
+MAX_WARNING = 256
+MAX_WARNINGS_TOTAL = 4096
+MAX_ANNOTATION = 1024
+
+
+def evaluate(
+    obj: JsonObject,
+    *,
+    request: Request,
+    policy_set: PolicySet,
+    lookups: Lookups,
+    webhook: Webhook = "all",
+    mode_override: Mode | None = None,
+) -> Decision:
+    """Run the policies of `webhook` over `obj` and decide: patch, warnings, denial, findings.
+
+    Pure: the object is not modified, nothing is read but `lookups`.
+    """
+    if request.operation not in ("CREATE", "UPDATE") or not isinstance(obj, dict):
+        return _allow_untouched()
+    if request.target.namespace in policy_set.excluded_namespaces:
+        return _allow_untouched()
+    exempt = _exemptions(obj)
+    working = obj
+    results: list[PolicyResult] = []
+    warnings: list[str] = []
+    deny_reasons: list[str] = []
+    annotations: dict[str, str] = {}
+    for configured in policy_set.for_webhook(webhook):
+        policy, params = configured.policy, configured.params
+        if not policy.applies_to(request.target, working, params):
+            continue
+        mode = policy_set.effective_mode(configured, mode_override)
+        if mode == "off":
+            results.append(PolicyResult(policy.name, mode, "skip", "off", ["mode off"]))
+            continue
+        if "all" in exempt or policy.name in exempt:
+            results.append(PolicyResult(policy.name, mode, "skip", "exempted", [_EXEMPT_MESSAGE]))
+            annotations[policy.name] = f"exempt: {_EXEMPT_MESSAGE}"
+            continue
+        candidate, report, error = _run(configured, working, request=request, lookups=lookups)
+        if mode == "enforce" and report.changes:
+            working = candidate
+        result = _result(policy, mode, report, error)
+        results.append(result)
+        _render(result, report, warnings=warnings, deny=deny_reasons, annotations=annotations)
+    allowed = not deny_reasons
+    patch = jsonpatch.make_patch(obj, working).patch if allowed and working is not obj else []
+    return Decision(
+        allowed=allowed,
+        patch=patch,
+        patched=working if patch else None,
+        warnings=_bounded(warnings),
+        audit_annotations=annotations,
+        deny_reasons=deny_reasons,
+        results=results,
+    )
+
+
+_EXEMPT_MESSAGE = f"exempted by the {EXEMPT_ANNOTATION} annotation"
+
+
+def _allow_untouched() -> Decision:
+    return Decision(True, [], None, [], {}, [], [])
+
+
+def _exemptions(obj: JsonObject) -> set[str]:
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(EXEMPT_ANNOTATION) if isinstance(annotations, dict) else None
+    if not isinstance(value, str):
+        return set()
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def _run(
+    configured: ConfiguredPolicy, obj: JsonObject, *, request: Request, lookups: Lookups
+) -> tuple[JsonObject, Report, str | None]:
+    """Run one policy on a private copy. A policy that raises fails open with an error."""
+    scratch = copy.deepcopy(obj)
+    report = Report()
+    try:
+        configured.policy.check(
+            scratch, request=request, params=configured.params, lookups=lookups, report=report
+        )
+    except LookupUnavailable as error:
+        report.advise(f"lookup unavailable, not checked: {error}")
+    except Exception as error:  # fail open per policy, as the contract says
+        return obj, Report(), f"policy error, request allowed: {type(error).__name__}: {error}"
+    return scratch, report, None
+
+
+def _result(policy: Policy[Any], mode: Mode, report: Report, error: str | None) -> PolicyResult:
+    if error is not None:
+        return PolicyResult(policy.name, mode, "error", "none", [error])
+    if not (report.changes or report.violations):
+        result: Result = "warn" if report.advisories else "pass"
+        action: Action = "none" if result == "pass" or mode != "audit" else "audited"
+        if result == "warn" and mode in ("enforce", "warn"):
+            action = "warned"
+        return PolicyResult(policy.name, mode, result, action, list(report.advisories))
+    if mode == "enforce":
+        action = "denied" if report.violations else "mutated"
+        changes = [
+            f"{change}: {policy.reason}" if policy.reason else change for change in report.changes
+        ]
+    else:
+        action = "warned" if mode == "warn" else "audited"
+        changes = [f"would {change}" for change in report.changes]
+    violations = (
+        report.violations if mode == "enforce" else [f"would deny: {v}" for v in report.violations]
+    )
+    return PolicyResult(
+        policy.name, mode, "fail", action, [*violations, *changes, *report.advisories]
+    )
+
+
+def _render(
+    result: PolicyResult,
+    report: Report,
+    *,
+    warnings: list[str],
+    deny: list[str],
+    annotations: dict[str, str],
+) -> None:
+    """Route a result's messages: deny reasons, warnings the user sees, audit annotations."""
+    if result.action == "none" and result.result != "error":
+        return
+    annotations[result.policy] = _cut(
+        f"{result.action}: " + "; ".join(result.messages), MAX_ANNOTATION
+    )
+    if result.mode == "audit" and result.result != "error":
+        return
+    shown = result.messages
+    if result.action == "denied":
+        deny.extend(f"{result.policy}: {v}" for v in report.violations)
+        shown = result.messages[len(report.violations) :]
+    warnings.extend(f"{WARNING_PREFIX}: {result.policy}: {message}" for message in shown)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bounded(warnings: list[str]) -> list[str]:
+    """One line each, <= 256 characters, <= 4 KiB in total (API server limits)."""
+    kept: list[str] = []
+    total = 0
+    for index, warning in enumerate(warnings):
+        line = _cut(" ".join(warning.split()), MAX_WARNING)
+        if total + len(line.encode()) > MAX_WARNINGS_TOTAL - MAX_WARNING:
+            kept.append(
+                f"{WARNING_PREFIX}: {len(warnings) - index} more finding(s) in the audit annotations"
+            )
+            break
+        kept.append(line)
+        total += len(line.encode())
+    return kept

@@ -1,0 +1,155 @@
+"""The engine's vocabulary: what goes in (request facts, lookups) and what comes out (a decision)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+JsonObject = dict[str, Any]
+Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+Mode = Literal["off", "audit", "warn", "enforce"]
+Webhook = Literal["mutate", "validate", "all"]
+# One result vocabulary for webhook, CLI and reports (as Kyverno and the PolicyReport API use).
+Result = Literal["pass", "fail", "warn", "error", "skip"]
+Action = Literal["none", "mutated", "denied", "warned", "audited", "exempted", "off"]
+
+MODE_RANK: dict[Mode, int] = {"off": 0, "audit": 1, "warn": 2, "enforce": 3}
+EXEMPT_ANNOTATION = "fluxwarden.io/exempt"
+
+
+def lower_mode(first: Mode, second: Mode) -> Mode:
+    """The stricter-is-lower combination used for the spec.mode ceiling."""
+    return first if MODE_RANK[first] <= MODE_RANK[second] else second
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the request is about, as the API server names it (or as derived from a file)."""
+
+    group: str
+    version: str
+    kind: str
+    resource: str = ""
+    sub_resource: str = ""
+    namespace: str = ""
+    name: str = ""
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+def target_of(obj: JsonObject, *, default_namespace: str = "") -> Target:
+    """The Target the API server would name for an object read from a file."""
+    api_version = obj.get("apiVersion")
+    kind = obj.get("kind")
+    group, _, version = (
+        api_version.rpartition("/") if isinstance(api_version, str) else ("", "", "")
+    )
+    kind = kind if isinstance(kind, str) else ""
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    namespace = meta.get("namespace")
+    name = meta.get("name")
+    return Target(
+        group=group,
+        version=version,
+        kind=kind,
+        resource=_plural(kind),
+        namespace=namespace if isinstance(namespace, str) and namespace else default_namespace,
+        name=name if isinstance(name, str) else "",
+    )
+
+
+def _plural(kind: str) -> str:
+    lower = kind.lower()
+    if lower.endswith("y"):
+        return lower[:-1] + "ies"
+    return lower + ("es" if lower.endswith("s") else "s")
+
+
+@dataclass(frozen=True)
+class Request:
+    """The request facts a policy may depend on."""
+
+    target: Target
+    operation: Operation = "CREATE"
+    dry_run: bool = False
+    user: str = ""
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+DependencyKind = Literal["Kustomization", "HelmRelease"]
+
+
+class LookupUnavailable(Exception):
+    """A lookup could not be answered (API slow or down): policies degrade to a warning."""
+
+
+class Lookups(Protocol):
+    """Facts about other objects. Implementations: the live cluster and the audited files."""
+
+    def deployment_tolerations(self, namespace: str, name: str) -> list[JsonObject] | None:
+        """The pod-template tolerations of a Deployment; None when it does not exist."""
+        ...
+
+    def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
+        """The resolved `spec.dependsOn` of an object; None when the object is unknown."""
+        ...
+
+
+class NoLookups:
+    """For callers with nothing to look up: every lookup is unavailable."""
+
+    def deployment_tolerations(self, namespace: str, name: str) -> list[JsonObject] | None:
+        raise LookupUnavailable("no lookups configured")
+
+    def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
+        raise LookupUnavailable("no lookups configured")
+
+
+@dataclass
+class PolicyResult:
+    policy: str
+    mode: Mode
+    result: Result
+    action: Action
+    messages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Decision:
+    allowed: bool
+    patch: list[JsonObject]
+    patched: JsonObject | None
+    warnings: list[str]
+    audit_annotations: dict[str, str]
+    deny_reasons: list[str]
+    results: list[PolicyResult]
+
+    def to_dict(self) -> JsonObject:
+        return {
+            "allowed": self.allowed,
+            "patch": self.patch,
+            "warnings": self.warnings,
+            "auditAnnotations": self.audit_annotations,
+            "denyReasons": self.deny_reasons,
+            "results": [
+                {
+                    "policy": r.policy,
+                    "mode": r.mode,
+                    "result": r.result,
+                    "action": r.action,
+                    "messages": r.messages,
+                }
+                for r in self.results
+            ],
+        }

@@ -1,0 +1,29 @@
+"""The policy registry: adding a policy means adding its module and one line here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Params, Policy, Report
+from .controller_requeue_dependency import ControllerRequeueDependency
+from .fleet_job_tolerations import FleetJobTolerations
+from .helmrelease_drift_detection import HelmReleaseDriftDetection
+from .helmrelease_interval import HelmReleaseInterval
+from .irc_single_replica import IrcSingleReplica
+from .kustomization_dependencies import KustomizationDependencies
+from .source_controller_storage import SourceControllerStorage
+
+ALL_POLICIES: dict[str, Policy[Any]] = {
+    policy.name: policy
+    for policy in (
+        IrcSingleReplica(),
+        HelmReleaseDriftDetection(),
+        FleetJobTolerations(),
+        HelmReleaseInterval(),
+        SourceControllerStorage(),
+        ControllerRequeueDependency(),
+        KustomizationDependencies(),
+    )
+}
+
+__all__ = ["ALL_POLICIES", "Params", "Policy", "Report"]

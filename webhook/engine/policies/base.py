@@ -1,0 +1,118 @@
+"""What every policy module provides, and the report a policy writes its findings into."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ..model import JsonObject, Lookups, Request, Target
+
+
+class Params(BaseModel):
+    """Base of every policy's params model: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+ParamsT = TypeVar("ParamsT", bound=Params)
+
+
+@dataclass
+class Report:
+    """Findings of one policy on one object, in words a `kubectl apply` user can act on."""
+
+    changes: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    advisories: list[str] = field(default_factory=list)
+
+    def changed(self, path: str, old: Any, new: Any) -> None:
+        """Record that `path` was (or would be) set from `old` to `new`."""
+        was = "unset" if old is None else _short(old)
+        self.changes.append(f"set {path} to {_short(new)} (was {was})")
+
+    def violation(self, message: str) -> None:
+        self.violations.append(message)
+
+    def advise(self, message: str) -> None:
+        self.advisories.append(message)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.changes or self.violations or self.advisories)
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class Policy(ABC, Generic[ParamsT]):
+    """One best practice. `check` works on a private copy of the object and may mutate it."""
+
+    name: ClassVar[str]
+    webhook: ClassVar[Literal["mutate", "validate"]]
+    summary: ClassVar[str]  # one line: what goes wrong without it and what the policy does
+    reason: ClassVar[str] = ""  # short why, appended to the warnings about changes
+    params_model: type[ParamsT]
+
+    @abstractmethod
+    def applies_to(self, target: Target, obj: JsonObject, params: ParamsT) -> bool:
+        """Whether the object is in this policy's scope (kind, namespace, name)."""
+
+    @abstractmethod
+    def check(
+        self,
+        obj: JsonObject,
+        *,
+        request: Request,
+        params: ParamsT,
+        lookups: Lookups,
+        report: Report,
+    ) -> None:
+        """Inspect `obj`, mutate it towards compliance and write findings into `report`."""
+
+
+def metadata(obj: JsonObject) -> JsonObject:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def object_name(target: Target, obj: JsonObject) -> str:
+    """The name, falling back to generateName for objects created with one."""
+    meta = metadata(obj)
+    name = target.name or meta.get("name") or meta.get("generateName") or ""
+    return name if isinstance(name, str) else ""
+
+
+def ensure_dict(parent: JsonObject, key: str) -> JsonObject:
+    """`parent[key]` as a dict, created when absent or null."""
+    value = parent.get(key)
+    if not isinstance(value, dict):
+        value = {}
+        parent[key] = value
+    return value
+
+
+def dig(obj: Any, *path: str) -> Any:
+    """Read a nested value; None when any step is missing or of the wrong type."""
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def named_container(pod_spec: Any, name: str) -> JsonObject | None:
+    if not isinstance(pod_spec, dict):
+        return None
+    for container in pod_spec.get("containers") or []:
+        if isinstance(container, dict) and container.get("name") == name:
+            return container
+    return None
+
+
+def is_deployment(target: Target) -> bool:
+    return target.group == "apps" and target.kind == "Deployment" and not target.sub_resource

@@ -1,0 +1,89 @@
+"""kustomize-controller and helm-controller: a short --requeue-dependency so dependsOn chains move."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, Field
+
+from ..model import JsonObject, Lookups, Request, Target
+from ..units import parse_duration
+from .base import Params, Policy, Report, dig, is_deployment, named_container
+
+FLAG = "--requeue-dependency"
+
+
+def _valid_duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+class RequeueParams(Params):
+    interval: Annotated[str, AfterValidator(_valid_duration)] = "5s"
+    deployments: list[str] = Field(
+        default_factory=lambda: ["kustomize-controller", "helm-controller"]
+    )
+    container: str = "manager"
+    namespaces: list[str] = Field(default_factory=lambda: ["flux-system"])
+
+
+def _find_flag(args: list[object]) -> tuple[int, int, str | None]:
+    """(index, number of list items the flag spans, value) of the flag; index -1 when absent."""
+    for index, arg in enumerate(args):
+        if not isinstance(arg, str):
+            continue
+        if arg.startswith(FLAG + "="):
+            return index, 1, arg.split("=", 1)[1]
+        if arg == FLAG:
+            value = args[index + 1] if index + 1 < len(args) else None
+            return index, 2, value if isinstance(value, str) else None
+    return -1, 0, None
+
+
+class ControllerRequeueDependency(Policy[RequeueParams]):
+    name: ClassVar[str] = "controller-requeue-dependency"
+    webhook: ClassVar[Literal["mutate", "validate"]] = "mutate"
+    reason: ClassVar[str] = "each dependsOn hop otherwise waits the default 30s"
+    summary: ClassVar[str] = (
+        "long dependsOn chains wait the default 30s --requeue-dependency per hop: set a short "
+        "one on kustomize-controller and helm-controller"
+    )
+    params_model = RequeueParams
+
+    def applies_to(self, target: Target, obj: JsonObject, params: RequeueParams) -> bool:
+        if params.namespaces and target.namespace not in params.namespaces:
+            return False
+        name = target.name or dig(obj, "metadata", "name")
+        return is_deployment(target) and name in params.deployments
+
+    def check(
+        self,
+        obj: JsonObject,
+        *,
+        request: Request,
+        params: RequeueParams,
+        lookups: Lookups,
+        report: Report,
+    ) -> None:
+        container = named_container(dig(obj, "spec", "template", "spec"), params.container)
+        if container is None:
+            report.advise(f"no container named {params.container!r}; {FLAG} not checked")
+            return
+        args = container.get("args")
+        args = list(args) if isinstance(args, list) else []
+        index, span, value = _find_flag(args)
+        wanted = f"{FLAG}={params.interval}"
+        if index >= 0 and value is not None and "$(" not in value:
+            try:
+                if parse_duration(value) <= parse_duration(params.interval):
+                    return
+            except ValueError:
+                report.advise(f"{FLAG} value {value!r} is not a duration; replacing it")
+        elif index >= 0 and value is not None:
+            return  # set from an environment variable: the value is not known here
+        if index >= 0:
+            args[index : index + span] = [wanted]
+        else:
+            args.append(wanted)
+        container["args"] = args
+        report.changed(f"containers[{params.container}].args {FLAG}", value, params.interval)

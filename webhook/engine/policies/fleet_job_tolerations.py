@@ -1,0 +1,159 @@
+"""Rancher Fleet's cleanup jobs and Rancher's helm-operation pods: give them tolerations.
+
+On clusters where every node is tainted these pods did not get the chart's tolerations and never
+schedule (rancher/fleet#3180). Tolerations are merged in, never removed, never duplicated.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..model import JsonObject, Lookups, LookupUnavailable, Request, Target
+from .base import Params, Policy, Report, dig, object_name
+
+DEFAULT_FLEET_NAMESPACE = "cattle-fleet-system"
+
+
+class Toleration(BaseModel):
+    """A core/v1 Toleration, validated so a typo in the policy set fails at load time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds")
+
+    def as_object(self) -> JsonObject:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class FleetParams(Params):
+    namespaces: list[str] = Field(
+        default_factory=lambda: [DEFAULT_FLEET_NAMESPACE, "cattle-system"]
+    )
+    names: list[str] = Field(
+        default_factory=lambda: ["fleet-cleanup-clusterregistrations", "fleet-cleanup-gitrepo-jobs"]
+    )
+    name_prefixes: list[str] = Field(
+        default_factory=lambda: ["helm-operation-"], alias="namePrefixes"
+    )
+    pod_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app": "fleet-job"}, alias="podLabels"
+    )
+    tolerations: list[Toleration] = Field(default_factory=list)
+    inherit_from_deployment: str = Field(
+        default="fleet-controller",
+        alias="inheritFromDeployment",
+        description='"name" (in cattle-fleet-system) or "namespace/name"; "" turns it off.',
+    )
+
+
+_WORKLOAD_KINDS = {("batch", "Job"), ("batch", "CronJob"), ("", "Pod")}
+
+
+def pod_template(obj: JsonObject, kind: str) -> tuple[Any, Any]:
+    """(pod metadata, pod spec) wherever this kind keeps them; CronJob nests under jobTemplate."""
+    if kind == "Pod":
+        return obj.get("metadata"), obj.get("spec")
+    template = dig(obj, "spec", "jobTemplate", "spec", "template") if kind == "CronJob" else None
+    if kind == "Job":
+        template = dig(obj, "spec", "template")
+    if not isinstance(template, dict):
+        return None, None
+    return template.get("metadata"), template.get("spec")
+
+
+def _normalized(toleration: Any) -> tuple[Any, ...]:
+    if not isinstance(toleration, dict):
+        return (repr(toleration),)
+    operator = toleration.get("operator") or "Equal"
+    return (
+        toleration.get("key") or "",
+        operator,
+        toleration.get("value") or "" if operator == "Equal" else "",
+        toleration.get("effect") or "",
+        toleration.get("tolerationSeconds"),
+    )
+
+
+class FleetJobTolerations(Policy[FleetParams]):
+    name: ClassVar[str] = "fleet-job-tolerations"
+    webhook: ClassVar[Literal["mutate", "validate"]] = "mutate"
+    reason: ClassVar[str] = (
+        "untolerated pods never schedule on fully tainted nodes (rancher/fleet#3180)"
+    )
+    summary: ClassVar[str] = (
+        "Fleet cleanup jobs and Rancher helm-operation pods lack tolerations and never schedule on "
+        "fully tainted clusters (rancher/fleet#3180): add the configured tolerations"
+    )
+    params_model = FleetParams
+
+    def applies_to(self, target: Target, obj: JsonObject, params: FleetParams) -> bool:
+        if (target.group, target.kind) not in _WORKLOAD_KINDS or target.sub_resource:
+            return False
+        if target.namespace not in params.namespaces:
+            return False
+        name = object_name(target, obj)
+        if name in params.names or any(name.startswith(p) for p in params.name_prefixes):
+            return True
+        pod_meta, _ = pod_template(obj, target.kind)
+        labels = dig(pod_meta, "labels") if isinstance(pod_meta, dict) else None
+        if not params.pod_labels or not isinstance(labels, dict):
+            return False
+        return all(labels.get(k) == v for k, v in params.pod_labels.items())
+
+    def check(
+        self,
+        obj: JsonObject,
+        *,
+        request: Request,
+        params: FleetParams,
+        lookups: Lookups,
+        report: Report,
+    ) -> None:
+        wanted = [t.as_object() for t in params.tolerations]
+        if params.inherit_from_deployment:
+            namespace, _, name = params.inherit_from_deployment.rpartition("/")
+            namespace = namespace or DEFAULT_FLEET_NAMESPACE
+            try:
+                inherited = lookups.deployment_tolerations(namespace, name)
+            except LookupUnavailable as error:
+                report.advise(
+                    f"could not read tolerations of Deployment {namespace}/{name}: {error}"
+                )
+                inherited = None
+            wanted.extend(inherited or [])
+        if not wanted:
+            return
+        _, pod_spec = pod_template(obj, request.target.kind)
+        if not isinstance(pod_spec, dict):
+            if request.target.kind != "Pod":
+                report.advise("no pod template found; tolerations not checked")
+            return
+        current = pod_spec.get("tolerations")
+        existing = list(current) if isinstance(current, list) else []
+        seen = {_normalized(t) for t in existing}
+        added = []
+        for toleration in wanted:
+            if _normalized(toleration) not in seen:
+                seen.add(_normalized(toleration))
+                added.append(toleration)
+        if not added:
+            return
+        pod_spec["tolerations"] = existing + added
+        path = "spec.tolerations" if request.target.kind == "Pod" else "pod template tolerations"
+        report.changes.append(
+            f"set {path}: +{len(added)} ({', '.join(_describe(t) for t in added)})"
+        )
+
+
+def _describe(toleration: JsonObject) -> str:
+    key = toleration.get("key") or "*"
+    operator = toleration.get("operator") or "Equal"
+    value = f"={toleration.get('value', '')}" if operator == "Equal" else " Exists"
+    effect = toleration.get("effect") or "all effects"
+    return f"{key}{value}:{effect}"

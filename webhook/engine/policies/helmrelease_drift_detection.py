@@ -1,0 +1,69 @@
+"""HelmRelease drift detection: without it manual edits to Helm-managed objects are never reverted.
+
+`spec.driftDetection.mode` defaults to `disabled` in helm-controller.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from ..model import JsonObject, Lookups, Request, Target
+from .base import Params, Policy, Report, dig, ensure_dict
+
+HELM_GROUP = "helm.toolkit.fluxcd.io"
+SUPPORTED_VERSIONS = ("v2", "v2beta2")
+
+
+class DriftParams(Params):
+    drift_mode: Literal["enabled", "warn"] = Field(default="enabled", alias="driftMode")
+    override_disabled: bool = Field(
+        default=False,
+        alias="overrideDisabled",
+        description="Also replace an explicit `disabled` (otherwise it is kept and warned about).",
+    )
+
+
+class HelmReleaseDriftDetection(Policy[DriftParams]):
+    name: ClassVar[str] = "helmrelease-drift-detection"
+    webhook: ClassVar[Literal["mutate", "validate"]] = "mutate"
+    reason: ClassVar[str] = "without it manual edits to the release's objects are never reverted"
+    summary: ClassVar[str] = (
+        "HelmRelease drift detection defaults to disabled, so manual edits are never reverted: "
+        "set spec.driftDetection.mode"
+    )
+    params_model = DriftParams
+
+    def applies_to(self, target: Target, obj: JsonObject, params: DriftParams) -> bool:
+        return (
+            target.group == HELM_GROUP and target.kind == "HelmRelease" and not target.sub_resource
+        )
+
+    def check(
+        self,
+        obj: JsonObject,
+        *,
+        request: Request,
+        params: DriftParams,
+        lookups: Lookups,
+        report: Report,
+    ) -> None:
+        version = request.target.version
+        if version not in SUPPORTED_VERSIONS:
+            report.advise(
+                f"{HELM_GROUP}/{version} does not honour spec.driftDetection (removed in Flux 2.7); "
+                f"migrate to {HELM_GROUP}/v2"
+            )
+            return
+        mode = dig(obj, "spec", "driftDetection", "mode")
+        if mode == "disabled" and not params.override_disabled:
+            report.advise(
+                "spec.driftDetection.mode is explicitly disabled: manual edits to this release's "
+                "objects will not be reverted"
+            )
+            return
+        if mode in (None, "disabled"):
+            spec = ensure_dict(obj, "spec")
+            ensure_dict(spec, "driftDetection")["mode"] = params.drift_mode
+            report.changed("spec.driftDetection.mode", mode, params.drift_mode)

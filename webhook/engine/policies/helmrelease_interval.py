@@ -1,0 +1,75 @@
+"""HelmRelease reconcile interval: too short loads the API server, too long delays drift correction."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from ..model import JsonObject, Lookups, Request, Target
+from ..units import parse_duration
+from .base import Params, Policy, Report, dig
+from .helmrelease_drift_detection import HELM_GROUP
+
+
+def _valid_duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_valid_duration)]
+
+
+class IntervalParams(Params):
+    min_interval: Duration = Field(default="1m", alias="minInterval")
+    max_interval: Duration = Field(default="1h", alias="maxInterval")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntervalParams:
+        if parse_duration(self.min_interval) > parse_duration(self.max_interval):
+            raise ValueError("minInterval must not be greater than maxInterval")
+        return self
+
+
+class HelmReleaseInterval(Policy[IntervalParams]):
+    name: ClassVar[str] = "helmrelease-interval"
+    webhook: ClassVar[Literal["mutate", "validate"]] = "validate"
+    summary: ClassVar[str] = (
+        "very short HelmRelease intervals load the API server, very long ones slow drift "
+        "correction: warn outside the configured range"
+    )
+    params_model = IntervalParams
+
+    def applies_to(self, target: Target, obj: JsonObject, params: IntervalParams) -> bool:
+        return (
+            target.group == HELM_GROUP and target.kind == "HelmRelease" and not target.sub_resource
+        )
+
+    def check(
+        self,
+        obj: JsonObject,
+        *,
+        request: Request,
+        params: IntervalParams,
+        lookups: Lookups,
+        report: Report,
+    ) -> None:
+        interval = dig(obj, "spec", "interval")
+        if interval is None or (isinstance(interval, str) and "${" in interval):
+            # Absent: the CRD schema reports it. ${VAR}: Flux substitutes it later, judge it then.
+            return
+        try:
+            seconds = parse_duration(interval)
+        except ValueError:
+            report.advise(f"spec.interval {interval!r} is not a duration")
+            return
+        if seconds < parse_duration(params.min_interval):
+            report.advise(
+                f"spec.interval {interval} is shorter than {params.min_interval}: "
+                "frequent reconciles load the API server and the chart source"
+            )
+        elif seconds > parse_duration(params.max_interval):
+            report.advise(
+                f"spec.interval {interval} is longer than {params.max_interval}: "
+                "drift is corrected only that often"
+            )

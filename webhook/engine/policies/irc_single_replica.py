@@ -1,0 +1,106 @@
+"""image-reflector-controller: one replica and enough memory, so an OOM kill cannot roll tags back.
+
+IRC keeps scanned tags in a Badger DB on an emptyDir. With two replicas and a 1Gi limit an OOM kill
+hands leadership to a standby with an empty DB, which re-scans and rolls image tags back
+(fluxcd/flux2#4984). Maintainer advice: 1 replica, 2Gi limit.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, Field
+
+from ..model import JsonObject, Lookups, Request, Target
+from ..units import parse_quantity
+from .base import Params, Policy, Report, dig, ensure_dict, is_deployment, named_container
+
+
+def _valid_quantity(value: str) -> str:
+    parse_quantity(value)
+    return value
+
+
+Quantity = Annotated[str, AfterValidator(_valid_quantity)]
+
+
+class IrcParams(Params):
+    replicas: int = Field(default=1, ge=1)
+    memory_limit: Quantity = Field(default="2Gi", alias="memoryLimit")
+    deployment: str = "image-reflector-controller"
+    container: str = "manager"
+    namespaces: list[str] = Field(
+        default_factory=lambda: ["flux-system"],
+        description="Namespaces where Flux runs; empty means any namespace.",
+    )
+
+
+class IrcSingleReplica(Policy[IrcParams]):
+    name: ClassVar[str] = "irc-single-replica"
+    webhook: ClassVar[Literal["mutate", "validate"]] = "mutate"
+    reason: ClassVar[str] = (
+        "an OOM-killed IRC with a standby rolls image tags back (fluxcd/flux2#4984)"
+    )
+    summary: ClassVar[str] = (
+        "image-reflector-controller with 2 replicas and 1Gi rolls image tags back after an OOM "
+        "kill (fluxcd/flux2#4984): keep 1 replica and a 2Gi memory limit"
+    )
+    params_model = IrcParams
+
+    def applies_to(self, target: Target, obj: JsonObject, params: IrcParams) -> bool:
+        if params.namespaces and target.namespace not in params.namespaces:
+            return False
+        if target.group == "autoscaling" and target.kind == "HorizontalPodAutoscaler":
+            ref = dig(obj, "spec", "scaleTargetRef") or {}
+            return bool(ref.get("kind") == "Deployment" and ref.get("name") == params.deployment)
+        if target.name != params.deployment and dig(obj, "metadata", "name") != params.deployment:
+            return False
+        return is_deployment(target) or (
+            target.resource == "deployments" and target.sub_resource == "scale"
+        )
+
+    def check(
+        self,
+        obj: JsonObject,
+        *,
+        request: Request,
+        params: IrcParams,
+        lookups: Lookups,
+        report: Report,
+    ) -> None:
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            return
+        if request.target.kind == "HorizontalPodAutoscaler":
+            for key in ("minReplicas", "maxReplicas"):
+                current = spec.get(key)
+                if isinstance(current, int) and current > params.replicas:
+                    spec[key] = params.replicas
+                    report.changed(f"spec.{key}", current, params.replicas)
+            return
+        # A Deployment or its scale subresource: both carry spec.replicas (absent means 1).
+        replicas = spec.get("replicas")
+        if isinstance(replicas, int) and replicas > params.replicas:
+            spec["replicas"] = params.replicas
+            report.changed("spec.replicas", replicas, params.replicas)
+        if request.target.sub_resource == "scale":
+            return
+        container = named_container(dig(spec, "template", "spec"), params.container)
+        if container is None:
+            report.advise(f"no container named {params.container!r}; memory limit not checked")
+            return
+        self._ensure_memory_limit(container, params=params, report=report)
+
+    def _ensure_memory_limit(
+        self, container: JsonObject, *, params: IrcParams, report: Report
+    ) -> None:
+        limit = dig(container, "resources", "limits", "memory")
+        request = dig(container, "resources", "requests", "memory")
+        wanted = params.memory_limit
+        # Keep requests <= limit by raising the limit to the request rather than starving the pod.
+        if request is not None and parse_quantity(request) > parse_quantity(wanted):
+            wanted = str(request)
+        if limit is None or parse_quantity(limit) < parse_quantity(wanted):
+            ensure_dict(ensure_dict(container, "resources"), "limits")["memory"] = wanted
+            path = f"containers[{container.get('name')}].resources.limits.memory"
+            report.changed(path, limit, wanted)

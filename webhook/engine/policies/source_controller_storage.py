@@ -1,0 +1,76 @@
+"""source-controller storage: an unbounded /tmp next to an emptyDir /data fills the node's disk."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from ..model import JsonObject, Lookups, Request, Target
+from .base import Params, Policy, Report, dig, is_deployment, named_container
+from .irc_single_replica import Quantity
+
+
+class StorageParams(Params):
+    deployment: str = "source-controller"
+    container: str = "manager"
+    namespaces: list[str] = Field(default_factory=lambda: ["flux-system"])
+    tmp_size_limit: Quantity = Field(default="2Gi", alias="tmpSizeLimit")
+
+
+def _volume_mounted_at(pod_spec: JsonObject, container: JsonObject, path: str) -> JsonObject | None:
+    for mount in container.get("volumeMounts") or []:
+        if isinstance(mount, dict) and mount.get("mountPath", "").rstrip("/") == path:
+            for volume in pod_spec.get("volumes") or []:
+                if isinstance(volume, dict) and volume.get("name") == mount.get("name"):
+                    return volume
+    return None
+
+
+class SourceControllerStorage(Policy[StorageParams]):
+    name: ClassVar[str] = "source-controller-storage"
+    webhook: ClassVar[Literal["mutate", "validate"]] = "mutate"
+    reason: ClassVar[str] = "an unbounded /tmp fills the node's ephemeral storage"
+    summary: ClassVar[str] = (
+        "source-controller fills the node's disk through an unbounded /tmp: warn when /data is an "
+        "emptyDir and /tmp has no sizeLimit, and set one when enforced"
+    )
+    params_model = StorageParams
+
+    def applies_to(self, target: Target, obj: JsonObject, params: StorageParams) -> bool:
+        if params.namespaces and target.namespace not in params.namespaces:
+            return False
+        name = target.name or dig(obj, "metadata", "name")
+        return is_deployment(target) and name == params.deployment
+
+    def check(
+        self,
+        obj: JsonObject,
+        *,
+        request: Request,
+        params: StorageParams,
+        lookups: Lookups,
+        report: Report,
+    ) -> None:
+        pod_spec = dig(obj, "spec", "template", "spec")
+        container = named_container(pod_spec, params.container)
+        if not isinstance(pod_spec, dict) or container is None:
+            report.advise(f"no container named {params.container!r}; storage not checked")
+            return
+        data = _volume_mounted_at(pod_spec, container, "/data")
+        if data is None or "emptyDir" not in data:
+            return  # persistent /data: artifacts do not land on the node's ephemeral storage
+        tmp = _volume_mounted_at(pod_spec, container, "/tmp")
+        if tmp is None:
+            report.advise("/tmp is not a volume: downloads go to the container's writable layer")
+            return
+        if "emptyDir" not in tmp or dig(tmp, "emptyDir", "sizeLimit") is not None:
+            return
+        empty_dir = tmp.get("emptyDir")
+        if not isinstance(empty_dir, dict):
+            empty_dir = {}
+            tmp["emptyDir"] = empty_dir
+        empty_dir["sizeLimit"] = params.tmp_size_limit
+        report.changed(
+            f"volumes[{tmp.get('name')}].emptyDir.sizeLimit", None, params.tmp_size_limit
+        )

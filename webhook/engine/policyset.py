@@ -1,0 +1,140 @@
+"""The PolicySet document: parsed and validated into policies with typed params."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .model import MODE_RANK, Mode, Webhook, lower_mode
+from .policies import ALL_POLICIES, Params, Policy
+
+
+class PolicySetError(ValueError):
+    """A policy set that cannot be used; the message names the file, the policy and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Exclude(_Strict):
+    namespaces: list[str] = Field(default_factory=list)
+
+
+class _PolicyEntry(_Strict):
+    name: str
+    mode: Mode = "enforce"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class _Spec(_Strict):
+    mode: Mode = "enforce"
+    exclude: _Exclude = Field(default_factory=_Exclude)
+    policies: list[_PolicyEntry]
+
+
+class _Metadata(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class _Document(_Strict):
+    api_version: Literal["fluxwarden.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["PolicySet"]
+    metadata: _Metadata
+    spec: _Spec
+
+
+@dataclass(frozen=True)
+class ConfiguredPolicy:
+    policy: Policy[Any]
+    mode: Mode  # the policy's own mode, before the ceiling
+    params: Params
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    name: str
+    source: str
+    mode: Mode  # the ceiling, `spec.mode`
+    excluded_namespaces: frozenset[str]
+    policies: tuple[ConfiguredPolicy, ...]
+
+    def effective_mode(self, configured: ConfiguredPolicy, override: Mode | None = None) -> Mode:
+        """A policy runs at the lower of its own mode and the ceiling (or its override)."""
+        return lower_mode(configured.mode, override or self.mode)
+
+    def for_webhook(self, webhook: Webhook) -> tuple[ConfiguredPolicy, ...]:
+        if webhook == "all":
+            return self.policies
+        return tuple(p for p in self.policies if p.policy.webhook == webhook)
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(document)"
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    extra = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"field {_field(tuple(first['loc']))}: {first['msg']}{extra}"
+
+
+def parse_policy_set(text: str, *, source: str) -> PolicySet:
+    """Parse and validate a PolicySet YAML document. Raises PolicySetError naming what is wrong."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise PolicySetError(f"{source}: not valid YAML: {error}".replace("\n", " ")) from error
+    if not isinstance(raw, dict):
+        raise PolicySetError(f"{source}: expected a PolicySet mapping, got {type(raw).__name__}")
+    try:
+        document = _Document.model_validate(raw)
+    except ValidationError as error:
+        raise PolicySetError(_with_policy_name(source, raw, error)) from error
+    configured: list[ConfiguredPolicy] = []
+    seen: set[str] = set()
+    for entry in document.spec.policies:
+        where = f"{source}: policy {entry.name}"
+        policy = ALL_POLICIES.get(entry.name)
+        if policy is None:
+            known = ", ".join(sorted(ALL_POLICIES))
+            raise PolicySetError(f"{where}: unknown policy (known: {known})")
+        if entry.name in seen:
+            raise PolicySetError(f"{where}: listed twice")
+        seen.add(entry.name)
+        try:
+            params = policy.params_model.model_validate(entry.params)
+        except ValidationError as error:
+            raise PolicySetError(f"{where}: params {_describe(error)}") from error
+        configured.append(ConfiguredPolicy(policy=policy, mode=entry.mode, params=params))
+    return PolicySet(
+        name=document.metadata.name,
+        source=source,
+        mode=document.spec.mode,
+        excluded_namespaces=frozenset(document.spec.exclude.namespaces),
+        policies=tuple(configured),
+    )
+
+
+def _with_policy_name(source: str, raw: dict[str, Any], error: ValidationError) -> str:
+    """Name the policy when the error sits inside spec.policies[i]."""
+    loc = tuple(error.errors()[0]["loc"])
+    if loc[:2] == ("spec", "policies") and len(loc) > 2 and isinstance(loc[2], int):
+        try:
+            name = raw["spec"]["policies"][loc[2]]["name"]
+            return f"{source}: policy {name}: {_describe(error)}"
+        except (KeyError, IndexError, TypeError):
+            pass
+    return f"{source}: {_describe(error)}"
+
+
+def parse_mode(value: str) -> Mode:
+    """Validate a --mode / FLUXWARDEN_MODE value."""
+    for mode in MODE_RANK:
+        if value == mode:
+            return mode
+    raise PolicySetError(f"mode must be one of {', '.join(MODE_RANK)}, got {value!r}")
