@@ -88,7 +88,8 @@ class Case:
             policy_set=self.policy_set(),
             lookups=self.lookups(),
             webhook=self.spec.get("webhook", "all"),
-            mode_override=self.spec.get("mode"),
+            # YAML 1.1 reads an unquoted `off` as false.
+            mode_override="off" if self.spec.get("mode") is False else self.spec.get("mode"),
         )
 
 

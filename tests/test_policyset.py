@@ -128,3 +128,10 @@ def test_parse_mode_rejects_unknown() -> None:
 def test_every_example_in_the_repo_parses(tmp_path: Path) -> None:
     for path in Path(SHIPPED_POLICIES).parent.glob("*.yaml"):
         parse_policy_set(path.read_text(), source=str(path))
+
+
+def test_unquoted_off_means_off() -> None:
+    raw = SHIPPED_POLICIES.read_text().replace("mode: enforce\n  exclude", "mode: off\n  exclude")
+    policy_set = parse_policy_set(raw, source="x")
+    assert policy_set.mode == "off"
+    assert policy_set.effective_mode(policy_set.policies[0]) == "off"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .model import MODE_RANK, Mode, Webhook, lower_mode
 from .policies import ALL_POLICIES, Params, Policy
@@ -20,18 +20,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _yaml_off(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted `off` as false; that is what the user meant."""
+    return "off" if value is False else value
+
+
+ModeField = Annotated[Mode, BeforeValidator(_yaml_off)]
+
+
 class _Exclude(_Strict):
     namespaces: list[str] = Field(default_factory=list)
 
 
 class _PolicyEntry(_Strict):
     name: str
-    mode: Mode = "enforce"
+    mode: ModeField = "enforce"
     params: dict[str, Any] = Field(default_factory=dict)
 
 
 class _Spec(_Strict):
-    mode: Mode = "enforce"
+    mode: ModeField = "enforce"
     exclude: _Exclude = Field(default_factory=_Exclude)
     policies: list[_PolicyEntry]
 

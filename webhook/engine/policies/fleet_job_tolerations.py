@@ -67,17 +67,23 @@ def pod_template(obj: JsonObject, kind: str) -> tuple[Any, Any]:
     return template.get("metadata"), template.get("spec")
 
 
-def _normalized(toleration: Any) -> tuple[Any, ...]:
-    if not isinstance(toleration, dict):
-        return (repr(toleration),)
-    operator = toleration.get("operator") or "Equal"
-    return (
-        toleration.get("key") or "",
-        operator,
-        toleration.get("value") or "" if operator == "Equal" else "",
-        toleration.get("effect") or "",
-        toleration.get("tolerationSeconds"),
-    )
+def covers(existing: Any, wanted: JsonObject) -> bool:
+    """Whether the `existing` toleration already tolerates every taint `wanted` tolerates."""
+    if not isinstance(existing, dict):
+        return False
+    if existing.get("effect") and existing.get("effect") != wanted.get("effect"):
+        return False
+    if (existing.get("operator") or "Equal") == "Exists":
+        key_ok = not existing.get("key") or existing.get("key") == wanted.get("key")
+    else:
+        key_ok = (
+            (wanted.get("operator") or "Equal") == "Equal"
+            and existing.get("key") == wanted.get("key")
+            and (existing.get("value") or "") == (wanted.get("value") or "")
+        )
+    seconds, wanted_seconds = existing.get("tolerationSeconds"), wanted.get("tolerationSeconds")
+    lasts = seconds is None or (wanted_seconds is not None and seconds >= wanted_seconds)
+    return key_ok and lasts
 
 
 class FleetJobTolerations(Policy[FleetParams]):
@@ -129,23 +135,29 @@ class FleetJobTolerations(Policy[FleetParams]):
             wanted.extend(inherited or [])
         if not wanted:
             return
-        _, pod_spec = pod_template(obj, request.target.kind)
+        kind = request.target.kind
+        _, pod_spec = pod_template(obj, kind)
         if not isinstance(pod_spec, dict):
-            if request.target.kind != "Pod":
+            if kind != "Pod":
                 report.advise("no pod template found; tolerations not checked")
             return
         current = pod_spec.get("tolerations")
         existing = list(current) if isinstance(current, list) else []
-        seen = {_normalized(t) for t in existing}
-        added = []
+        added: list[JsonObject] = []
         for toleration in wanted:
-            if _normalized(toleration) not in seen:
-                seen.add(_normalized(toleration))
+            if not any(covers(t, toleration) for t in (*existing, *added)):
                 added.append(toleration)
         if not added:
             return
+        if kind == "Job" and request.operation == "UPDATE":
+            # A started Job's pod template is immutable: patching it would fail the update.
+            report.advise(
+                f"missing {len(added)} toleration(s) ({', '.join(_describe(t) for t in added)}); "
+                "a Job's pod template cannot change after creation: recreate it to add them"
+            )
+            return
         pod_spec["tolerations"] = existing + added
-        path = "spec.tolerations" if request.target.kind == "Pod" else "pod template tolerations"
+        path = "spec.tolerations" if kind == "Pod" else "pod template tolerations"
         report.changes.append(
             f"set {path}: +{len(added)} ({', '.join(_describe(t) for t in added)})"
         )
