@@ -12,6 +12,15 @@ from webhook.engine import PolicySet
 from webhook.server.policystore import load_policy_file
 
 _uids = itertools.count()
+_E2E_DIRS = ("e2e", "controlplane")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e and tests/controlplane needs the local control plane."""
+    for item in items:
+        if any(part in _E2E_DIRS for part in item.path.parts[-3:-1]):
+            item.add_marker(pytest.mark.e2e)
+
 
 IRC_DEPLOYMENT: dict[str, Any] = {
     "apiVersion": "apps/v1",

@@ -48,7 +48,7 @@ class KubeLookups:
         self,
         api_client: client.ApiClient,
         *,
-        ttl: float = 30.0,
+        ttl: float = 1.0,
         timeout: float = 2.0,
         backoff: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
@@ -106,34 +106,21 @@ class KubeLookups:
         return self._cached(("tolerations", namespace, name), fetch)
 
     def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
-        return self._cached(("graph", kind), lambda: self._graph(kind)).get(ref)
+        # One GET per visited object, cached only briefly: a graph cached for long would miss an
+        # object created a moment ago (a missed cycle) or keep an edge already removed (a false
+        # denial). Dependency walks are short, and the short cache absorbs `kubectl apply` bursts.
+        return self._cached(("dependsOn", kind, ref), lambda: self._depends_on(kind, ref))
 
-    def _graph(self, kind: DependencyKind) -> dict[ObjectRef, list[ObjectRef]]:
-        """Every object of the kind with its dependsOn, from one cluster-wide list."""
+    def _depends_on(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
         group, versions, plural = DEPENDENCY_APIS[kind]
         for version in versions:
             try:
-                listing = self._list_all(group, version, plural)
+                obj: Any = self._custom.get_namespaced_custom_object(
+                    group, version, ref.namespace, plural, ref.name, _request_timeout=self._timeout
+                )
             except ApiException as error:
                 if error.status == 404:
-                    continue  # this version (or the CRD) is not served
+                    continue  # not found, or this version is not served: try the next
                 raise
-            graph: dict[ObjectRef, list[ObjectRef]] = {}
-            for item in listing:
-                meta = item.get("metadata") or {}
-                namespace = meta.get("namespace", "")
-                graph[ObjectRef(namespace, meta.get("name", ""))] = depends_on(item, namespace)
-            return graph
-        return {}
-
-    def _list_all(self, group: str, version: str, plural: str) -> list[JsonObject]:
-        items: list[JsonObject] = []
-        token: str | None = None
-        while True:
-            page: Any = self._custom.list_cluster_custom_object(
-                group, version, plural, limit=500, _continue=token, _request_timeout=self._timeout
-            )
-            items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return items
+            return depends_on(obj, ref.namespace)
+        return None

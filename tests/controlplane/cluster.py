@@ -1,0 +1,664 @@
+"""A real kube-apiserver + etcd on loopback, envtest-style, for tests and demos.
+
+Binaries come from ``tests/controlplane/build.sh`` (``make controlplane``).
+
+    with ControlPlane() as cp:
+        cp.kubectl("get", "ns")
+
+CLI: ``python -m tests.controlplane.cluster up [--keep]`` prints the kubeconfig
+path on stdout and serves until Ctrl-C / SIGTERM.
+
+There is no controller-manager, scheduler or kubelet: objects are stored and
+admitted (webhooks included), nothing reconciles them.  The apiserver cannot
+reach Service ClusterIPs, so admission webhooks must be registered with a
+``url`` clientConfig (e.g. ``https://127.0.0.1:PORT/...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import base64
+import contextlib
+import ctypes
+import datetime
+import http.client
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Self, TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+HERE = Path(__file__).resolve().parent
+VERSION_FILE = HERE / "VERSION"
+BINARIES = ("kube-apiserver", "kubectl", "etcd")
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+_STOP_GRACE_SECONDS = 5.0
+_LOG_TAIL_LINES = 40
+
+_T = TypeVar("_T")
+
+
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: None
+    verbs: [get, list, watch]
+  - level: Metadata
+"""
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be started or has failed."""
+
+
+class KubectlError(subprocess.CalledProcessError):
+    """A kubectl command exited non-zero; ``str()`` includes its stderr."""
+
+    def __str__(self) -> str:
+        cmd = self.cmd if isinstance(self.cmd, str) else " ".join(map(str, self.cmd))
+        stderr = self.stderr.strip() if isinstance(self.stderr, str) else ""
+        return f"kubectl exited {self.returncode}: {cmd}\n{stderr}"
+
+
+def k8s_version() -> str:
+    """The pinned Kubernetes version (``tests/controlplane/VERSION``), e.g. ``v1.36.4``."""
+    return VERSION_FILE.read_text().strip()
+
+
+def default_bin_dir() -> Path:
+    """Where build.sh puts the binaries; mirrors ``build.sh --print-dir``."""
+    cache = os.environ.get("FLUXWARDEN_CACHE") or str(Path.home() / ".cache" / "fluxwarden")
+    return Path(cache) / "controlplane" / k8s_version()
+
+
+def missing_binaries(bin_dir: Path | None = None) -> list[str]:
+    """Names of the control-plane binaries absent from ``bin_dir``."""
+    directory = bin_dir or default_bin_dir()
+    return [name for name in BINARIES if not os.access(directory / name, os.X_OK)]
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+class _CertificateAuthority:
+    def __init__(self, common_name: str) -> None:
+        self.key = _new_key()
+        now = datetime.datetime.now(datetime.UTC)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=7))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+
+    def issue(
+        self,
+        common_name: str,
+        *,
+        organizations: Sequence[str] = (),
+        dns_names: Sequence[str] = (),
+        ip_addresses: Sequence[str] = (),
+        server: bool = False,
+    ) -> tuple[bytes, bytes]:
+        """Return (cert PEM, key PEM) for a leaf signed by this CA."""
+        key = _new_key()
+        now = datetime.datetime.now(datetime.UTC)
+        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name(attrs))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=7))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
+            )
+        )
+        if dns_names or ip_addresses:
+            sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
+            sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
+        return _cert_pem(cert), _key_pem(key)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: have the kernel SIGKILL the child when its parent thread exits."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class _Process:
+    def __init__(self, name: str, args: list[str], log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log: IO[bytes] = log_path.open("wb")
+        # PDEATHSIG fires when the *thread* that forked exits, so only use it
+        # from the main thread (whose exit is the process's).
+        on_main = threading.current_thread() is threading.main_thread()
+        self.popen = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if on_main and sys.platform == "linux" else None,
+        )
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self) -> None:
+        try:
+            if self.popen.poll() is None:
+                self._signal(signal.SIGTERM)
+                try:
+                    self.popen.wait(_STOP_GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    self._signal(signal.SIGKILL)
+                    self.popen.wait()
+            # The group may hold stragglers even after the leader exited.
+            self._signal(signal.SIGKILL)
+        finally:
+            self._log.close()
+
+    def _signal(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, sig)
+
+    def tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        self._log.flush()
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+# --------------------------------------------------------------------------- control plane
+
+
+class ControlPlane:
+    """etcd + kube-apiserver on 127.0.0.1 with a fresh CA and an admin kubeconfig.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        bin_dir: Path | None = None,
+        *,
+        keep: bool = False,
+        startup_timeout: float = 60.0,
+        extra_apiserver_args: Sequence[str] = (),
+    ) -> None:
+        self.bin_dir = Path(bin_dir) if bin_dir else default_bin_dir()
+        self.keep = keep
+        self.startup_timeout = startup_timeout
+        self.extra_apiserver_args = list(extra_apiserver_args)
+        self.startup_seconds: float | None = None
+        self._workdir: Path | None = None
+        self._etcd: _Process | None = None
+        self._apiserver: _Process | None = None
+        self._server_url: str | None = None
+        self._etcd_url = ""
+        self._ca_pem: bytes | None = None
+
+    # ---- public properties
+
+    @property
+    def audit_log(self) -> Path:
+        """JSON audit events (Metadata level) for writes: they carry auditAnnotations."""
+        return self.workdir / "audit.log"
+
+    @property
+    def workdir(self) -> Path:
+        """Temporary directory with certificates, kubeconfig, etcd data and logs."""
+        return self._require(self._workdir)
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def server_url(self) -> str:
+        """``https://127.0.0.1:PORT`` of the kube-apiserver."""
+        return self._require(self._server_url)
+
+    @property
+    def ca_pem(self) -> bytes:
+        """PEM of the CA that signed the apiserver's serving cert and the admin cert."""
+        return self._require(self._ca_pem)
+
+    @property
+    def apiserver_log(self) -> Path:
+        return self.workdir / "kube-apiserver.log"
+
+    @property
+    def etcd_log(self) -> Path:
+        return self.workdir / "etcd.log"
+
+    @staticmethod
+    def _require(value: _T | None) -> _T:
+        if value is None:
+            raise ControlPlaneError("control plane is not started")
+        return value
+
+    # ---- lifecycle
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self._workdir is not None:
+            raise ControlPlaneError("control plane already started")
+        missing = missing_binaries(self.bin_dir)
+        if missing:
+            raise ControlPlaneError(
+                f"missing {', '.join(missing)} in {self.bin_dir}: run `make controlplane`"
+            )
+        started = time.monotonic()
+        self._workdir = Path(tempfile.mkdtemp(prefix="fluxwarden-cp-"))
+        atexit.register(self.stop)
+        try:
+            self._start_etcd()
+            self._start_apiserver()
+        except ControlPlaneError as err:
+            workdir = self._workdir
+            self._stop(remove=False)
+            raise ControlPlaneError(f"{err}\n(work dir kept for debugging: {workdir})") from None
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+
+    def stop(self) -> None:
+        """Stop the apiserver, then etcd; remove the workdir unless ``keep``. Idempotent."""
+        self._stop(remove=not self.keep)
+
+    def _stop(self, *, remove: bool) -> None:
+        atexit.unregister(self.stop)
+        for attr in ("_apiserver", "_etcd"):
+            proc: _Process | None = getattr(self, attr)
+            if proc is not None:
+                setattr(self, attr, None)
+                proc.stop()
+        if self._workdir is not None and remove:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+        self._workdir = None
+        self._server_url = None
+
+    def running(self) -> bool:
+        return all(p is not None and p.running() for p in (self._etcd, self._apiserver))
+
+    def check_running(self) -> None:
+        """Raise :class:`ControlPlaneError` (with log tails) if a process has died."""
+        for proc in (self._etcd, self._apiserver):
+            if proc is not None and not proc.running():
+                raise ControlPlaneError(self._failure(f"{proc.name} exited"))
+
+    # ---- kubectl
+
+    def kubectl_env(self) -> dict[str, str]:
+        """Environment that points kubectl / client libraries at this cluster only."""
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig_path)
+        env["KUBERC"] = "off"  # ignore the user's ~/.kube/kuberc preferences
+        return env
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the built kubectl against this cluster; output is captured as text."""
+        cmd = [
+            str(self.bin_dir / "kubectl"),
+            "--kubeconfig",
+            str(self.kubeconfig_path),
+            "--cache-dir",
+            str(self.workdir / "kubectl-cache"),
+            *args,
+        ]
+        result = subprocess.run(
+            cmd,
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.kubectl_env(),
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise KubectlError(result.returncode, cmd, result.stdout, result.stderr)
+        return result
+
+    # ---- internals
+
+    def _start_etcd(self) -> None:
+        client_port, peer_port = _free_port(), _free_port()
+        client_url = f"http://127.0.0.1:{client_port}"
+        peer_url = f"http://127.0.0.1:{peer_port}"
+        self._etcd_url = client_url
+        self._etcd = _Process(
+            "etcd",
+            [
+                str(self.bin_dir / "etcd"),
+                "--name=default",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={client_url}",
+                f"--advertise-client-urls={client_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=default={peer_url}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+            self.etcd_log,
+        )
+        self._wait("etcd", lambda: self._http_ok("127.0.0.1", client_port, "/health", None))
+
+    def _start_apiserver(self) -> None:
+        work = self.workdir
+        ca = _CertificateAuthority("fluxwarden-test-ca")
+        ca_pem = _cert_pem(ca.cert)
+        serving_cert, serving_key = ca.issue(
+            "kube-apiserver",
+            dns_names=[
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ],
+            ip_addresses=["127.0.0.1", "10.0.0.1"],
+            server=True,
+        )
+        admin_cert, admin_key = ca.issue("admin", organizations=["system:masters"])
+        sa_key = _new_key()
+        sa_pub = sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        files = {
+            "ca.crt": ca_pem,
+            "apiserver.crt": serving_cert,
+            "apiserver.key": serving_key,
+            "admin.crt": admin_cert,
+            "admin.key": admin_key,
+            "sa.key": _key_pem(sa_key),
+            "sa.pub": sa_pub,
+        }
+        files["audit-policy.yaml"] = AUDIT_POLICY.encode()
+        for name, data in files.items():
+            path = work / name
+            path.write_bytes(data)
+            path.chmod(0o600)
+
+        port = _free_port()
+        self._ca_pem = ca_pem
+        self._server_url = f"https://127.0.0.1:{port}"
+        self._write_kubeconfig(admin_cert, admin_key)
+        self._apiserver = _Process(
+            "kube-apiserver",
+            [
+                str(self.bin_dir / "kube-apiserver"),
+                f"--etcd-servers={self._etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--tls-cert-file={work / 'apiserver.crt'}",
+                f"--tls-private-key-file={work / 'apiserver.key'}",
+                f"--client-ca-file={work / 'ca.crt'}",
+                f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+                f"--service-account-key-file={work / 'sa.pub'}",
+                f"--service-account-signing-key-file={work / 'sa.key'}",
+                "--authorization-mode=RBAC",
+                "--disable-admission-plugins=ServiceAccount",
+                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                "--allow-privileged=true",
+                # No kubelets: the "kubernetes" Service's endpoints cannot be
+                # the loopback address anyway.
+                "--endpoint-reconciler-type=none",
+                "--profiling=false",
+                # Audit events carry the webhooks' auditAnnotations: the e2e tests read them.
+                f"--audit-policy-file={work / 'audit-policy.yaml'}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                *self.extra_apiserver_args,
+            ],
+            self.apiserver_log,
+        )
+        context = ssl.create_default_context(cadata=ca_pem.decode())
+        context.load_cert_chain(work / "admin.crt", work / "admin.key")
+        self._wait("kube-apiserver", lambda: self._http_ok("127.0.0.1", port, "/readyz", context))
+
+    def _write_kubeconfig(self, cert: bytes, key: bytes) -> None:
+        def b64(data: bytes) -> str:
+            return base64.b64encode(data).decode()
+
+        text = f"""\
+apiVersion: v1
+kind: Config
+clusters:
+- name: fluxwarden
+  cluster:
+    server: {self.server_url}
+    certificate-authority-data: {b64(self.ca_pem)}
+users:
+- name: admin
+  user:
+    client-certificate-data: {b64(cert)}
+    client-key-data: {b64(key)}
+contexts:
+- name: fluxwarden
+  context:
+    cluster: fluxwarden
+    user: admin
+    namespace: default
+current-context: fluxwarden
+"""
+        self.kubeconfig_path.write_text(text)
+        self.kubeconfig_path.chmod(0o600)
+
+    @staticmethod
+    def _http_ok(host: str, port: int, path: str, context: ssl.SSLContext | None) -> bool:
+        conn: http.client.HTTPConnection
+        if context is None:
+            conn = http.client.HTTPConnection(host, port, timeout=2)
+        else:
+            conn = http.client.HTTPSConnection(host, port, timeout=2, context=context)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            return response.status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
+    def _wait(self, what: str, ready: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        delay = 0.05
+        while True:
+            self.check_running()
+            if ready():
+                return
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(
+                    self._failure(f"{what} not ready after {self.startup_timeout:.0f}s")
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _failure(self, headline: str) -> str:
+        parts = [headline]
+        for proc in (self._apiserver, self._etcd):
+            if proc is None:
+                continue
+            status = "running" if proc.running() else f"exit code {proc.popen.returncode}"
+            parts.append(
+                f"--- last lines of {proc.log_path} ({proc.name}, {status}):\n{proc.tail()}"
+            )
+        return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _up(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGHUP, _raise_keyboard_interrupt)
+    cp = ControlPlane(keep=args.keep, startup_timeout=args.timeout)
+    try:
+        cp.start()
+        print(cp.kubeconfig_path, flush=True)
+        print(
+            f"control plane {k8s_version()} ready at {cp.server_url} "
+            f"in {cp.startup_seconds:.1f}s\n"
+            f"  export KUBECONFIG={cp.kubeconfig_path}\n"
+            f"  logs: {cp.workdir}\n"
+            "Ctrl-C or SIGTERM stops it.",
+            file=sys.stderr,
+            flush=True,
+        )
+        while True:
+            cp.check_running()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("stopping control plane", file=sys.stderr, flush=True)
+        return 0
+    except ControlPlaneError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        workdir = cp._workdir
+        cp.stop()
+        if args.keep and workdir is not None:
+            print(f"kept {workdir}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.controlplane.cluster",
+        description="Run a local kube-apiserver + etcd (built by `make controlplane`).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start, print the kubeconfig path, serve until Ctrl-C")
+    up.add_argument("--keep", action="store_true", help="keep the work dir (logs, etcd data)")
+    up.add_argument("--timeout", type=float, default=60.0, help="startup timeout in seconds")
+    sub.add_parser("bin-dir", help="print the binaries directory")
+    args = parser.parse_args(argv)
+    if args.command == "bin-dir":
+        print(default_bin_dir())
+        return 0
+    return _up(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

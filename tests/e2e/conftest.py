@@ -1,0 +1,40 @@
+"""Session fixtures for the end-to-end tests: the real kube-apiserver with fluxwarden wired in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.controlplane.cluster import ControlPlane
+from tests.controlplane.fixtures import control_plane  # noqa: F401 - re-exported fixture
+from tests.e2e.harness import (
+    WebhookServer,
+    ensure_namespaces,
+    install_crds,
+    register,
+    wait_for_webhook,
+)
+
+
+@pytest.fixture(scope="session")
+def cluster(control_plane: ControlPlane) -> ControlPlane:  # noqa: F811
+    """The control plane with the Flux test CRDs and the namespaces the policies target."""
+    install_crds(control_plane)
+    ensure_namespaces(control_plane, "flux-system", "cattle-fleet-system", "cattle-system", "apps")
+    return control_plane
+
+
+@pytest.fixture(scope="session")
+def fluxwarden(
+    cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebhookServer]:
+    """fluxwarden serving on loopback, registered with the shipped webhook configurations."""
+    server = WebhookServer(cluster, Path(tmp_path_factory.mktemp("fluxwarden"))).start()
+    try:
+        register(cluster, server)
+        wait_for_webhook(cluster, server)
+        yield server
+    finally:
+        server.stop()
