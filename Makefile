@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINT_PATHS := webhook tests $(wildcard bench)
 
-.PHONY: help setup controlplane demo test unit lint format golden run bench clean
+.PHONY: help setup controlplane demo test unit lint format golden run bench manifests certs-no-cert-manager clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,6 +54,15 @@ run: setup ## Serve the webhook on https://127.0.0.1:8443 with a throwaway certi
 
 bench: setup ## Latency and throughput over TLS: no-op baseline and each policy's typical object
 	$(BIN)/python -m bench
+
+manifests: controlplane ## Render manifests/base and every overlay with kubectl kustomize
+	@for dir in manifests/base manifests/overlays/*/; do \
+	  echo "--- $$dir"; $$(tests/controlplane/build.sh --print-dir)/kubectl kustomize $$dir > /dev/null || exit 1; \
+	done
+
+certs-no-cert-manager: setup ## Serving certificate + CA for manifests/overlays/no-cert-manager (git-ignored)
+	$(BIN)/fluxwarden certs --out manifests/overlays/no-cert-manager/certs \
+	  --dns fluxwarden.fluxwarden-system.svc --dns fluxwarden.fluxwarden-system.svc.cluster.local > /dev/null
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -27,14 +27,21 @@ def cluster(control_plane: ControlPlane) -> ControlPlane:  # noqa: F811
 
 
 @pytest.fixture(scope="session")
-def fluxwarden(
+def fluxwarden_server(
     cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WebhookServer]:
-    """fluxwarden serving on loopback, registered with the shipped webhook configurations."""
+    """fluxwarden serving on loopback for the whole session."""
     server = WebhookServer(cluster, Path(tmp_path_factory.mktemp("fluxwarden"))).start()
     try:
-        register(cluster, server)
-        wait_for_webhook(cluster, server)
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def fluxwarden(cluster: ControlPlane, fluxwarden_server: WebhookServer) -> WebhookServer:
+    """The server, registered with the shipped webhook configurations for this module's tests
+    (per module: a module may remove or repoint the configurations)."""
+    register(cluster, fluxwarden_server)
+    wait_for_webhook(cluster, fluxwarden_server)
+    return fluxwarden_server

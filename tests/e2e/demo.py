@@ -125,7 +125,7 @@ def run_demo(cluster: ControlPlane, workdir: Path) -> WebhookServer:
     step(
         cluster,
         "apply a dependsOn cycle: denied",
-        ["apply", "-f", str(REPO / "examples" / "denied-cycle.yaml")],
+        ["apply", "-f", str(REPO / "tests" / "e2e" / "manifests" / "denied-cycle.yaml")],
     )
     step(
         cluster,

@@ -1,0 +1,274 @@
+"""The install manifests: every overlay renders and the real API server accepts every object;
+the webhook configurations are narrow, and their matchConditions are evaluated by the API server
+itself (not re-implemented here) to admit exactly the objects the policies target."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.controlplane.cluster import ControlPlane
+from tests.e2e.harness import REPO, WebhookServer, install_crds, rendered
+
+OVERLAYS = sorted(p.name for p in (REPO / "manifests" / "overlays").iterdir() if p.is_dir())
+WEBHOOK_KINDS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of manifests/ and policies/ with certificates for the no-cert-manager overlay."""
+    root = tmp_path_factory.mktemp("repo")
+    shutil.copytree(REPO / "manifests", root / "manifests", ignore=shutil.ignore_patterns("certs"))
+    shutil.copytree(REPO / "policies", root / "policies")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "webhook",
+            "certs",
+            "--out",
+            str(root / "manifests/overlays/no-cert-manager/certs"),
+            "--dns",
+            "fluxwarden.fluxwarden-system.svc",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return root / "manifests"
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: ControlPlane) -> None:
+    install_crds(cluster)
+
+
+@pytest.mark.parametrize("directory", ["base", *(f"overlays/{o}" for o in OVERLAYS)])
+def test_renders_and_the_api_server_accepts_every_object(
+    cluster: ControlPlane, crds: None, manifests: Path, directory: str
+) -> None:
+    docs = rendered(cluster, manifests / directory)
+    assert {d["kind"] for d in docs} >= {"Deployment", "Service", "ServiceAccount", *WEBHOOK_KINDS}
+    # Server-side dry-run does not create the namespace the other objects need: create it first.
+    cluster.kubectl(
+        "apply", "-f", "-", input=yaml.safe_dump(next(d for d in docs if d["kind"] == "Namespace"))
+    )
+    result = cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs), check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr, result.stderr  # e.g. PodSecurity "restricted" violations
+
+
+def test_flux_install_example_is_accepted(cluster: ControlPlane, crds: None) -> None:
+    cluster.kubectl("create", "namespace", "flux-system", check=False)
+    result = cluster.kubectl(
+        "apply", "--dry-run=server", "-f", str(REPO / "manifests/flux/fluxwarden.yaml")
+    )
+    assert "created (server dry run)" in result.stdout
+
+
+def _webhooks(
+    cluster: ControlPlane, manifests: Path, directory: str
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return [
+        (doc, hook)
+        for doc in rendered(cluster, manifests / directory)
+        if doc["kind"] in WEBHOOK_KINDS
+        for hook in doc["webhooks"]
+    ]
+
+
+def test_webhook_configurations_are_narrow(cluster: ControlPlane, manifests: Path) -> None:
+    pairs = _webhooks(cluster, manifests, "base")
+    assert len(pairs) == 6
+    for config, hook in pairs:
+        assert (
+            config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+            == "fluxwarden-system/fluxwarden-tls"
+        )
+        assert hook["sideEffects"] == "None"
+        assert hook["admissionReviewVersions"] == ["v1"]
+        assert hook["timeoutSeconds"] <= 5
+        assert hook["failurePolicy"] == "Ignore"
+        expression = hook["namespaceSelector"]["matchExpressions"][0]
+        assert expression["key"] == "kubernetes.io/metadata.name"
+        if expression["operator"] == "NotIn":
+            assert {"kube-system", "fluxwarden-system"} <= set(expression["values"])
+        else:  # an allow-list of the Fleet/Rancher namespaces: excludes everything else
+            assert expression["operator"] == "In"
+            assert not {"kube-system", "fluxwarden-system"} & set(expression["values"])
+        for rule in hook["rules"]:
+            assert "*" not in rule["resources"]
+            assert "DELETE" not in rule["operations"]
+        if (
+            hook["name"] != "helmreleases.validate.fluxwarden.io"
+        ):  # every HelmRelease has an interval
+            assert hook["matchConditions"], hook["name"]
+    strict = {
+        hook["name"]: hook["failurePolicy"]
+        for _, hook in _webhooks(cluster, manifests, "overlays/strict")
+    }
+    assert (
+        strict["kustomizations.validate.fluxwarden.io"]
+        == strict["helmreleases.validate.fluxwarden.io"]
+        == "Fail"
+    )
+    assert strict["flux-controllers.mutate.fluxwarden.io"] == "Ignore"
+    for _, hook in _webhooks(cluster, manifests, "overlays/no-cert-manager"):
+        assert hook["clientConfig"]["caBundle"]
+
+
+def _deployment(name: str, namespace: str = "matchtest") -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "selector": {"matchLabels": {"app": "x"}},
+            "template": {
+                "metadata": {"labels": {"app": "x"}},
+                "spec": {"containers": [{"name": "manager", "image": "x"}]},
+            },
+        },
+    }
+
+
+def _job(
+    name: str, labels: dict[str, str], namespace: str = "cattle-fleet-system"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]},
+            }
+        },
+    }
+
+
+def _helmrelease(name: str, drift: str | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"interval": "5m", "chart": {"spec": {"chart": "x"}}}
+    if drift:
+        spec["driftDetection"] = {"mode": drift}
+    return {
+        "apiVersion": "helm.toolkit.fluxcd.io/v2",
+        "kind": "HelmRelease",
+        "metadata": {"name": name, "namespace": "apps"},
+        "spec": spec,
+    }
+
+
+def _kustomization(name: str, depends: list[str]) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "interval": "5m",
+        "prune": True,
+        "sourceRef": {"kind": "GitRepository", "name": "x"},
+    }
+    if depends:
+        spec["dependsOn"] = [{"name": d} for d in depends]
+    return {
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+        "kind": "Kustomization",
+        "metadata": {"name": name, "namespace": "flux-system"},
+        "spec": spec,
+    }
+
+
+def _hpa(target: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": f"hpa-{target}", "namespace": "matchtest"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+            "minReplicas": 1,
+            "maxReplicas": 3,
+        },
+    }
+
+
+def _pod(
+    namespace: str, *, generate_name: str = "", name: str = "", labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"namespace": namespace, "labels": labels or {}}
+    if generate_name:
+        meta["generateName"] = generate_name
+    else:
+        meta["name"] = name
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {"containers": [{"name": "c", "image": "x"}]},
+    }
+
+
+# (description, object, whether the API server must call fluxwarden for it)
+ADMISSION_CASES = [
+    ("IRC Deployment", _deployment("image-reflector-controller"), True),
+    ("source-controller", _deployment("source-controller"), True),
+    ("helm-controller", _deployment("helm-controller"), True),
+    ("another Flux Deployment", _deployment("notification-controller"), False),
+    (
+        "IRC-named Deployment in kube-system",
+        _deployment("image-reflector-controller", "kube-system"),
+        False,
+    ),
+    ("HPA on IRC", _hpa("image-reflector-controller"), True),
+    ("HPA on something else", _hpa("podinfo"), False),
+    ("HelmRelease without driftDetection", _helmrelease("plain", None), True),
+    ("HelmRelease with driftDetection disabled", _helmrelease("off", "disabled"), True),
+    ("Kustomization with dependsOn", _kustomization("with-deps", ["infra"]), True),
+    ("Kustomization without dependsOn", _kustomization("no-deps", []), False),
+    ("Fleet cleanup Job by name", _job("fleet-cleanup-clusterregistrations", {}), True),
+    ("Job labelled app: fleet-job", _job("some-fleet-job", {"app": "fleet-job"}), True),
+    ("other Job in cattle-fleet-system", _job("unrelated", {"app": "other"}), False),
+    ("fleet-job-labelled Job elsewhere", _job("elsewhere", {"app": "fleet-job"}, "apps"), False),
+    (
+        "helm-operation Pod by generateName",
+        _pod("cattle-system", generate_name="helm-operation-"),
+        True,
+    ),
+    ("other Pod in cattle-system", _pod("cattle-system", name="rancher-xyz"), False),
+]
+
+
+@pytest.mark.parametrize(
+    ("description", "obj", "reaches"), ADMISSION_CASES, ids=[c[0] for c in ADMISSION_CASES]
+)
+def test_match_conditions_admit_exactly_the_targeted_objects(
+    cluster: ControlPlane,
+    fluxwarden: WebhookServer,
+    description: str,
+    obj: dict[str, Any],
+    reaches: bool,
+) -> None:
+    cluster.kubectl("create", "namespace", obj["metadata"]["namespace"], check=False)
+    before = fluxwarden.metric_total("fluxwarden_admission_requests_total")
+    result = cluster.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(obj), check=False
+    )
+    assert result.returncode == 0, result.stderr
+    calls = fluxwarden.metric_total("fluxwarden_admission_requests_total") - before
+    assert (calls > 0) == reaches, f"{description}: {calls} webhook calls"
+
+
+def test_scale_subresource_reaches_the_webhook(
+    cluster: ControlPlane, fluxwarden: WebhookServer
+) -> None:
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(_deployment("image-reflector-controller")))
+    before = fluxwarden.metric_total("fluxwarden_admission_requests_total")
+    cluster.kubectl(
+        "scale", "deployment/image-reflector-controller", "-n", "flux-system", "--replicas=4"
+    )
+    assert fluxwarden.metric_total("fluxwarden_admission_requests_total") > before
