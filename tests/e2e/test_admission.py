@@ -158,7 +158,9 @@ def test_fleet_cronjob_inherits_the_controllers_tolerations(
 
 def test_a_cycle_is_denied_and_not_stored(cluster: ControlPlane, fluxwarden: WebhookServer) -> None:
     cluster.kubectl("apply", "-f", str(EXAMPLES / "apps.yaml"))
-    result = cluster.kubectl("apply", "-f", str(REPO / "tests" / "e2e" / "manifests" / "denied-cycle.yaml"), check=False)
+    result = cluster.kubectl(
+        "apply", "-f", str(REPO / "tests" / "e2e" / "manifests" / "denied-cycle.yaml"), check=False
+    )
     assert result.returncode != 0
     assert (
         'admission webhook "kustomizations.validate.fluxwarden.io" denied the request: fluxwarden denied the request: '
