@@ -43,8 +43,9 @@ unit: setup ## Run the tests that need no control plane
 test: setup lint controlplane ## Lint, then run every test, end-to-end ones against the real API server
 	$(BIN)/pytest
 
-golden: setup ## Rewrite tests/cases/*/*/expected.yaml and patched.yaml from the engine (review the diff)
+golden: setup ## Rewrite the golden files (policy cases, audit output formats) from the code; review the diff
 	$(BIN)/python -m tests.golden
+	$(BIN)/python -m tests.audit.test_formats --regen
 
 run: setup ## Serve the webhook on https://127.0.0.1:8443 with a throwaway certificate
 	@mkdir -p .run/certs

@@ -1,4 +1,4 @@
-"""The `fluxwarden` command line: serve, review, certs, policies.
+"""The `fluxwarden` command line: serve, review, audit, fix, certs, policies.
 
 Usage and input errors exit 2 with one line on stderr, never a traceback.
 """
@@ -11,9 +11,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .engine import Mode, PolicySet, PolicySetError, parse_mode
+
+if TYPE_CHECKING:
+    from .audit.findings import AuditReport
 
 SHIPPED_POLICIES = Path(__file__).resolve().parent.parent / "policies" / "flux-best-practices.yaml"
 EXIT_USAGE = 2
@@ -180,6 +183,69 @@ def cmd_policies(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit.formats import render
+
+    policy_set = load_policies(args)
+    override = mode_override(args)
+    if args.cluster:
+        if args.paths:
+            raise UsageError("give PATHs or --cluster, not both")
+        report = _cluster_audit(args, policy_set, override)
+    else:
+        if not args.paths:
+            raise UsageError("give PATH... (files, directories, or - for stdin) or --cluster")
+        if args.report:
+            raise UsageError("--report needs --cluster")
+        from .audit.documents import load
+        from .audit.offline import audit_documents
+
+        report = audit_documents(load(args.paths), policy_set=policy_set, mode_override=override)
+    color = args.format == "table" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    sys.stdout.write(render(report, args.format, color=color, verbose=args.verbose))
+    return report.exit_code(args.fail_on)
+
+
+def _cluster_audit(
+    args: argparse.Namespace, policy_set: PolicySet, override: Mode | None
+) -> AuditReport:
+    from .audit.cluster import audit_cluster, write_reports
+    from .lookups.kube import load_api_client
+
+    if args.namespace and args.all_namespaces:
+        raise UsageError("-n/--namespace and -A/--all-namespaces go separately")
+    try:
+        api_client = load_api_client(args.kubeconfig, args.context)
+    except Exception as error:
+        raise UsageError(f"cannot load Kubernetes config: {error}") from error
+    namespace = None if args.all_namespaces or not args.namespace else args.namespace
+    report = audit_cluster(
+        api_client,
+        policy_set=policy_set,
+        namespace=namespace,
+        mode_override=override,
+        progress=sys.stderr.isatty(),
+    )
+    if args.report:
+        write_reports(api_client, report, report_format=args.report_format, namespace=namespace)
+    return report
+
+
+def cmd_fix(args: argparse.Namespace) -> int:
+    from .audit.fix import fix_paths
+
+    policy_set = load_policies(args)
+    override = mode_override(args)
+    result = fix_paths(args.paths, policy_set=policy_set, mode_override=override, write=args.write)
+    if not args.write:
+        sys.stdout.write(result.diff)
+    for path in result.changed_files if args.write else []:
+        print(f"fixed {path}", file=sys.stderr)
+    for problem in result.problems:
+        print(f"fluxwarden: {problem.source}:{problem.line}: {problem.message}", file=sys.stderr)
+    return 2 if any(p.error for p in result.problems) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fluxwarden", description=__doc__.splitlines()[0] if __doc__ else "")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -224,6 +290,48 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--ip", action="append", default=[], help="IP address (repeatable)")
     certs.add_argument("--days", type=int, default=365)
     certs.set_defaults(func=cmd_certs)
+
+    audit = commands.add_parser(
+        "audit", help="run the policies over manifests (PATH..., - for stdin) or a live cluster"
+    )
+    _common(audit)
+    audit.add_argument("paths", nargs="*", metavar="PATH", help="files, directories (recursive), -")
+    audit.add_argument(
+        "-o", "--format", choices=["table", "json", "sarif", "junit"], default="table"
+    )
+    audit.add_argument(
+        "--fail-on",
+        choices=["fail", "warn", "none"],
+        default="fail",
+        help="exit 1 on findings at or above this level (default fail: anything enforce would "
+        "change or deny)",
+    )
+    audit.add_argument("-v", "--verbose", action="store_true", help="also list passes and skips")
+    audit.add_argument("--cluster", action="store_true", help="audit the live cluster")
+    audit.add_argument(
+        "--kubeconfig", help="with --cluster (default: in-cluster, then ~/.kube/config)"
+    )
+    audit.add_argument("--context", help="kubeconfig context")
+    audit.add_argument("-n", "--namespace", help="with --cluster: only this namespace")
+    audit.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="with --cluster (default)"
+    )
+    audit.add_argument("--report", action="store_true", help="with --cluster: write PolicyReports")
+    audit.add_argument(
+        "--report-format",
+        choices=["wgpolicyk8s", "openreports"],
+        default="wgpolicyk8s",
+        help="PolicyReport API to write (wgpolicyk8s.io/v1alpha2 or openreports.io/v1alpha1)",
+    )
+    audit.set_defaults(func=cmd_audit)
+
+    fix = commands.add_parser(
+        "fix", help="apply the enforced mutations to YAML files (diff; --write rewrites them)"
+    )
+    _common(fix)
+    fix.add_argument("paths", nargs="+", metavar="PATH")
+    fix.add_argument("--write", action="store_true", help="rewrite the files in place")
+    fix.set_defaults(func=cmd_fix)
 
     policies = commands.add_parser("policies", help="list the policies, effective modes and why")
     _common(policies)

@@ -41,4 +41,9 @@ class OfflineLookups:
         return self._tolerations.get(ObjectRef(namespace, name))
 
     def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
-        return self._dependencies.get((kind, ref))
+        found = self._dependencies.get((kind, ref))
+        if found is None and ref.namespace:
+            # In a repo the namespace often comes from a kustomization.yaml (`namespace:`), not
+            # from the object's own file: an object of that name with no namespace may be it.
+            found = self._dependencies.get((kind, ObjectRef("", ref.name)))
+        return found

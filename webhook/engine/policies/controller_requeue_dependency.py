@@ -73,14 +73,14 @@ class ControllerRequeueDependency(Policy[RequeueParams]):
         args = list(args) if isinstance(args, list) else []
         index, span, value = _find_flag(args)
         wanted = f"{FLAG}={params.interval}"
-        if index >= 0 and value is not None and "$(" not in value:
+        if index >= 0 and value is not None and "$(" not in value and "${" not in value:
             try:
                 if parse_duration(value) <= parse_duration(params.interval):
                     return
             except ValueError:
                 report.advise(f"{FLAG} value {value!r} is not a duration; replacing it")
         elif index >= 0 and value is not None:
-            return  # set from an environment variable: the value is not known here
+            return  # $(ENV) or ${VAR}: the value is not known until the pod or Flux expands it
         if index >= 0:
             args[index : index + span] = [wanted]
         else:

@@ -96,11 +96,18 @@ class IrcSingleReplica(Policy[IrcParams]):
     ) -> None:
         limit = dig(container, "resources", "limits", "memory")
         request = dig(container, "resources", "requests", "memory")
+        try:
+            current = None if limit is None else parse_quantity(limit)
+            requested = None if request is None else parse_quantity(request)
+        except ValueError:
+            # e.g. ${IRC_MEMORY}: Flux substitutes it after this check could run.
+            report.advise(f"memory {limit or request!r} is not a quantity yet; limit not checked")
+            return
         wanted = params.memory_limit
         # Keep requests <= limit by raising the limit to the request rather than starving the pod.
-        if request is not None and parse_quantity(request) > parse_quantity(wanted):
+        if requested is not None and requested > parse_quantity(wanted):
             wanted = str(request)
-        if limit is None or parse_quantity(limit) < parse_quantity(wanted):
+        if current is None or current < parse_quantity(wanted):
             ensure_dict(ensure_dict(container, "resources"), "limits")["memory"] = wanted
             path = f"containers[{container.get('name')}].resources.limits.memory"
             report.changed(path, limit, wanted)

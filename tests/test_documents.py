@@ -1,0 +1,94 @@
+"""Reading manifests as real GitOps repos have them: multi-document files, broken documents,
+YAML other tools write (redefined anchors, custom tags, `=`), and line numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from webhook.audit.documents import load, load_yaml, parse_stream
+
+STREAM = """\
+# leading comment
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: first}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: broken
+---
+# only a comment
+---
+- a list
+- not kubernetes
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: last
+"""
+
+
+def test_documents_keep_file_and_line_and_one_broken_document_does_not_stop_the_rest() -> None:
+    docs = list(parse_stream(STREAM, "repo/all.yaml"))
+    assert [(d.line, d.error is None, d.is_kubernetes_object) for d in docs] == [
+        (2, True, True),
+        (8, False, False),  # the unclosed flow mapping (the parser notices at the next line)
+        (12, True, False),
+        (15, True, True),
+    ]
+    assert docs[1].error is not None
+    assert docs[1].error.startswith("invalid YAML")
+    assert docs[3].obj is not None
+    assert docs[3].obj["metadata"]["name"] == "last"
+    assert all(d.source == "repo/all.yaml" for d in docs)
+
+
+def test_yaml_that_kubernetes_accepts_loads() -> None:
+    text = "a: &n 1\nb: *n\nc: &n 2\nd: *n\ne: !env_var FOO\nf: =\ng: !!str 5\nh: !vault {x: 1}\n"
+    assert load_yaml(text) == {
+        "a": 1,
+        "b": 1,
+        "c": 2,
+        "d": 2,
+        "e": "FOO",
+        "f": "=",
+        "g": "5",
+        "h": {"x": 1},
+    }
+
+
+def test_sops_secrets_and_substitutions_are_plain_data() -> None:
+    text = (
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData:\n"
+        "  token: ENC[AES256_GCM,data:abc,type:str]\nsops:\n  version: 3.9.0\n"
+        "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  replicas: ${REPLICAS}\n"
+    )
+    secret, deployment = parse_stream(text, "x.yaml")
+    assert secret.is_kubernetes_object
+    assert deployment.obj is not None
+    assert deployment.obj["spec"]["replicas"] == "${REPLICAS}"
+
+
+def test_lists_from_kubectl_get_are_unpacked() -> None:
+    text = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n"
+    assert [d.obj["metadata"]["name"] for d in parse_stream(text, "-") if d.obj] == ["a"]
+
+
+def test_directories_are_read_recursively_and_missing_paths_reported(tmp_path: Path) -> None:
+    (tmp_path / "apps" / "x").mkdir(parents=True)
+    (tmp_path / "apps" / "x" / "a.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"
+    )
+    (tmp_path / "apps" / "b.yml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n"
+    )
+    (tmp_path / "apps" / "notes.txt").write_text("not yaml: [")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "c.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"
+    )
+    docs = list(load([str(tmp_path), str(tmp_path / "missing.yaml")]))
+    names = sorted(d.obj["metadata"]["name"] for d in docs if d.obj)
+    assert names == ["a", "b"]
+    assert docs[-1].error == "no such file or directory"

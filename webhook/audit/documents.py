@@ -1,0 +1,153 @@
+"""YAML documents from files, directories and stdin, each with its file and first line.
+
+A stream is split into documents before parsing so one broken document is reported with its
+file and line while the rest are still audited.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+YAML_SUFFIXES = (".yaml", ".yml")
+_SEPARATOR = re.compile(r"^---(?:\s.*)?$")
+_SKIPPED_DIRS = {".git", "node_modules", ".venv", "__pycache__"}
+
+
+class ManifestLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, made as lenient as the YAML readers Kubernetes and Flux use:
+    anchors may be redefined (YAML 1.2; later aliases see the newest), tags of other tools
+    (`!env_var`, `!vault`) load as their plain value, and `=` is an ordinary string."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None and not self.check_event(yaml.AliasEvent):
+            self.anchors.pop(anchor, None)
+        return super().compose_node(parent, index)
+
+
+def _untagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_scalar(node)  # type: ignore[arg-type]
+
+
+ManifestLoader.add_multi_constructor("!", _untagged)
+ManifestLoader.add_multi_constructor("tag:", _untagged)
+ManifestLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:value"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=ManifestLoader)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One YAML document: `obj` when it parsed to a mapping, otherwise `error` says why not."""
+
+    source: str  # file path as given (relative stays relative), "-" for stdin
+    line: int  # 1-based line of the document's first content line
+    index: int  # position in its file, from 0
+    text: str
+    obj: dict[str, Any] | None
+    error: str | None = None
+
+    @property
+    def is_kubernetes_object(self) -> bool:
+        return (
+            self.obj is not None
+            and isinstance(self.obj.get("apiVersion"), str)
+            and isinstance(self.obj.get("kind"), str)
+        )
+
+
+def split_documents(text: str) -> Iterator[tuple[int, str]]:
+    """(first line number, text) of each `---`-separated chunk, blank chunks included."""
+    start, lines = 1, list[str]()
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        if _SEPARATOR.match(line.rstrip("\r\n")):
+            yield start, "".join(lines)
+            start, lines = number + 1, []
+        else:
+            lines.append(line)
+    yield start, "".join(lines)
+
+
+def _first_content_line(start: int, chunk: str) -> int:
+    for offset, line in enumerate(chunk.splitlines()):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and not stripped.startswith("%"):
+            return start + offset
+    return start
+
+
+def parse_stream(text: str, source: str) -> Iterator[Document]:
+    index = 0
+    for start, chunk in split_documents(text):
+        line = _first_content_line(start, chunk)
+        if all(not x.strip() or x.lstrip().startswith(("#", "%")) for x in chunk.splitlines()):
+            continue  # empty, only comments, or only directives (`%YAML 1.1` before `---`)
+        try:
+            obj = load_yaml(chunk)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            last = start + max(chunk.count("\n") - 1, 0)
+            where = min(start + mark.line, last) if mark is not None else line
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            yield Document(source, where, index, chunk, None, f"invalid YAML: {problem}")
+            index += 1
+            continue
+        if obj is None:
+            continue  # empty chunk or only comments
+        if not isinstance(obj, dict):
+            yield Document(source, line, index, chunk, None)  # a list or scalar: not Kubernetes
+        elif not isinstance(obj.get("apiVersion"), str) or not isinstance(obj.get("kind"), str):
+            yield Document(source, line, index, chunk, obj, None)
+        elif obj.get("kind", "").endswith("List") and isinstance(obj.get("items"), list):
+            for item in obj["items"]:  # kubectl get -o yaml output
+                if isinstance(item, dict):
+                    yield Document(source, line, index, chunk, item, None)
+        else:
+            yield Document(source, line, index, chunk, obj, None)
+        index += 1
+
+
+def yaml_files(path: Path) -> Iterator[Path]:
+    if path.is_dir():
+        for child in sorted(path.rglob("*")):
+            skipped = _SKIPPED_DIRS.intersection(child.relative_to(path).parts)
+            if child.suffix in YAML_SUFFIXES and child.is_file() and not skipped:
+                yield child
+    else:
+        yield path
+
+
+def load(paths: Iterable[str]) -> Iterator[Document]:
+    """Documents of every path (files, directories recursively, or `-` for stdin)."""
+    for given in paths:
+        if given == "-":
+            yield from parse_stream(sys.stdin.read(), "-")
+            continue
+        path = Path(given)
+        if not path.exists():
+            yield Document(given, 0, 0, "", None, "no such file or directory")
+            continue
+        for file in yaml_files(path):
+            try:
+                text = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                yield Document(str(file), 0, 0, "", None, f"cannot read: {error}")
+                continue
+            yield from parse_stream(text, str(file))

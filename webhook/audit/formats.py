@@ -1,0 +1,420 @@
+"""Audit report renderers: table (default), json, sarif, junit.
+
+Every renderer takes the same `AuditReport` and returns text; none reads files or talks to a
+cluster. Paths are written as the user gave them (SARIF and JUnit use forward slashes), so
+output for relative inputs is the same on every machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import xml.etree.ElementTree as ET
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path, PurePath
+from typing import Any
+from urllib.parse import quote
+
+from .. import __version__
+from .findings import AuditReport, Finding, InputProblem
+from .offline import rule_descriptions
+
+FORMATS = ("table", "json", "sarif", "junit")
+
+PROJECT_URL = "https://github.com/fluxwarden/fluxwarden"
+README_URL = f"{PROJECT_URL}/blob/main/README.md"
+CLUSTER_SOURCE = "cluster"  # ObjectLocation.source of objects read from a live cluster
+INPUT_ERROR_RULE = "fluxwarden/input-error"
+
+_COLORS = {
+    "fail": "\033[31m",
+    "warn": "\033[33m",
+    "error": "\033[35m",
+    "pass": "\033[32m",
+    "skip": "\033[2m",
+}
+_RESET = "\033[0m"
+_LABEL_WIDTH = 5  # "ERROR"
+
+
+def _paint(text: str, result: str, color: bool) -> str:
+    return f"{_COLORS.get(result, '')}{text}{_RESET}" if color else text
+
+
+def _where(source: str, line: int) -> str:
+    return f"{source}:{line}" if line >= 1 else source
+
+
+def _sources_in_order(report: AuditReport) -> list[str]:
+    """Every source once, in input order as far as the report tells it.
+
+    Findings and problems are each in input order but kept apart, so the two orders are
+    merged; a source seen only in problems (a missing file, a file of broken documents) goes
+    as early as both orders allow.
+    """
+    from_findings = list(dict.fromkeys(f.location.source for f in report.findings))
+    in_findings = set(from_findings)
+    pending = deque(dict.fromkeys(p.source for p in report.problems))
+    ordered: list[str] = []
+    for source in from_findings:
+        while pending and pending[0] not in in_findings:
+            ordered.append(pending.popleft())
+        if pending and pending[0] == source:
+            pending.popleft()
+        ordered.append(source)
+    ordered.extend(s for s in pending if s not in in_findings)
+    return ordered
+
+
+def _by_source(report: AuditReport) -> list[tuple[str, list[Finding | InputProblem]]]:
+    """(source, its findings and problems by line), sources in input order."""
+    groups: dict[str, list[Finding | InputProblem]] = {s: [] for s in _sources_in_order(report)}
+    for finding in report.findings:
+        groups[finding.location.source].append(finding)
+    for problem in report.problems:
+        groups[problem.source].append(problem)
+    return [(source, sorted(items, key=_line_of)) for source, items in groups.items()]
+
+
+def _line_of(item: Finding | InputProblem) -> int:
+    return item.location.line if isinstance(item, Finding) else item.line
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+# --- table -------------------------------------------------------------------------------------
+
+
+def render_table(report: AuditReport, *, color: bool = False, verbose: bool = False) -> str:
+    """Findings that need attention, grouped by file in line order, then a summary.
+
+    `verbose` also lists passes, skips and skipped documents; `color` paints the result labels.
+    """
+    rows: list[Finding | InputProblem] = [
+        item
+        for _, items in _by_source(report)
+        for item in items
+        if verbose
+        or (item.result not in ("pass", "skip") if isinstance(item, Finding) else item.error)
+    ]
+    where_width = max((len(_where_of(item)) for item in rows), default=0)
+    object_width = max(
+        (len(item.location.display_name) for item in rows if isinstance(item, Finding)),
+        default=0,
+    )
+    indent = " " * (_LABEL_WIDTH + 2)
+    lines: list[str] = []
+    for item in rows:
+        where = _where_of(item).ljust(where_width)
+        if isinstance(item, Finding):
+            label = _paint(item.result.upper().ljust(_LABEL_WIDTH), item.result, color)
+            name = item.location.display_name.ljust(object_width)
+            lines.append(f"{label}  {where}  {name}  {item.policy} ({item.mode})".rstrip())
+            lines.extend(f"{indent}{message}" for message in item.messages)
+        else:
+            text, result = ("ERROR", "error") if item.error else ("NOTE", "skip")
+            label = _paint(text.ljust(_LABEL_WIDTH), result, color)
+            lines.append(f"{label}  {where}  {item.message}")
+    if lines:
+        lines.append("")
+    lines.append(_summary(report))
+    return "\n".join(lines) + "\n"
+
+
+def _where_of(item: Finding | InputProblem) -> str:
+    if isinstance(item, Finding):
+        return _where(item.location.source, item.location.line)
+    return _where(item.source, item.line)
+
+
+def _summary(report: AuditReport) -> str:
+    counts = report.counts()
+    errors = len(report.input_errors)
+    skipped = len(report.problems) - errors
+    return (
+        f"{_plural(report.objects, 'object')}, {_plural(len(report.findings), 'result')}: "
+        + ", ".join(f"{n} {r}" for r, n in counts.items())
+        + f"; {_plural(errors, 'input error')}, {_plural(skipped, 'document')} skipped"
+    )
+
+
+# --- json --------------------------------------------------------------------------------------
+
+
+def _finding_json(finding: Finding) -> dict[str, Any]:
+    loc = finding.location
+    return {
+        "source": loc.source,
+        "line": loc.line,
+        "apiVersion": loc.api_version,
+        "kind": loc.kind,
+        "namespace": loc.namespace,
+        "name": loc.name,
+        "policy": finding.policy,
+        "mode": finding.mode,
+        "result": finding.result,
+        "action": finding.action,
+        "messages": list(finding.messages),
+    }
+
+
+def render_json(report: AuditReport, **_: Any) -> str:
+    """Every finding (passes included) and every input problem, with a summary."""
+    body = {
+        "summary": {
+            **report.counts(),
+            "objects": report.objects,
+            "inputErrors": len(report.input_errors),
+        },
+        "findings": [_finding_json(f) for f in report.findings],
+        "problems": [
+            {"source": p.source, "line": p.line, "message": p.message, "error": p.error}
+            for p in report.problems
+        ],
+    }
+    return json.dumps(body, indent=2) + "\n"
+
+
+# --- sarif -------------------------------------------------------------------------------------
+
+SARIF_SCHEMA = (
+    "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+)
+
+# A fail is something enforce would change or deny: an error in code scanning. A warn is
+# advice. An error is a policy that raised on the object: the object went unchecked, which
+# `--fail-on warn` treats like a warning, so it is a warning here too (not a note, which
+# code scanning hides by default), with the policy's message saying what went wrong.
+SARIF_LEVELS = {"fail": "error", "warn": "warning", "error": "warning"}
+
+
+def render_sarif(report: AuditReport, **_: Any) -> str:
+    """SARIF 2.1.0 for GitHub code scanning: one run, every policy a rule, problems as results.
+
+    Passes, skips and skipped (non-Kubernetes) documents are not results. Broken input is a
+    result of the `fluxwarden/input-error` rule. Objects from a live cluster have a logical
+    location (kind, namespace, name) instead of a file.
+    """
+    rules = _sarif_rules({f.policy for f in report.findings})
+    index = {rule["id"]: number for number, rule in enumerate(rules)}
+    results = [
+        _sarif_result(finding, index)
+        for finding in report.findings
+        if finding.result in SARIF_LEVELS
+    ]
+    results.extend(_sarif_input_error(problem, index) for problem in report.input_errors)
+    log = {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "fluxwarden",
+                        "version": __version__,
+                        "semanticVersion": __version__,
+                        "informationUri": PROJECT_URL,
+                        "rules": rules,
+                    }
+                },
+                "results": results,
+            }
+        ],
+    }
+    return json.dumps(log, indent=2) + "\n"
+
+
+def _sarif_rules(used: Iterable[str]) -> list[dict[str, Any]]:
+    descriptions = rule_descriptions()
+    # a finding of a policy the registry does not describe still gets a rule to point at
+    descriptions.update({name: name for name in sorted(set(used) - set(descriptions))})
+    rules = [_sarif_rule(name, summary) for name, summary in descriptions.items()]
+    rules.append(
+        {
+            "id": INPUT_ERROR_RULE,
+            "shortDescription": {"text": "A YAML document could not be read or parsed"},
+            "fullDescription": {
+                "text": "A file could not be read, or a YAML document in it is invalid or not a "
+                "mapping: it was not audited. The other documents of the file still were."
+            },
+            "helpUri": f"{README_URL}#usage",
+            "defaultConfiguration": {"level": "error"},
+            "properties": {"tags": ["fluxwarden", "yaml"]},
+        }
+    )
+    return rules
+
+
+def _sarif_rule(name: str, summary: str) -> dict[str, Any]:
+    problem, _, _ = summary.rpartition(": ")
+    return {
+        "id": name,
+        "shortDescription": {"text": problem or summary},
+        "fullDescription": {"text": summary},
+        "help": {"text": summary},
+        "helpUri": f"{README_URL}#fluxwarden",
+        # a policy's defining result is a fail (enforce would change or deny the object);
+        # advice-only results carry their own level, "warning"
+        "defaultConfiguration": {"level": "error"},
+        "properties": {"tags": ["fluxwarden", "flux", "kubernetes"]},
+    }
+
+
+def _sarif_result(finding: Finding, rule_index: dict[str, int]) -> dict[str, Any]:
+    loc = finding.location
+    text = "; ".join(finding.messages) or f"{finding.policy}: {finding.result}"
+    location: dict[str, Any]
+    if loc.source == CLUSTER_SOURCE:
+        location = {
+            "logicalLocations": [
+                {
+                    "kind": "resource",
+                    "name": loc.name,
+                    "fullyQualifiedName": loc.display_name,
+                    "properties": {
+                        "apiVersion": loc.api_version,
+                        "kind": loc.kind,
+                        "namespace": loc.namespace,
+                    },
+                }
+            ]
+        }
+    else:
+        location = _physical_location(loc.source, loc.line)
+    identity = "\0".join([loc.source, loc.kind, loc.namespace, loc.name, finding.policy])
+    return {
+        "ruleId": finding.policy,
+        "ruleIndex": rule_index[finding.policy],
+        "level": SARIF_LEVELS[finding.result],
+        "message": {"text": f"{loc.display_name}: {text}"},
+        "locations": [location],
+        # stable across line moves: the object and the policy, not the line
+        "partialFingerprints": {"fluxwardenObjectPolicy/v1": _digest(identity)},
+        "properties": {
+            "result": finding.result,
+            "mode": finding.mode,
+            "action": finding.action,
+            "apiVersion": loc.api_version,
+            "kind": loc.kind,
+            "namespace": loc.namespace,
+            "name": loc.name,
+        },
+    }
+
+
+def _sarif_input_error(problem: InputProblem, rule_index: dict[str, int]) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "ruleId": INPUT_ERROR_RULE,
+        "ruleIndex": rule_index[INPUT_ERROR_RULE],
+        "level": "error",
+        "message": {"text": problem.message},
+    }
+    if problem.source != CLUSTER_SOURCE:  # a cluster read that failed has no file to point at
+        result["locations"] = [_physical_location(problem.source, problem.line)]
+    result["partialFingerprints"] = {
+        "fluxwardenInput/v1": _digest(f"{problem.source}\0{problem.message}")
+    }
+    return result
+
+
+def _physical_location(source: str, line: int) -> dict[str, Any]:
+    return {
+        "physicalLocation": {
+            "artifactLocation": {"uri": artifact_uri(source)},
+            "region": {"startLine": max(line, 1)},
+        }
+    }
+
+
+def artifact_uri(source: str) -> str:
+    """A file as a SARIF URI: relative paths stay relative (forward slashes, percent-encoded);
+    an absolute path under the working directory becomes relative to it, any other a file URI."""
+    path = PurePath(source)
+    if path.is_absolute():
+        try:
+            path = path.relative_to(Path.cwd())
+        except ValueError:
+            return Path(path).as_uri()
+    return quote(path.as_posix())
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+# --- junit -------------------------------------------------------------------------------------
+
+
+def render_junit(report: AuditReport, **_: Any) -> str:
+    """JUnit XML: a testsuite per file, a testcase per (object, policy) and per input problem.
+
+    fail -> <failure type="fail">, error -> <error type="error">, skip -> <skipped>, warn -> a
+    passing testcase whose <system-out> holds the advice. A broken document is a testcase with
+    <error type="input-error">; a skipped (non-Kubernetes) document is a <skipped> testcase.
+    """
+    root = ET.Element("testsuites", name="fluxwarden")
+    for source, items in _by_source(report):
+        suite = ET.SubElement(root, "testsuite", name=PurePath(source).as_posix())
+        for item in items:
+            if isinstance(item, Finding):
+                _junit_finding(suite, item)
+            else:
+                _junit_problem(suite, item)
+        _junit_counts(suite, suite.findall("testcase"))
+    _junit_counts(root, root.findall("testsuite/testcase"))
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _junit_finding(suite: ET.Element, finding: Finding) -> None:
+    loc = finding.location
+    case = ET.SubElement(
+        suite,
+        "testcase",
+        classname=suite.get("name", ""),
+        name=f"{loc.display_name} {finding.policy}",
+    )
+    summary = "; ".join(finding.messages)
+    body = "\n".join([_where(loc.source, loc.line), *finding.messages])
+    if finding.result == "fail":
+        ET.SubElement(case, "failure", message=summary, type="fail").text = body
+    elif finding.result == "error":
+        ET.SubElement(case, "error", message=summary, type="error").text = body
+    elif finding.result == "skip":
+        ET.SubElement(case, "skipped", message=summary)
+    elif finding.result == "warn":
+        ET.SubElement(case, "system-out").text = "\n".join(finding.messages)
+
+
+def _junit_problem(suite: ET.Element, problem: InputProblem) -> None:
+    name = f"document at line {problem.line}" if problem.line >= 1 else "input"
+    case = ET.SubElement(suite, "testcase", classname=suite.get("name", ""), name=name)
+    if problem.error:
+        element = ET.SubElement(case, "error", message=problem.message, type="input-error")
+        element.text = f"{_where(problem.source, problem.line)}\n{problem.message}"
+    else:
+        ET.SubElement(case, "skipped", message=problem.message)
+
+
+def _junit_counts(element: ET.Element, cases: list[ET.Element]) -> None:
+    element.set("tests", str(len(cases)))
+    for attribute, child in (("failures", "failure"), ("errors", "error"), ("skipped", "skipped")):
+        element.set(attribute, str(sum(1 for case in cases if case.find(child) is not None)))
+
+
+# --- dispatch ----------------------------------------------------------------------------------
+
+RENDERERS: dict[str, Callable[..., str]] = {
+    "table": render_table,
+    "json": render_json,
+    "sarif": render_sarif,
+    "junit": render_junit,
+}
+
+
+def render(report: AuditReport, fmt: str, *, color: bool = False, verbose: bool = False) -> str:
+    """The report in `fmt` (one of FORMATS). `color` and `verbose` only change the table."""
+    return RENDERERS[fmt](report, color=color, verbose=verbose)
