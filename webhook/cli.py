@@ -120,7 +120,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         if args.kubeconfig:
             from .lookups.kube import KubeLookups, load_api_client
 
-            lookups = KubeLookups(load_api_client(args.kubeconfig, args.context))
+            lookups = KubeLookups(load_api_client(args.kubeconfig, args.context, retries=0))
         else:
             request = payload.get("request") if isinstance(payload, dict) else None
             obj = request.get("object") if isinstance(request, dict) else None

@@ -257,7 +257,7 @@ class _Store:
             while True:
                 options: dict[str, Any] = {
                     "label_selector": selector,
-                    "limit": 100,
+                    "limit": 10,  # reports run to a megabyte each: keep a page small
                     "_request_timeout": _TIMEOUT,
                 }
                 if token:

@@ -28,18 +28,27 @@ DEPENDENCY_APIS: dict[DependencyKind, tuple[str, tuple[str, ...], str]] = {
 }
 
 
-def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
-    """In-cluster config when running in a pod, else the kubeconfig (like kubectl)."""
+def load_api_client(
+    kubeconfig: str | None = None, context: str | None = None, *, retries: int | None = None
+) -> client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (like kubectl).
+
+    `retries=0` for admission-time lookups: urllib3 retries a timed-out request three times
+    by default, which would turn a 2 s lookup timeout into 8 s, past the webhook's 5 s.
+    """
+    configuration = client.Configuration()
+    loaded = False
     if kubeconfig is None:
         try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-            return client.ApiClient()
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            loaded = True
         except config.ConfigException:
             pass
-    configuration = client.Configuration()
-    config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=kubeconfig, context=context, client_configuration=configuration
-    )
+    if not loaded:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
+    configuration.retries = retries
     return client.ApiClient(configuration)
 
 
@@ -77,8 +86,9 @@ class KubeLookups:
             ) from error
         except Exception as error:  # urllib3 timeouts, refused connections, TLS errors
             self._mark_down()
+            cause = getattr(error, "reason", None) or error  # urllib3's MaxRetryError wraps it
             raise LookupUnavailable(
-                f"Kubernetes API unreachable: {type(error).__name__}"
+                f"Kubernetes API unreachable: {type(cause).__name__}"
             ) from error
         with self._lock:
             self._cache[key] = (self._clock(), value)

@@ -45,7 +45,7 @@ def _make_lookups(options: ServeOptions) -> Lookups:
     from ..lookups.kube import KubeLookups, load_api_client
 
     try:
-        return KubeLookups(load_api_client(options.kubeconfig, options.context))
+        return KubeLookups(load_api_client(options.kubeconfig, options.context, retries=0))
     except Exception as error:
         if options.lookups == "kube":
             raise
