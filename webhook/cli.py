@@ -209,7 +209,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def _cluster_audit(
     args: argparse.Namespace, policy_set: PolicySet, override: Mode | None
 ) -> AuditReport:
-    from .audit.cluster import audit_cluster, write_reports
+    from .audit.cluster import ReportWriteError, audit_cluster, write_reports
     from .lookups.kube import load_api_client
 
     if args.namespace and args.all_namespaces:
@@ -227,7 +227,10 @@ def _cluster_audit(
         progress=sys.stderr.isatty(),
     )
     if args.report:
-        write_reports(api_client, report, report_format=args.report_format, namespace=namespace)
+        try:
+            write_reports(api_client, report, report_format=args.report_format, namespace=namespace)
+        except ReportWriteError as error:
+            raise UsageError(f"cannot write reports: {error}") from error
     return report
 
 

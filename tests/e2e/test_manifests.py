@@ -266,9 +266,10 @@ def test_match_conditions_admit_exactly_the_targeted_objects(
 def test_scale_subresource_reaches_the_webhook(
     cluster: ControlPlane, fluxwarden: WebhookServer
 ) -> None:
+    cluster.kubectl("create", "namespace", "matchtest", check=False)
     cluster.kubectl("apply", "-f", "-", input=json.dumps(_deployment("image-reflector-controller")))
     before = fluxwarden.metric_total("fluxwarden_admission_requests_total")
     cluster.kubectl(
-        "scale", "deployment/image-reflector-controller", "-n", "flux-system", "--replicas=4"
+        "scale", "deployment/image-reflector-controller", "-n", "matchtest", "--replicas=4"
     )
     assert fluxwarden.metric_total("fluxwarden_admission_requests_total") > before

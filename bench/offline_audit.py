@@ -1,0 +1,217 @@
+"""Offline audit benchmark: generated Flux manifests through `audit_documents`.
+
+    python -m bench.offline_audit [--objects 10000]
+
+Writes the manifests into a temporary directory (one file per object, a directory per
+namespace, like a fleet repository), then audits it in a fresh child process so the peak RSS
+is the audit's own: once plain (wall time, peak RSS) and once under tracemalloc (peak Python
+heap). The object mix is shared with `bench.cluster_audit`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+Obj = dict[str, Any]
+DEFAULT_OBJECTS = 10_000
+NAMESPACES = 50
+FLUX_CONTROLLERS = (
+    "image-reflector-controller",
+    "source-controller",
+    "kustomize-controller",
+    "helm-controller",
+)
+
+
+def namespace_of(index: int) -> str:
+    return f"team-{index % NAMESPACES:02}"
+
+
+def _deployment(name: str, namespace: str, args: list[str], replicas: int) -> Obj:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "manager",
+                            "image": f"ghcr.io/example/{name}:v1",
+                            "args": args,
+                            "resources": {"limits": {"memory": "1Gi"}},
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
+def _depends_on(prefix: str, index: int) -> list[Obj]:
+    # Chains two hops deep across namespaces: X-i -> X-(i-10) -> X-(i-20).
+    if index < 20 or (index // 10) % 3 == 0:
+        return []
+    return [{"name": f"{prefix}-{index - 10}", "namespace": namespace_of(index - 10)}]
+
+
+def manifests(count: int) -> Iterator[Obj]:
+    """`count` objects: the Flux controllers, then 50% HelmReleases (a quarter without drift
+    detection), 40% Kustomizations (a third with dependsOn) and 10% Deployments no policy targets,
+    spread over 50 namespaces."""
+    for index, name in enumerate(FLUX_CONTROLLERS[: min(count, len(FLUX_CONTROLLERS))]):
+        yield _deployment(name, "flux-system", ["--log-level=info"], 2 if index == 0 else 1)
+    for index in range(len(FLUX_CONTROLLERS), count):
+        namespace, slot = namespace_of(index), index % 10
+        if slot < 5:
+            spec: Obj = {
+                "interval": "10m",
+                "chart": {"spec": {"chart": "podinfo", "sourceRef": {"kind": "HelmRepository"}}},
+                "values": {"replicaCount": 2, "ingress": {"enabled": True}},
+            }
+            if index % 4:
+                spec["driftDetection"] = {"mode": "enabled"}
+            if dependencies := _depends_on("hr", index):
+                spec["dependsOn"] = dependencies
+            yield {
+                "apiVersion": "helm.toolkit.fluxcd.io/v2",
+                "kind": "HelmRelease",
+                "metadata": {"name": f"hr-{index}", "namespace": namespace},
+                "spec": spec,
+            }
+        elif slot < 9:
+            spec = {
+                "interval": "10m",
+                "path": f"./apps/{index}",
+                "prune": True,
+                "sourceRef": {"kind": "GitRepository", "name": "fleet", "namespace": "flux-system"},
+            }
+            if dependencies := _depends_on("ks", index):
+                spec["dependsOn"] = dependencies
+            yield {
+                "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+                "kind": "Kustomization",
+                "metadata": {"name": f"ks-{index}", "namespace": namespace},
+                "spec": spec,
+            }
+        else:
+            yield _deployment(f"web-{index}", namespace, [], 3)
+
+
+def write_tree(root: Path, count: int) -> int:
+    for obj in manifests(count):
+        meta = obj["metadata"]
+        directory = root / meta["namespace"]
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{obj['kind'].lower()}-{meta['name']}.yaml"
+        path.write_text(yaml.safe_dump(obj, sort_keys=False))
+    return count
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _measure(root: str, *, traced: bool) -> dict[str, Any]:
+    from webhook.audit.documents import load
+    from webhook.audit.offline import audit_documents
+    from webhook.cli import SHIPPED_POLICIES
+    from webhook.server.policystore import load_policy_file
+
+    policy_set = load_policy_file(SHIPPED_POLICIES)
+    baseline = peak_rss_mib()
+    if traced:
+        tracemalloc.start()
+    started = time.perf_counter()
+    report = audit_documents(load([root]), policy_set=policy_set)
+    wall = time.perf_counter() - started
+    traced_peak = tracemalloc.get_traced_memory()[1] / 2**20 if traced else 0.0
+    return {
+        "wall_s": wall,
+        "peak_rss_mib": peak_rss_mib(),
+        "baseline_rss_mib": baseline,
+        "traced_peak_mib": traced_peak,
+        "objects": report.objects,
+        "results": len(report.findings),
+        "counts": report.counts(),
+    }
+
+
+def measure_in_child(module: str, *args: str) -> dict[str, Any]:
+    """Run `python -m <module> --measure ...` and return the JSON it prints."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{module} {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    header = [
+        "objects",
+        "results",
+        "wall s",
+        "objects/s",
+        "peak RSS MiB",
+        "RSS before MiB",
+        "tracemalloc peak MiB",
+    ]
+    lines = [" | ".join(header), " | ".join("-" * len(h) for h in header)]
+    for row in rows:
+        cells = [
+            f"{row['objects']}",
+            f"{row['results']}",
+            f"{row['wall_s']:.2f}",
+            f"{row['objects'] / row['wall_s']:.0f}",
+            f"{row['peak_rss_mib']:.0f}",
+            f"{row['baseline_rss_mib']:.0f}",
+            f"{row['traced_peak_mib']:.0f}",
+        ]
+        lines.append(" | ".join(cells))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.offline_audit", description=__doc__)
+    parser.add_argument("--objects", type=int, default=DEFAULT_OBJECTS)
+    parser.add_argument("--measure", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure:
+        print(json.dumps(_measure(args.measure, traced=args.traced)))
+        return 0
+    with tempfile.TemporaryDirectory(prefix="fluxwarden-bench-") as tmp:
+        started = time.perf_counter()
+        write_tree(Path(tmp), args.objects)
+        print(
+            f"wrote {args.objects} manifests in {time.perf_counter() - started:.1f}s",
+            file=sys.stderr,
+        )
+        plain = measure_in_child("bench.offline_audit", "--measure", tmp)
+        traced = measure_in_child("bench.offline_audit", "--measure", tmp, "--traced")
+    plain["traced_peak_mib"] = traced["traced_peak_mib"]
+    print(f"offline audit (audit_documents: parse + evaluate), counts {plain['counts']}")
+    print(table([plain]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
