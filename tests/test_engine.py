@@ -124,3 +124,30 @@ def test_webhook_split(shipped_policies: PolicySet) -> None:
         "kustomization-dependencies: Kustomization flux-system/apps depends on itself and can never become ready"
     ]
     assert evaluate(cycle, webhook="all", **args) == denied
+
+
+def test_every_policy_declares_what_a_cluster_audit_lists(shipped_policies: PolicySet) -> None:
+    from webhook.audit.cluster import listing_plan
+    from webhook.engine.policies import ALL_POLICIES
+
+    assert all(policy.targets for policy in ALL_POLICIES.values())
+    plan, notices = listing_plan(shipped_policies, None)
+    where = {kind.resource: namespaces for kind, namespaces in plan}
+    assert where == {
+        "deployments.apps": ["flux-system"],
+        "horizontalpodautoscalers.autoscaling": ["flux-system"],
+        "jobs.batch": ["cattle-fleet-system", "cattle-system"],
+        "cronjobs.batch": ["cattle-fleet-system", "cattle-system"],
+        "pods": ["cattle-fleet-system", "cattle-system"],
+        "helmreleases.helm.toolkit.fluxcd.io": [None],
+        "kustomizations.kustomize.toolkit.fluxcd.io": [None],
+    }
+    assert notices == []
+    only, _ = listing_plan(shipped_policies, "cattle-system")
+    assert {kind.resource for kind, _ in only} == {
+        "jobs.batch",
+        "cronjobs.batch",
+        "pods",
+        "helmreleases.helm.toolkit.fluxcd.io",
+        "kustomizations.kustomize.toolkit.fluxcd.io",
+    }

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TextIO
 
 from kubernetes import client
@@ -22,9 +21,9 @@ from urllib3.exceptions import HTTPError as TransportError
 
 from ..engine import JsonObject, Lookups, Mode, ObjectRef, PolicySet, Request, Target, evaluate
 from ..engine.model import DependencyKind
-from ..engine.policies import Params
 from ..engine.policies.kustomization_dependencies import depends_on
-from ..lookups.kube import DEPENDENCY_APIS, KubeLookups
+from ..engine.resources import HELMRELEASES, KUSTOMIZATIONS, LISTING_ORDER, ResourceKind
+from ..lookups.kube import KubeLookups
 from .findings import AuditReport, Finding, InputProblem
 from .reports import ClusterObjectLocation, ReportWriteError, write_reports
 
@@ -47,66 +46,7 @@ DEPENDENCY_POLICY = "kustomization-dependencies"  # the policy whose lookups wal
 Scope = frozenset[str] | None  # namespaces to list; None: every namespace
 
 
-@dataclass(frozen=True)
-class Kind:
-    """A listable resource; `versions` newest first (older clusters may serve only a beta)."""
-
-    group: str
-    versions: tuple[str, ...]
-    plural: str
-    kind: str
-
-    @property
-    def resource(self) -> str:
-        return f"{self.plural}.{self.group}" if self.group else self.plural
-
-
-DEPLOYMENTS = Kind("apps", ("v1",), "deployments", "Deployment")
-HPAS = Kind("autoscaling", ("v2",), "horizontalpodautoscalers", "HorizontalPodAutoscaler")
-JOBS = Kind("batch", ("v1",), "jobs", "Job")
-CRONJOBS = Kind("batch", ("v1",), "cronjobs", "CronJob")
-PODS = Kind("", ("v1",), "pods", "Pod")
-HELMRELEASES = Kind(
-    DEPENDENCY_APIS["HelmRelease"][0],
-    DEPENDENCY_APIS["HelmRelease"][1],
-    "helmreleases",
-    "HelmRelease",
-)
-KUSTOMIZATIONS = Kind(
-    DEPENDENCY_APIS["Kustomization"][0],
-    DEPENDENCY_APIS["Kustomization"][1],
-    "kustomizations",
-    "Kustomization",
-)
-KIND_ORDER = (DEPLOYMENTS, HPAS, JOBS, CRONJOBS, PODS, HELMRELEASES, KUSTOMIZATIONS)
-
-
-def _namespaces(params: Params) -> frozenset[str]:
-    value = getattr(params, "namespaces", None)
-    return frozenset(value) if isinstance(value, list) else frozenset()
-
-
-def _listed_or_any(params: Params) -> Scope:
-    """Policies whose empty `namespaces` param means "any namespace"."""
-    return _namespaces(params) or None
-
-
-def _anywhere(params: Params) -> Scope:
-    return None
-
-
-# What each policy's `applies_to` can match, as (kinds, namespaces). Kept next to the lister so a
-# new policy cannot be audited silently on nothing: an unknown name is reported.
-POLICY_TARGETS: dict[str, tuple[tuple[Kind, ...], Callable[[Params], Scope]]] = {
-    "irc-single-replica": ((DEPLOYMENTS, HPAS), _listed_or_any),
-    "source-controller-storage": ((DEPLOYMENTS,), _listed_or_any),
-    "controller-requeue-dependency": ((DEPLOYMENTS,), _listed_or_any),
-    # applies_to requires the namespace to be listed: an empty list matches nothing.
-    "fleet-job-tolerations": ((JOBS, CRONJOBS, PODS), _namespaces),
-    "helmrelease-drift-detection": ((HELMRELEASES,), _anywhere),
-    "helmrelease-interval": ((HELMRELEASES,), _anywhere),
-    "kustomization-dependencies": ((KUSTOMIZATIONS, HELMRELEASES), _anywhere),
-}
+Kind = ResourceKind  # the name the lister and the benchmarks use
 
 
 def _union(first: Scope, second: Scope) -> Scope:
@@ -123,19 +63,12 @@ def listing_plan(
     scopes: dict[Kind, Scope] = {}
     notices = []
     for configured in policy_set.policies:
-        targets = POLICY_TARGETS.get(configured.policy.name)
-        if targets is None:
-            notices.append(
-                f"policy {configured.policy.name}: no cluster targets known, not audited"
-            )
-            continue
-        kinds, scope_of = targets
-        scope = scope_of(configured.params)
-        for kind in kinds:
+        scope = configured.policy.target_namespaces(configured.params)
+        for kind in configured.policy.targets:
             scopes[kind] = _union(scopes[kind], scope) if kind in scopes else scope
     excluded = policy_set.excluded_namespaces
     plan: list[tuple[Kind, list[str | None]]] = []
-    for kind in KIND_ORDER:
+    for kind in LISTING_ORDER:
         if kind not in scopes:
             continue
         scope = scopes[kind]

@@ -18,13 +18,14 @@ from kubernetes.client.exceptions import ApiException
 from ..engine import JsonObject, LookupUnavailable, ObjectRef
 from ..engine.model import DependencyKind
 from ..engine.policies.kustomization_dependencies import depends_on
+from ..engine.resources import HELMRELEASES, KUSTOMIZATIONS, ResourceKind
 
 T = TypeVar("T")
 
 # The versions to list, newest first: older clusters may serve only the beta version.
-DEPENDENCY_APIS: dict[DependencyKind, tuple[str, tuple[str, ...], str]] = {
-    "Kustomization": ("kustomize.toolkit.fluxcd.io", ("v1", "v1beta2"), "kustomizations"),
-    "HelmRelease": ("helm.toolkit.fluxcd.io", ("v2", "v2beta2"), "helmreleases"),
+DEPENDENCY_APIS: dict[DependencyKind, ResourceKind] = {
+    "Kustomization": KUSTOMIZATIONS,
+    "HelmRelease": HELMRELEASES,
 }
 
 
@@ -122,11 +123,16 @@ class KubeLookups:
         return self._cached(("dependsOn", kind, ref), lambda: self._depends_on(kind, ref))
 
     def _depends_on(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
-        group, versions, plural = DEPENDENCY_APIS[kind]
-        for version in versions:
+        api = DEPENDENCY_APIS[kind]
+        for version in api.versions:
             try:
                 obj: Any = self._custom.get_namespaced_custom_object(
-                    group, version, ref.namespace, plural, ref.name, _request_timeout=self._timeout
+                    api.group,
+                    version,
+                    ref.namespace,
+                    api.plural,
+                    ref.name,
+                    _request_timeout=self._timeout,
                 )
             except ApiException as error:
                 if error.status == 404:

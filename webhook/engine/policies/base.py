@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from ..model import JsonObject, Lookups, Request, Target
+from ..resources import ResourceKind
 
 
 class Params(BaseModel):
@@ -57,6 +58,11 @@ class Policy(ABC, Generic[ParamsT]):
     summary: ClassVar[str]  # one line: what goes wrong without it and what the policy does
     reason: ClassVar[str] = ""  # short why, appended to the warnings about changes
     params_model: type[ParamsT]
+    targets: ClassVar[tuple[ResourceKind, ...]]  # what a cluster audit lists for this policy
+
+    def target_namespaces(self, params: ParamsT) -> frozenset[str] | None:
+        """The namespaces `applies_to` can match (None: any), so audits list nothing else."""
+        return None
 
     @abstractmethod
     def applies_to(self, target: Target, obj: JsonObject, params: ParamsT) -> bool:

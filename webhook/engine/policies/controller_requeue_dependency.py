@@ -7,6 +7,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, Field
 
 from ..model import JsonObject, Lookups, Request, Target
+from ..resources import DEPLOYMENTS
 from ..units import parse_duration
 from .base import Params, Policy, Report, dig, is_deployment, named_container
 
@@ -49,6 +50,11 @@ class ControllerRequeueDependency(Policy[RequeueParams]):
         "one on kustomize-controller and helm-controller"
     )
     params_model = RequeueParams
+
+    targets = (DEPLOYMENTS,)
+
+    def target_namespaces(self, params: RequeueParams) -> frozenset[str] | None:
+        return frozenset(params.namespaces) or None  # empty: any namespace
 
     def applies_to(self, target: Target, obj: JsonObject, params: RequeueParams) -> bool:
         if params.namespaces and target.namespace not in params.namespaces:

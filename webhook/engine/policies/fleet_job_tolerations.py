@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..model import JsonObject, Lookups, LookupUnavailable, Request, Target
+from ..resources import CRONJOBS, JOBS, PODS
 from .base import Params, Policy, Report, dig, object_name
 
 DEFAULT_FLEET_NAMESPACE = "cattle-fleet-system"
@@ -97,6 +98,11 @@ class FleetJobTolerations(Policy[FleetParams]):
         "fully tainted clusters (rancher/fleet#3180): add the configured tolerations"
     )
     params_model = FleetParams
+
+    targets = (JOBS, CRONJOBS, PODS)
+
+    def target_namespaces(self, params: FleetParams) -> frozenset[str] | None:
+        return frozenset(params.namespaces)
 
     def applies_to(self, target: Target, obj: JsonObject, params: FleetParams) -> bool:
         if (target.group, target.kind) not in _WORKLOAD_KINDS or target.sub_resource:

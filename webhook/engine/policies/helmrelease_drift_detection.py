@@ -10,6 +10,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from ..model import JsonObject, Lookups, Request, Target
+from ..resources import HELMRELEASES
 from .base import Params, Policy, Report, dig, ensure_dict
 
 HELM_GROUP = "helm.toolkit.fluxcd.io"
@@ -34,6 +35,8 @@ class HelmReleaseDriftDetection(Policy[DriftParams]):
         "set spec.driftDetection.mode"
     )
     params_model = DriftParams
+
+    targets = (HELMRELEASES,)
 
     def applies_to(self, target: Target, obj: JsonObject, params: DriftParams) -> bool:
         return (

@@ -7,6 +7,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from ..model import JsonObject, Lookups, Request, Target
+from ..resources import HELMRELEASES
 from ..units import parse_duration
 from .base import Params, Policy, Report, dig
 from .helmrelease_drift_detection import HELM_GROUP
@@ -39,6 +40,8 @@ class HelmReleaseInterval(Policy[IntervalParams]):
         "correction: warn outside the configured range"
     )
     params_model = IntervalParams
+
+    targets = (HELMRELEASES,)
 
     def applies_to(self, target: Target, obj: JsonObject, params: IntervalParams) -> bool:
         return (

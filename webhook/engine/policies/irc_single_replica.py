@@ -12,6 +12,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, Field
 
 from ..model import JsonObject, Lookups, Request, Target
+from ..resources import DEPLOYMENTS, HPAS
 from ..units import parse_quantity
 from .base import Params, Policy, Report, dig, ensure_dict, is_deployment, named_container
 
@@ -46,6 +47,11 @@ class IrcSingleReplica(Policy[IrcParams]):
         "kill (fluxcd/flux2#4984): keep 1 replica and a 2Gi memory limit"
     )
     params_model = IrcParams
+
+    targets = (DEPLOYMENTS, HPAS)
+
+    def target_namespaces(self, params: IrcParams) -> frozenset[str] | None:
+        return frozenset(params.namespaces) or None  # empty: any namespace
 
     def applies_to(self, target: Target, obj: JsonObject, params: IrcParams) -> bool:
         if params.namespaces and target.namespace not in params.namespaces:

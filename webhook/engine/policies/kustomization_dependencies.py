@@ -15,6 +15,7 @@ from ..model import (
     Request,
     Target,
 )
+from ..resources import HELMRELEASES, KUSTOMIZATIONS
 from .base import Params, Policy, Report, dig
 
 GROUPS: dict[str, DependencyKind] = {
@@ -84,6 +85,8 @@ class KustomizationDependencies(Policy[DependencyParams]):
         "cycles, warn on missing dependencies and deep chains"
     )
     params_model = DependencyParams
+
+    targets = (KUSTOMIZATIONS, HELMRELEASES)
 
     def applies_to(self, target: Target, obj: JsonObject, params: DependencyParams) -> bool:
         return (

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from ..model import JsonObject, Lookups, Request, Target
+from ..resources import DEPLOYMENTS
 from .base import Params, Policy, Report, dig, is_deployment, named_container
 from .irc_single_replica import Quantity
 
@@ -36,6 +37,11 @@ class SourceControllerStorage(Policy[StorageParams]):
         "emptyDir and /tmp has no sizeLimit, and set one when enforced"
     )
     params_model = StorageParams
+
+    targets = (DEPLOYMENTS,)
+
+    def target_namespaces(self, params: StorageParams) -> frozenset[str] | None:
+        return frozenset(params.namespaces) or None  # empty: any namespace
 
     def applies_to(self, target: Target, obj: JsonObject, params: StorageParams) -> bool:
         if params.namespaces and target.namespace not in params.namespaces:
