@@ -21,9 +21,7 @@ import atexit
 import base64
 import contextlib
 import ctypes
-import datetime
 import http.client
-import ipaddress
 import os
 import shutil
 import signal
@@ -39,10 +37,9 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Self, TypeVar
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+
+from webhook.certs import CertificateAuthority, key_pem, new_key
 
 HERE = Path(__file__).resolve().parent
 VERSION_FILE = HERE / "VERSION"
@@ -99,106 +96,7 @@ def missing_binaries(bin_dir: Path | None = None) -> list[str]:
 # --------------------------------------------------------------------------- certificates
 
 
-def _new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-class _CertificateAuthority:
-    def __init__(self, common_name: str) -> None:
-        self.key = _new_key()
-        now = datetime.datetime.now(datetime.UTC)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=7))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-
-    def issue(
-        self,
-        common_name: str,
-        *,
-        organizations: Sequence[str] = (),
-        dns_names: Sequence[str] = (),
-        ip_addresses: Sequence[str] = (),
-        server: bool = False,
-    ) -> tuple[bytes, bytes]:
-        """Return (cert PEM, key PEM) for a leaf signed by this CA."""
-        key = _new_key()
-        now = datetime.datetime.now(datetime.UTC)
-        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
-        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(attrs))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=7))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                critical=False,
-            )
-        )
-        if dns_names or ip_addresses:
-            sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
-            sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(self.key, hashes.SHA256())
-        return _cert_pem(cert), _key_pem(key)
+CERT_DAYS = 7
 
 
 # --------------------------------------------------------------------------- processes
@@ -459,10 +357,11 @@ class ControlPlane:
 
     def _start_apiserver(self) -> None:
         work = self.workdir
-        ca = _CertificateAuthority("fluxwarden-test-ca")
-        ca_pem = _cert_pem(ca.cert)
+        ca = CertificateAuthority("fluxwarden-test-ca", days=CERT_DAYS)
+        ca_pem = ca.cert_pem
         serving_cert, serving_key = ca.issue(
             "kube-apiserver",
+            days=CERT_DAYS,
             dns_names=[
                 "localhost",
                 "kubernetes",
@@ -473,8 +372,8 @@ class ControlPlane:
             ip_addresses=["127.0.0.1", "10.0.0.1"],
             server=True,
         )
-        admin_cert, admin_key = ca.issue("admin", organizations=["system:masters"])
-        sa_key = _new_key()
+        admin_cert, admin_key = ca.issue("admin", days=CERT_DAYS, organizations=["system:masters"])
+        sa_key = new_key()
         sa_pub = sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -484,7 +383,7 @@ class ControlPlane:
             "apiserver.key": serving_key,
             "admin.crt": admin_cert,
             "admin.key": admin_key,
-            "sa.key": _key_pem(sa_key),
+            "sa.key": key_pem(sa_key),
             "sa.pub": sa_pub,
         }
         files["audit-policy.yaml"] = AUDIT_POLICY.encode()
