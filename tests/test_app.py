@@ -217,14 +217,33 @@ def test_policy_file_reload_and_invalid_file_keeps_old_set(
     assert "patch" not in audited
     assert "irc-single-replica" in audited["auditAnnotations"]
 
+    def load_errors() -> float:
+        for line in client.get("/metrics").get_data(as_text=True).splitlines():
+            if line.startswith("fluxwarden_policy_load_errors_total "):
+                return float(line.split()[1])
+        raise AssertionError("no fluxwarden_policy_load_errors_total")
+
+    errors_before = load_errors()
     policy_file.write_text(text.replace("memoryLimit: 2Gi", "memoryLimit: plenty"))
     still = _post(client, "/mutate", review_of(IRC_DEPLOYMENT)).get_json()["response"]
     assert "patch" not in still  # the audit-mode set stays in force
     ready = client.get("/readyz").get_json()
     assert "memoryLimit" in ready["lastReloadError"]
-    metrics = client.get("/metrics").get_data(as_text=True)
-    assert "fluxwarden_policy_load_errors_total" in metrics
+    assert load_errors() == errors_before + 1
 
     policy_file.write_text(text)
     restored = _post(client, "/mutate", review_of(IRC_DEPLOYMENT)).get_json()["response"]
     assert restored["patchType"] == "JSONPatch"
+
+
+def test_metric_labels_stay_bounded_whatever_kinds_clients_send(
+    client: FlaskClient, review_of: Review
+) -> None:
+    for index in range(20):
+        review = review_of(
+            None, operation="DELETE", kind={"group": "x", "version": "v1", "kind": f"Made{index}"}
+        )
+        assert _post(client, "/validate", review).status_code == 200
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "Made" not in text
+    assert 'kind="other"' in text

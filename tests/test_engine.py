@@ -151,3 +151,59 @@ def test_every_policy_declares_what_a_cluster_audit_lists(shipped_policies: Poli
         "helmreleases.helm.toolkit.fluxcd.io",
         "kustomizations.kustomize.toolkit.fluxcd.io",
     }
+
+
+class _BrokenScope(_Exploding):
+    name: ClassVar[str] = "broken-scope"
+
+    def applies_to(self, target: Any, obj: Any, params: Params) -> bool:
+        raise AttributeError("'str' object has no attribute 'get'")
+
+
+def test_a_policy_whose_scope_check_raises_also_fails_open(shipped_policies: PolicySet) -> None:
+    policy_set = _with_policy(shipped_policies, _BrokenScope())
+    decision = evaluate(
+        IRC_DEPLOYMENT, request=_request(IRC_DEPLOYMENT), policy_set=policy_set, lookups=NoLookups()
+    )
+    assert decision.allowed
+    assert (decision.results[0].policy, decision.results[0].result) == ("broken-scope", "error")
+    assert decision.results[1].action == "mutated"
+
+
+def test_policy_errors_stay_silent_in_audit_mode(shipped_policies: PolicySet) -> None:
+    policy_set = _with_policy(shipped_policies, _Exploding())
+    decision = evaluate(
+        IRC_DEPLOYMENT,
+        request=_request(IRC_DEPLOYMENT),
+        policy_set=policy_set,
+        lookups=NoLookups(),
+        mode_override="audit",
+    )
+    assert decision.warnings == []
+    assert decision.audit_annotations["exploding"].startswith("error: policy error")
+
+
+def test_absurdly_deep_objects_fail_open(shipped_policies: PolicySet) -> None:
+    values: dict[str, Any] = {}
+    for _ in range(3000):
+        values = {"v": values}
+    release = {
+        "apiVersion": "helm.toolkit.fluxcd.io/v2",
+        "kind": "HelmRelease",
+        "metadata": {"name": "deep", "namespace": "apps"},
+        "spec": {"interval": "5m", "values": values},
+    }
+    decision = evaluate(
+        release, request=_request(release), policy_set=shipped_policies, lookups=NoLookups()
+    )
+    assert decision.allowed
+    assert decision.patch == []
+    assert any(r.result == "error" for r in decision.results)
+
+
+def test_objects_with_odd_shapes_never_raise(shipped_policies: PolicySet) -> None:
+    for metadata in ("x", [1], None, 7):
+        obj = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": "x"}
+        request = Request(target=target_of(IRC_DEPLOYMENT))
+        decision = evaluate(obj, request=request, policy_set=shipped_policies, lookups=NoLookups())
+        assert decision.allowed

@@ -167,12 +167,18 @@ def test_answers_are_cached_and_missing_objects_are_none(
     clock = [0.0]
     lookups = KubeLookups(api_client(port, tmp_path), ttl=5, clock=lambda: clock[0])
     expected = [{"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"}]
-    assert lookups.deployment_tolerations("cattle-fleet-system", "fleet-controller") == expected
-    assert lookups.deployment_tolerations("cattle-fleet-system", "fleet-controller") == expected
+
+    def tolerations() -> object:
+        found = lookups.deployment("cattle-fleet-system", "fleet-controller")
+        assert found is not None
+        return found["spec"]["template"]["spec"]["tolerations"]
+
+    assert tolerations() == expected
+    assert tolerations() == expected
     assert handler.requests == [path]
     clock[0] = 6.0  # past the TTL: asked again
-    lookups.deployment_tolerations("cattle-fleet-system", "fleet-controller")
+    tolerations()
     assert handler.requests == [path, path]
-    assert lookups.deployment_tolerations("cattle-fleet-system", "absent") is None
+    assert lookups.deployment("cattle-fleet-system", "absent") is None
     # A Kustomization not found in any served version is unknown (None), not an error.
     assert lookups.dependencies("Kustomization", ObjectRef("flux-system", "nope")) is None

@@ -292,3 +292,43 @@ def test_mangled_admission_reviews_never_get_a_5xx(
     review["request"].update(mangle)
     reply = client.post("/mutate", data=json.dumps(review), content_type="application/json")
     assert reply.status_code in (200, 400), reply.data
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found += _paths(child, (*prefix, index))
+    return found
+
+
+@st.composite
+def corrupted_objects(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A targeted object with one node anywhere (metadata, spec, a container...) replaced by
+    arbitrary JSON: the shapes a buggy client or a hostile one can send."""
+    obj = draw(objects)
+    review = admission_review(obj)  # the request names the object as it was
+    path = draw(st.sampled_from(_paths(obj)[1:]))
+    parent: Any = obj
+    for step in path[:-1]:
+        parent = parent[step]
+    parent[path[-1]] = draw(json_values)
+    review["request"]["object"] = obj
+    return review, obj
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(corrupted_objects())
+def test_corrupted_objects_are_answered_never_a_5xx(
+    client: FlaskClient, case: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    review, _ = case
+    for path in ("/mutate", "/validate"):
+        reply = client.post(path, data=json.dumps(review), content_type="application/json")
+        assert reply.status_code == 200, reply.data
+        assert reply.get_json()["response"]["uid"] == review["request"]["uid"]

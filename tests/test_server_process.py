@@ -75,6 +75,14 @@ def _write_certs(directory: Path) -> None:
         tmp.replace(directory / name)
 
 
+def _stale_metrics_dir(base: Path) -> Path:
+    metrics = base / "metrics"
+    (base / "metrics-stale").mkdir()
+    (base / "metrics-stale" / "counter_1.db").write_bytes(b"stale")
+    (base / "metrics-stale").rename(metrics)
+    return metrics / "not-yet-created"
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     certs = tmp_path_factory.mktemp("certs")
@@ -103,7 +111,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
         start_new_session=True,
-        env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+        # As the shipped Deployment runs it: a metrics directory that does not exist yet, plus a
+        # stale file a previous container left in the (surviving) emptyDir.
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(_stale_metrics_dir(certs))},
     )
     running = Server(port, certs, process, log)
     deadline = time.monotonic() + 30
@@ -198,7 +208,12 @@ def test_metrics_add_up_across_worker_processes(server: Server) -> None:
         time.sleep(0.01)
     assert len(serving_pids(uids)) == 2
     assert count() == before + len(uids)
-    assert "fluxwarden_certificate_expiry_timestamp_seconds" in server.get("/metrics")
+    expiry = next(
+        float(line.split()[1])
+        for line in server.get("/metrics").splitlines()
+        if line.startswith("fluxwarden_certificate_expiry_timestamp_seconds ")
+    )
+    assert time.time() + 86400 < expiry < time.time() + 3 * 86400  # the 2-day test certificate
 
 
 def test_rotated_certificate_is_served_without_restart_or_failed_requests(server: Server) -> None:

@@ -248,8 +248,8 @@ class DependencyGraph:
     def __len__(self) -> int:
         return len(self._edges)
 
-    def deployment_tolerations(self, namespace: str, name: str) -> list[JsonObject] | None:
-        return self._fallback.deployment_tolerations(namespace, name)
+    def deployment(self, namespace: str, name: str) -> JsonObject | None:
+        return self._fallback.deployment(namespace, name)
 
     def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
         edges = self._edges.get((kind, ref))

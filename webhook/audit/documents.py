@@ -109,6 +109,11 @@ def parse_stream(text: str, source: str) -> Iterator[Document]:
             yield Document(source, where, index, chunk, None, f"invalid YAML: {problem}")
             index += 1
             continue
+        except (ValueError, RecursionError) as error:  # e.g. `2001-02-30`, a 5000-digit integer
+            message = f"cannot read this document: {type(error).__name__}: {error}"[:200]
+            yield Document(source, line, index, chunk, None, message)
+            index += 1
+            continue
         if obj is None:
             continue  # empty chunk or only comments
         if not isinstance(obj, dict):

@@ -7,8 +7,10 @@ output for relative inputs is the same on every machine.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -88,6 +90,30 @@ def _plural(count: int, noun: str) -> str:
 # --- table -------------------------------------------------------------------------------------
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _safe(text: str) -> str:
+    """Names and messages come from untrusted YAML: no terminal escape sequences reach the tty."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _printable(item: Finding | InputProblem) -> Finding | InputProblem:
+    if isinstance(item, InputProblem):
+        return dataclasses.replace(item, source=_safe(item.source), message=_safe(item.message))
+    loc = item.location
+    location = dataclasses.replace(
+        loc,
+        source=_safe(loc.source),
+        kind=_safe(loc.kind),
+        namespace=_safe(loc.namespace),
+        name=_safe(loc.name),
+    )
+    return dataclasses.replace(
+        item, location=location, messages=tuple(_safe(m) for m in item.messages)
+    )
+
+
 def render_table(report: AuditReport, *, color: bool = False, verbose: bool = False) -> str:
     """Findings that need attention, grouped by file in line order, then a summary.
 
@@ -107,6 +133,7 @@ def render_table(report: AuditReport, *, color: bool = False, verbose: bool = Fa
     )
     indent = " " * (_LABEL_WIDTH + 2)
     lines: list[str] = []
+    rows = [_printable(item) for item in rows]
     for item in rows:
         where = _where_of(item).ljust(where_width)
         if isinstance(item, Finding):

@@ -46,7 +46,7 @@ def evaluate(
         return _allow_untouched()
     if request.target.namespace in policy_set.excluded_namespaces:
         return _allow_untouched()
-    exempt = _exemptions(obj)
+    exempt = _exemptions(obj) | _inherited_exemptions(obj, request=request, lookups=lookups)
     working = obj
     results: list[PolicyResult] = []
     warnings: list[str] = []
@@ -54,7 +54,12 @@ def evaluate(
     annotations: dict[str, str] = {}
     for configured in policy_set.for_webhook(webhook):
         policy, params = configured.policy, configured.params
-        if not policy.applies_to(request.target, working, params):
+        failure: str | None = None
+        try:
+            applies = policy.applies_to(request.target, working, params)
+        except Exception as exc:  # fail open per policy, like an error in check()
+            applies, failure = True, _failure(exc)
+        if not applies:
             continue
         mode = policy_set.effective_mode(configured, mode_override)
         if mode == "off":
@@ -64,14 +69,26 @@ def evaluate(
             results.append(PolicyResult(policy.name, mode, "skip", "exempted", [_EXEMPT_MESSAGE]))
             annotations[policy.name] = f"exempt: {_EXEMPT_MESSAGE}"
             continue
-        candidate, report, error = _run(configured, working, request=request, lookups=lookups)
+        candidate, report, problem = (
+            (working, Report(), failure)
+            if failure
+            else _run(configured, working, request=request, lookups=lookups)
+        )
         if mode == "enforce" and report.changes:
             working = candidate
-        result = _result(policy, mode, report, error)
+        result = _result(policy, mode, report, problem)
         results.append(result)
         _render(result, report, warnings=warnings, deny=deny_reasons, annotations=annotations)
     allowed = not deny_reasons
-    patch = jsonpatch.make_patch(obj, working).patch if allowed and working is not obj else []
+    patch: list[JsonObject] = []
+    if allowed and working is not obj:
+        try:
+            patch = jsonpatch.make_patch(obj, working).patch
+        except Exception as error:  # e.g. RecursionError on absurdly deep objects: fail open
+            warnings.append(
+                f"{WARNING_PREFIX}: patch not computed, request allowed: {_failure(error)}"
+            )
+            working = obj
     return Decision(
         allowed=allowed,
         patch=patch,
@@ -90,28 +107,53 @@ def _allow_untouched() -> Decision:
     return Decision(True, [], None, [], {}, [], [])
 
 
-def _exemptions(obj: JsonObject) -> set[str]:
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+def _exemptions(obj: Any) -> set[str]:
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
     value = annotations.get(EXEMPT_ANNOTATION) if isinstance(annotations, dict) else None
     if not isinstance(value, str):
         return set()
     return {part.strip() for part in value.split(",") if part.strip()}
 
 
+def _inherited_exemptions(obj: JsonObject, *, request: Request, lookups: Lookups) -> set[str]:
+    """A Deployment's exemptions also cover what scales it: its scale subresource (a Scale has
+    no annotations of its own) and an HPA that targets it."""
+    target = request.target
+    name = ""
+    if target.resource == "deployments" and target.sub_resource == "scale":
+        name = target.name
+    elif target.kind == "HorizontalPodAutoscaler" and not target.sub_resource:
+        spec = obj.get("spec")
+        ref = spec.get("scaleTargetRef") if isinstance(spec, dict) else None
+        if isinstance(ref, dict) and ref.get("kind") == "Deployment":
+            name = str(ref.get("name") or "")
+    if not name:
+        return set()
+    try:
+        return _exemptions(lookups.deployment(target.namespace, name))
+    except LookupUnavailable:
+        return set()  # unknown: the policies run, as they would without the annotation
+
+
+def _failure(error: Exception) -> str:
+    return f"policy error, request allowed: {type(error).__name__}: {error}"[:200]
+
+
 def _run(
     configured: ConfiguredPolicy, obj: JsonObject, *, request: Request, lookups: Lookups
 ) -> tuple[JsonObject, Report, str | None]:
     """Run one policy on a private copy. A policy that raises fails open with an error."""
-    scratch = copy.deepcopy(obj)
     report = Report()
     try:
+        scratch = copy.deepcopy(obj)  # inside the try: a hostile depth fails this policy open
         configured.policy.check(
             scratch, request=request, params=configured.params, lookups=lookups, report=report
         )
     except LookupUnavailable as error:
         report.advise(f"lookup unavailable, not checked: {error}")
     except Exception as error:  # fail open per policy, as the contract says
-        return obj, Report(), f"policy error, request allowed: {type(error).__name__}: {error}"
+        return obj, Report(), _failure(error)
     return scratch, report, None
 
 
@@ -151,11 +193,10 @@ def _render(
     """Route a result's messages: deny reasons, warnings the user sees, audit annotations."""
     if result.action == "none" and result.result != "error":
         return
-    annotations[result.policy] = _cut(
-        f"{result.action}: " + "; ".join(result.messages), MAX_ANNOTATION
-    )
-    if result.mode == "audit" and result.result != "error":
-        return
+    label = "error" if result.result == "error" else result.action
+    annotations[result.policy] = _cut(f"{label}: " + "; ".join(result.messages), MAX_ANNOTATION)
+    if result.mode == "audit":
+        return  # audit: the user sees nothing, not even a policy error (it is annotated)
     shown = result.messages
     if result.action == "denied":
         deny.extend(f"{result.policy}: {v}" for v in report.violations)
@@ -164,18 +205,22 @@ def _render(
 
 
 def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """At most `limit` bytes of UTF-8 (the API server counts bytes), never a split character."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode(errors="ignore") + "..."
 
 
 def _bounded(warnings: list[str]) -> list[str]:
-    """One line each, <= 256 characters, <= 4 KiB in total (API server limits)."""
+    """One line each, <= 256 bytes, <= 4 KiB in total (API server limits)."""
     kept: list[str] = []
     total = 0
     for index, warning in enumerate(warnings):
         line = _cut(" ".join(warning.split()), MAX_WARNING)
         if total + len(line.encode()) > MAX_WARNINGS_TOTAL - MAX_WARNING:
             kept.append(
-                f"{WARNING_PREFIX}: {len(warnings) - index} more finding(s) in the audit annotations"
+                f"{WARNING_PREFIX}: *: {len(warnings) - index} more finding(s) in the audit annotations"
             )
             break
         kept.append(line)

@@ -97,8 +97,8 @@ class LookupUnavailable(Exception):
 class Lookups(Protocol):
     """Facts about other objects. Implementations: the live cluster and the audited files."""
 
-    def deployment_tolerations(self, namespace: str, name: str) -> list[JsonObject] | None:
-        """The pod-template tolerations of a Deployment; None when it does not exist."""
+    def deployment(self, namespace: str, name: str) -> JsonObject | None:
+        """A Deployment (metadata and spec, as plain JSON); None when it does not exist."""
         ...
 
     def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
@@ -109,7 +109,7 @@ class Lookups(Protocol):
 class NoLookups:
     """For callers with nothing to look up: every lookup is unavailable."""
 
-    def deployment_tolerations(self, namespace: str, name: str) -> list[JsonObject] | None:
+    def deployment(self, namespace: str, name: str) -> JsonObject | None:
         raise LookupUnavailable("no lookups configured")
 
     def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:

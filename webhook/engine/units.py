@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
+MAX_TEXT = 64  # no real quantity or duration is longer; longer input is refused before any regex
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {
     "n": Decimal("1e-9"),
@@ -19,7 +20,7 @@ _DECIMAL = {
     "E": Decimal(10**18),
 }
 _QUANTITY = re.compile(
-    r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?)$"
+    r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?)$"
 )
 
 
@@ -32,8 +33,8 @@ def parse_quantity(value: object) -> Decimal:
         raise ValueError(f"not a quantity: {value!r}")
     if isinstance(value, int | float):
         return Decimal(str(value))
-    if not isinstance(value, str):
-        raise ValueError(f"not a quantity: {value!r}")
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise ValueError(f"not a quantity: {str(value)[:MAX_TEXT]!r}")
     match = _QUANTITY.match(value.strip())
     if not match:
         raise ValueError(f"not a quantity: {value!r}")
@@ -63,8 +64,8 @@ _DURATION_UNITS = {
 
 def parse_duration(value: object) -> Decimal:
     """Return the seconds in a Go duration string (`30s`, `1m30s`, `1h`, `500ms`)."""
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"not a duration: {value!r}")
+    if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
+        raise ValueError(f"not a duration: {str(value)[:MAX_TEXT]!r}")
     text = value.strip()
     if text == "0":
         return Decimal(0)

@@ -21,6 +21,7 @@ from ..engine.policies.kustomization_dependencies import depends_on
 from ..engine.resources import HELMRELEASES, KUSTOMIZATIONS, ResourceKind
 
 T = TypeVar("T")
+MAX_CACHE_ENTRIES = 4096
 
 # The versions to list, newest first: older clusters may serve only the beta version.
 DEPENDENCY_APIS: dict[DependencyKind, ResourceKind] = {
@@ -92,6 +93,8 @@ class KubeLookups:
                 f"Kubernetes API unreachable: {type(cause).__name__}"
             ) from error
         with self._lock:
+            if len(self._cache) >= MAX_CACHE_ENTRIES:
+                self._cache.clear()  # crude but bounded: a full cache only costs a few GETs
             self._cache[key] = (self._clock(), value)
         return value
 
@@ -99,22 +102,20 @@ class KubeLookups:
         with self._lock:
             self._down_until = self._clock() + self._backoff
 
-    def deployment_tolerations(self, namespace: str, name: str) -> list[JsonObject] | None:
-        def fetch() -> list[JsonObject] | None:
+    def deployment(self, namespace: str, name: str) -> JsonObject | None:
+        def fetch() -> JsonObject | None:
             try:
-                deployment = self._apps.read_namespaced_deployment(
+                found: Any = self._apps.read_namespaced_deployment(
                     name, namespace, _request_timeout=self._timeout
                 )
             except ApiException as error:
                 if error.status == 404:
                     return None
                 raise
-            pod_spec = deployment.spec.template.spec if deployment.spec else None
-            tolerations = (pod_spec.tolerations if pod_spec else None) or []
-            api = self._apps.api_client
-            return [api.sanitize_for_serialization(t) for t in tolerations]
+            plain: JsonObject = self._apps.api_client.sanitize_for_serialization(found)
+            return {"metadata": plain.get("metadata", {}), "spec": plain.get("spec", {})}
 
-        return self._cached(("tolerations", namespace, name), fetch)
+        return self._cached(("deployment", namespace, name), fetch)
 
     def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
         # One GET per visited object, cached only briefly: a graph cached for long would miss an

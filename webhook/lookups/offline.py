@@ -17,7 +17,7 @@ class OfflineLookups:
     """Builds the same context a cluster would give from a set of manifests."""
 
     def __init__(self, objects: Iterable[JsonObject]) -> None:
-        self._tolerations: dict[ObjectRef, list[JsonObject]] = {}
+        self._deployments: dict[ObjectRef, JsonObject] = {}
         self._dependencies: dict[tuple[str, ObjectRef], list[ObjectRef]] = {}
         for obj in objects:
             self.add(obj)
@@ -31,14 +31,12 @@ class OfflineLookups:
         ref = ObjectRef(namespace, meta["name"])
         group, kind = _group(obj.get("apiVersion")), obj.get("kind")
         if group == "apps" and kind == "Deployment":
-            template = (obj.get("spec") or {}).get("template") or {}
-            tolerations = (template.get("spec") or {}).get("tolerations") or []
-            self._tolerations[ref] = [t for t in tolerations if isinstance(t, dict)]
+            self._deployments[ref] = obj
         elif GROUPS.get(group) == kind and isinstance(kind, str):
             self._dependencies[(kind, ref)] = depends_on(obj, namespace)
 
-    def deployment_tolerations(self, namespace: str, name: str) -> list[JsonObject] | None:
-        return self._tolerations.get(ObjectRef(namespace, name))
+    def deployment(self, namespace: str, name: str) -> JsonObject | None:
+        return self._deployments.get(ObjectRef(namespace, name))
 
     def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
         found = self._dependencies.get((kind, ref))

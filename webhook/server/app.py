@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..admission import BadRequest, parse_json, review
 from ..engine import Decision, Lookups, Mode, PolicyResult
+from ..engine.policies import ALL_POLICIES
 from . import metrics
 from .decisionlog import log_decision
 from .policystore import PolicyStore
@@ -45,6 +46,16 @@ def _outcome(decision: Decision) -> str:
     return "patched" if decision.patch else "allowed"
 
 
+# Label values come from the request, which any client can send: only known kinds are labels.
+_METRIC_KINDS = frozenset(
+    {kind.kind for policy in ALL_POLICIES.values() for kind in policy.targets} | {"Scale"}
+)
+
+
+def metric_kind(kind: str) -> str:
+    return kind if kind in _METRIC_KINDS else "other"
+
+
 def _count_results(results: list[PolicyResult]) -> None:
     for r in results:
         metrics.POLICY_RESULTS.labels(r.policy, r.mode, r.result, r.action).inc()
@@ -72,7 +83,12 @@ def create_app(config: ServerConfig) -> Flask:
             return _error(str(error), error.status)
         duration = time.perf_counter() - started
         target = admission.request.target
-        labels = (webhook, admission.request.operation, target.kind, _outcome(decision))
+        labels = (
+            webhook,
+            admission.request.operation,
+            metric_kind(target.kind),
+            _outcome(decision),
+        )
         metrics.REQUESTS.labels(*labels).inc()
         metrics.LATENCY.labels(*labels).observe(duration)
         _count_results(decision.results)
@@ -110,6 +126,10 @@ def create_app(config: ServerConfig) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
-        return _error(error.description or error.name, error.code or 400)
+        code = error.code or 500
+        if code >= 500:  # our fault, not the client's: logged, not counted as a bad request
+            log.error("server error: %s", error.description or error.name)
+            return _json({"error": "internal server error", "status": code}, code)
+        return _error(error.description or error.name, code)
 
     return app

@@ -56,6 +56,7 @@ def log_decision(
         "patchOps": len(decision.patch),
         "results": [
             {"policy": r.policy, "mode": r.mode, "result": r.result, "action": r.action}
+            | ({"messages": r.messages} if r.result == "error" else {})
             for r in decision.results
         ],
         "durationMs": round(duration * 1000, 3),

@@ -43,11 +43,10 @@ class PolicyStore:
         path: Path,
         *,
         interval: float = 2.0,
-        on_error: Callable[[PolicySetError], None] = lambda error: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
-        self._interval, self._on_error, self._clock = interval, on_error, clock
+        self._interval, self._clock = interval, clock
         self._stamp = _stamp(path)
         self._current = load_policy_file(path)  # the first load must succeed: fail at start-up
         self._checked = clock()
@@ -73,7 +72,9 @@ class PolicyStore:
         except PolicySetError as error:
             self.last_error = str(error)
             log.error("policy set not reloaded, keeping the previous one: %s", error)
-            self._on_error(error)
+            from . import metrics  # here, not at import: the CLI loads policies without metrics
+
+            metrics.POLICY_LOAD_ERRORS.inc()
             return
         self.last_error = None
         log.info("policy set reloaded from %s (pid %d)", self.path, os.getpid())

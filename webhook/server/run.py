@@ -84,13 +84,10 @@ class _Server(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from . import metrics
         from .app import ServerConfig, create_app
         from .policystore import PolicyStore
 
-        store = PolicyStore(
-            self.options.policies, on_error=lambda error: metrics.POLICY_LOAD_ERRORS.inc()
-        )
+        store = PolicyStore(self.options.policies)
         config = ServerConfig(
             policies=store,
             lookups=_make_lookups(self.options),
@@ -139,7 +136,14 @@ def serve(options: ServeOptions) -> None:
     """Run until SIGTERM; gunicorn drains in-flight requests on shutdown."""
     configure_logging(options.log_level)
     # Multiprocess metrics need a shared directory set before prometheus_client is imported.
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir:
+        # The directory may not exist yet (a fresh emptyDir) or hold files of a previous run
+        # (a restarted container keeps its emptyDir): both would break or skew the metrics.
+        Path(metrics_dir).mkdir(parents=True, exist_ok=True)
+        for stale in Path(metrics_dir).glob("*.db"):
+            stale.unlink()
+    else:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fluxwarden-metrics-")
     # Fail fast on a bad policy file before forking workers.
     from .policystore import load_policy_file

@@ -94,11 +94,14 @@ def object_name(target: Target, obj: JsonObject) -> str:
 
 
 def ensure_dict(parent: JsonObject, key: str) -> JsonObject:
-    """`parent[key]` as a dict, created when absent or null."""
+    """`parent[key]` as a dict, created when absent or null. Any other value is never replaced
+    (that would silently drop the user's data): it raises, and the policy fails open."""
     value = parent.get(key)
-    if not isinstance(value, dict):
+    if value is None:
         value = {}
         parent[key] = value
+    if not isinstance(value, dict):
+        raise TypeError(f"{key} is a {type(value).__name__}, not a mapping")
     return value
 
 

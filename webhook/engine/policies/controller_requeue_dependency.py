@@ -29,16 +29,18 @@ class RequeueParams(Params):
 
 
 def _find_flag(args: list[object]) -> tuple[int, int, str | None]:
-    """(index, number of list items the flag spans, value) of the flag; index -1 when absent."""
+    """(index, number of list items the flag spans, value) of the flag's LAST occurrence, which
+    is the one Go's flag parsing keeps; index -1 when absent."""
+    found: tuple[int, int, str | None] = (-1, 0, None)
     for index, arg in enumerate(args):
         if not isinstance(arg, str):
             continue
         if arg.startswith(FLAG + "="):
-            return index, 1, arg.split("=", 1)[1]
-        if arg == FLAG:
+            found = (index, 1, arg.split("=", 1)[1])
+        elif arg == FLAG:
             value = args[index + 1] if index + 1 < len(args) else None
-            return index, 2, value if isinstance(value, str) else None
-    return -1, 0, None
+            found = (index, 2, value if isinstance(value, str) else None)
+    return found
 
 
 class ControllerRequeueDependency(Policy[RequeueParams]):
@@ -81,7 +83,8 @@ class ControllerRequeueDependency(Policy[RequeueParams]):
         wanted = f"{FLAG}={params.interval}"
         if index >= 0 and value is not None and "$(" not in value and "${" not in value:
             try:
-                if parse_duration(value) <= parse_duration(params.interval):
+                # 0 would mean "no requeue": the chain then waits for the next full interval.
+                if 0 < parse_duration(value) <= parse_duration(params.interval):
                     return
             except ValueError:
                 report.advise(f"{FLAG} value {value!r} is not a duration; replacing it")

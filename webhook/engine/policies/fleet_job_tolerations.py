@@ -132,13 +132,14 @@ class FleetJobTolerations(Policy[FleetParams]):
             namespace, _, name = params.inherit_from_deployment.rpartition("/")
             namespace = namespace or DEFAULT_FLEET_NAMESPACE
             try:
-                inherited = lookups.deployment_tolerations(namespace, name)
+                deployment = lookups.deployment(namespace, name)
             except LookupUnavailable as error:
                 report.advise(
                     f"could not read tolerations of Deployment {namespace}/{name}: {error}"
                 )
-                inherited = None
-            wanted.extend(inherited or [])
+                deployment = None
+            inherited = dig(deployment, "spec", "template", "spec", "tolerations")
+            wanted.extend(t for t in inherited or [] if isinstance(t, dict))
         if not wanted:
             return
         kind = request.target.kind

@@ -57,7 +57,9 @@ class IrcSingleReplica(Policy[IrcParams]):
         if params.namespaces and target.namespace not in params.namespaces:
             return False
         if target.group == "autoscaling" and target.kind == "HorizontalPodAutoscaler":
-            ref = dig(obj, "spec", "scaleTargetRef") or {}
+            ref = dig(obj, "spec", "scaleTargetRef")
+            if not isinstance(ref, dict):
+                return False
             return bool(ref.get("kind") == "Deployment" and ref.get("name") == params.deployment)
         if target.name != params.deployment and dig(obj, "metadata", "name") != params.deployment:
             return False
