@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -384,3 +385,29 @@ def test_objects_no_policy_targets_never_reach_the_webhook(
         "scale", "deployment/image-reflector-controller", "-n", "flux-system", "--replicas=2"
     )
     assert fluxwarden.metric_total("fluxwarden_admission_requests_total") > before
+
+
+def test_an_exempt_deployment_can_be_scaled(cluster: ControlPlane, flux_controllers: str) -> None:
+    """A Scale carries no annotations: the Deployment's exemption is looked up in the cluster."""
+    args = ("-n", "flux-system")
+    cluster.kubectl(
+        "annotate",
+        "deployment/image-reflector-controller",
+        *args,
+        "fluxwarden.io/exempt=irc-single-replica",
+        "--overwrite",
+    )
+    try:
+        time.sleep(1.2)  # past the lookup cache's TTL
+        result = cluster.kubectl(
+            "scale", "deployment/image-reflector-controller", *args, "--replicas=2"
+        )
+        assert warnings(result.stderr) == []
+        irc = kubectl_json(cluster, "get", "deployment", "image-reflector-controller", *args)
+        assert irc["spec"]["replicas"] == 2
+    finally:
+        cluster.kubectl(
+            "annotate", "deployment/image-reflector-controller", *args, "fluxwarden.io/exempt-"
+        )
+        time.sleep(1.2)
+        cluster.kubectl("scale", "deployment/image-reflector-controller", *args, "--replicas=1")
