@@ -89,6 +89,21 @@ def test_review_reads_stdin_and_webhook_flag(irc_review: Path) -> None:
         (["certs", "--out", "/tmp/x"], None, "at least one DNS name or IP"),
         (["certs", "--out", "/tmp/x", "--ip", "not-an-ip"], None, "not an IP address"),
         (["serve", "--cert-file", "a.crt"], None, "--cert-file and --key-file go together"),
+        (
+            ["review", "-", "--kubeconfig", "/nonexistent"],
+            "{}",
+            "cannot load Kubernetes config from /nonexistent",
+        ),
+        (
+            ["audit", "--cluster", "--kubeconfig", "/nonexistent"],
+            None,
+            "cannot load Kubernetes config from /nonexistent",
+        ),
+        (
+            ["serve", "--lookups", "kube", "--kubeconfig", "/nonexistent"],
+            None,
+            "cannot load Kubernetes config from /nonexistent",
+        ),
         (["frobnicate"], None, "invalid choice"),
     ],
 )
@@ -131,6 +146,93 @@ def test_certs_writes_a_usable_pair_and_prints_the_ca_bundle(tmp_path: Path) -> 
     ca_cert = x509.load_pem_x509_certificate(ca)
     cert.verify_directly_issued_by(ca_cert)
     assert oct((tmp_path / "tls.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_review_with_a_broken_kubeconfig_is_a_usage_error(tmp_path: Path, irc_review: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nclusters: [\n")
+    result = run("review", str(irc_review), "--kubeconfig", str(kubeconfig))
+    assert result.returncode == 2
+    assert f"cannot load Kubernetes config from {kubeconfig}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+CERTS_DNS = ("--dns", "fluxwarden.fluxwarden-system.svc")
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_certs_again_reuses_the_ca_and_issues_a_new_serving_certificate(tmp_path: Path) -> None:
+    first = run("certs", "--out", str(tmp_path), *CERTS_DNS)
+    assert first.returncode == 0, first.stderr
+    before = _files(tmp_path)
+    second = run("certs", "--out", str(tmp_path), *CERTS_DNS)
+    assert second.returncode == 0, second.stderr
+    assert "reusing the CA" in second.stderr
+    after = _files(tmp_path)
+    assert after["ca.crt"] == before["ca.crt"]  # byte for byte: the caBundle stays
+    assert after["ca.key"] == before["ca.key"]
+    assert second.stdout == first.stdout
+    assert after["tls.crt"] != before["tls.crt"]
+    assert after["tls.key"] != before["tls.key"]
+    ca = x509.load_pem_x509_certificate(after["ca.crt"])
+    x509.load_pem_x509_certificate(after["tls.crt"]).verify_directly_issued_by(ca)
+
+    renewed = run("certs", "--out", str(tmp_path), *CERTS_DNS, "--new-ca")
+    assert renewed.returncode == 0, renewed.stderr
+    fresh = _files(tmp_path)
+    assert fresh["ca.crt"] != after["ca.crt"]
+    assert fresh["ca.key"] != after["ca.key"]
+    assert base64.b64decode(renewed.stdout.strip()) == fresh["ca.crt"]
+    new_ca = x509.load_pem_x509_certificate(fresh["ca.crt"])
+    x509.load_pem_x509_certificate(fresh["tls.crt"]).verify_directly_issued_by(new_ca)
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (
+            {"ca.key": b"-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n"},
+            "not an unencrypted PEM private key",
+        ),
+        ({"ca.crt": b"not a certificate"}, "not a PEM certificate"),
+        ("tls-as-ca", "not a CA"),
+        ("other-ca-key", "does not match"),
+        ("no-ca-key", "has ca.crt but no ca.key"),
+    ],
+    ids=["corrupt-key", "corrupt-cert", "leaf-as-ca", "mismatched", "missing-key"],
+)
+def test_certs_with_an_unusable_ca_is_a_usage_error(
+    tmp_path: Path, damage: dict[str, bytes] | str, fragment: str
+) -> None:
+    out, other = tmp_path / "out", tmp_path / "other"
+    for directory in (out, other):
+        assert run("certs", "--out", str(directory), *CERTS_DNS).returncode == 0
+    if damage == "tls-as-ca":
+        damage = {
+            "ca.crt": (out / "tls.crt").read_bytes(),
+            "ca.key": (out / "tls.key").read_bytes(),
+        }
+    elif damage == "other-ca-key":
+        damage = {"ca.key": (other / "ca.key").read_bytes()}
+    elif damage == "no-ca-key":
+        (out / "ca.key").unlink()
+        damage = {}
+    assert isinstance(damage, dict)
+    for name, data in damage.items():
+        (out / name).write_bytes(data)
+    before = _files(out)
+    result = run("certs", "--out", str(out), *CERTS_DNS)
+    assert result.returncode == 2
+    assert fragment in result.stderr
+    assert "--new-ca" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert _files(out) == before  # nothing written
+    assert run("certs", "--out", str(out), *CERTS_DNS, "--new-ca").returncode == 0
 
 
 def test_policies_lists_effective_modes() -> None:

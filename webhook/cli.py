@@ -11,12 +11,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .engine import Mode, PolicySet, PolicySetError, parse_mode
 
 if TYPE_CHECKING:
     from .audit.findings import AuditReport
+    from .certs import CertificateAuthority
 
 SHIPPED_POLICIES = Path(__file__).resolve().parent.parent / "policies" / "flux-best-practices.yaml"
 EXIT_USAGE = 2
@@ -78,6 +79,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for path in (args.cert_file, args.key_file):
         if path and not Path(path).is_file():
             raise UsageError(f"no such file: {path}")
+    if args.lookups == "kube":
+        _api_client(args)  # fail here, with one line, not in every worker
     serve(
         ServeOptions(
             policies=Path(args.policies),
@@ -106,6 +109,19 @@ def _read_input(source: str) -> bytes:
         raise UsageError(f"cannot read {source}: {error.strerror}") from error
 
 
+def _api_client(args: argparse.Namespace, *, retries: int | None = None) -> Any:
+    """The Kubernetes ApiClient for --kubeconfig/--context (default: in-cluster, then
+    ~/.kube/config); a missing or broken config is a usage error. (Typed Any: only
+    webhook.lookups.kube imports `kubernetes`.)"""
+    from .lookups.kube import load_api_client
+
+    try:
+        return load_api_client(args.kubeconfig, args.context, retries=retries)
+    except Exception as error:  # ConfigException, OSError, YAML errors, bad certificate data...
+        source = f" from {args.kubeconfig}" if args.kubeconfig else ""
+        raise UsageError(f"cannot load Kubernetes config{source}: {error}") from error
+
+
 def cmd_review(args: argparse.Namespace) -> int:
     from .admission import BadRequest, parse_json, review
     from .engine import Lookups
@@ -118,9 +134,9 @@ def cmd_review(args: argparse.Namespace) -> int:
         payload = parse_json(body)
         lookups: Lookups
         if args.kubeconfig:
-            from .lookups.kube import KubeLookups, load_api_client
+            from .lookups.kube import KubeLookups
 
-            lookups = KubeLookups(load_api_client(args.kubeconfig, args.context, retries=0))
+            lookups = KubeLookups(_api_client(args, retries=0))
         else:
             request = payload.get("request") if isinstance(payload, dict) else None
             obj = request.get("object") if isinstance(request, dict) else None
@@ -139,17 +155,55 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def _existing_ca(out: Path) -> CertificateAuthority | None:
+    """The CA an earlier run left in `out` (ca.crt + ca.key), or None if there is none."""
+    from .certs import CertificateAuthority, CertificateError
+
+    cert_file, key_file = out / "ca.crt", out / "ca.key"
+    present = [p.name for p in (cert_file, key_file) if p.exists()]
+    if not present:
+        return None
+    if len(present) == 1:
+        missing = "ca.key" if present == ["ca.crt"] else "ca.crt"
+        raise UsageError(
+            f"{out} has {present[0]} but no {missing}: restore it, or pass --new-ca for a new CA "
+            "(this changes the caBundle)"
+        )
+    try:
+        return CertificateAuthority.from_pem(cert_file.read_bytes(), key_file.read_bytes())
+    except OSError as error:
+        raise UsageError(f"cannot read {error.filename}: {error.strerror}") from error
+    except CertificateError as error:
+        raise UsageError(
+            f"cannot reuse the CA in {out}: {error} (pass --new-ca for a new CA, which changes "
+            "the caBundle)"
+        ) from error
+
+
 def cmd_certs(args: argparse.Namespace) -> int:
-    from .certs import issue
+    from .certs import CertificateError, check_request, issue
 
     try:
-        issued = issue(dns_names=args.dns, ip_addresses=args.ip, days=args.days)
+        check_request(dns_names=args.dns, ip_addresses=args.ip, days=args.days)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    out = Path(args.out)
+    ca = None if args.new_ca else _existing_ca(out)
+    try:
+        issued = issue(dns_names=args.dns, ip_addresses=args.ip, days=args.days, ca=ca)
+    except CertificateError as error:  # the existing CA expires too soon
+        raise UsageError(
+            f"cannot reuse the CA in {out}: {error} (pass --new-ca for a new CA, which changes "
+            "the caBundle)"
+        ) from error
     except ValueError as error:
         raise UsageError(str(error)) from error
     try:
-        written = issued.write(Path(args.out))
+        written = issued.write(out)
     except OSError as error:
         raise UsageError(f"cannot write to {args.out}: {error.strerror}") from error
+    if not issued.new_ca:
+        print(f"reusing the CA in {out} (the caBundle is unchanged)", file=sys.stderr)
     for name, path in written.items():
         print(f"{name}: {path}", file=sys.stderr)
     print(issued.ca_bundle)
@@ -210,14 +264,10 @@ def _cluster_audit(
     args: argparse.Namespace, policy_set: PolicySet, override: Mode | None
 ) -> AuditReport:
     from .audit.cluster import ReportWriteError, audit_cluster, write_reports
-    from .lookups.kube import load_api_client
 
     if args.namespace and args.all_namespaces:
         raise UsageError("-n/--namespace and -A/--all-namespaces go separately")
-    try:
-        api_client = load_api_client(args.kubeconfig, args.context)
-    except Exception as error:
-        raise UsageError(f"cannot load Kubernetes config: {error}") from error
+    api_client = _api_client(args)
     namespace = None if args.all_namespaces or not args.namespace else args.namespace
     report = audit_cluster(
         api_client,
@@ -285,13 +335,24 @@ def build_parser() -> argparse.ArgumentParser:
     review.set_defaults(func=cmd_review)
 
     certs = commands.add_parser(
-        "certs", help="write a CA and a serving certificate; print the base64 caBundle"
+        "certs",
+        help="write a serving certificate and the CA that signs it (reusing the CA already in "
+        "--out, so the caBundle stays the same); print the base64 caBundle",
     )
     _common(certs)
-    certs.add_argument("--out", required=True, help="directory for ca.crt, tls.crt, tls.key")
+    certs.add_argument(
+        "--out", required=True, help="directory for ca.crt, ca.key, tls.crt, tls.key"
+    )
+    certs.add_argument(
+        "--new-ca",
+        action="store_true",
+        help="make a new CA even if --out holds one (changes the caBundle)",
+    )
     certs.add_argument("--dns", action="append", default=[], help="DNS name (repeatable)")
     certs.add_argument("--ip", action="append", default=[], help="IP address (repeatable)")
-    certs.add_argument("--days", type=int, default=365)
+    certs.add_argument(
+        "--days", type=int, default=365, help="serving certificate validity (default 365)"
+    )
     certs.set_defaults(func=cmd_certs)
 
     audit = commands.add_parser(
