@@ -194,14 +194,6 @@ def test_a_self_reference_is_denied_on_create(
     )
 
 
-def _fresh_irc(name_suffix: str) -> dict[str, Any]:
-    doc = yaml.safe_load_all((EXAMPLES / "flux-system.yaml").read_text())
-    irc: dict[str, Any] = next(
-        d for d in doc if d["metadata"]["name"] == "image-reflector-controller"
-    )
-    return irc
-
-
 @pytest.mark.parametrize(
     "apply_args", [["apply"], ["apply", "--server-side", "--field-manager=flux"]]
 )
