@@ -28,6 +28,7 @@ from bench.offline_audit import (
     namespace_of,
     peak_rss_mib,
 )
+from bench.report import markdown_table
 
 BATCH = 500
 
@@ -81,9 +82,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         "RSS before MiB",
         "tracemalloc peak MiB",
     ]
-    lines = [" | ".join(header), " | ".join("-" * len(h) for h in header)]
-    for row in rows:
-        cells = [
+    cells = [
+        [
             f"{row['in_cluster']}",
             f"{row['objects']}",
             f"{row['results']}",
@@ -95,8 +95,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{row['baseline_rss_mib']:.0f}",
             f"{row['traced_peak_mib']:.0f}",
         ]
-        lines.append(" | ".join(cells))
-    return "\n".join(lines)
+        for row in rows
+    ]
+    return markdown_table(header, cells, text_columns=0)
 
 
 def main(argv: list[str] | None = None) -> int:

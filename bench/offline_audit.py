@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from bench.report import markdown_table
+
 Obj = dict[str, Any]
 DEFAULT_OBJECTS = 10_000
 NAMESPACES = 50
@@ -174,9 +176,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         "RSS before MiB",
         "tracemalloc peak MiB",
     ]
-    lines = [" | ".join(header), " | ".join("-" * len(h) for h in header)]
-    for row in rows:
-        cells = [
+    cells = [
+        [
             f"{row['objects']}",
             f"{row['results']}",
             f"{row['wall_s']:.2f}",
@@ -185,8 +186,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{row['baseline_rss_mib']:.0f}",
             f"{row['traced_peak_mib']:.0f}",
         ]
-        lines.append(" | ".join(cells))
-    return "\n".join(lines)
+        for row in rows
+    ]
+    return markdown_table(header, cells, text_columns=0)
 
 
 def main(argv: list[str] | None = None) -> int:

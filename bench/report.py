@@ -49,9 +49,10 @@ def _cell(value: float, base: float, digits: int) -> str:
     return f"{value:.{digits}f}{_ratio(value, base)}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]], *, text_columns: int = 2) -> str:
+    """A Markdown table; the first `text_columns` columns left-aligned, the rest right-aligned."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    numeric = [i > 1 for i in range(len(header))]
+    numeric = [i >= text_columns for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
         parts = [
@@ -94,7 +95,7 @@ def scenario_table(rows: list[Row]) -> str:
         ]
         for r in rows
     ]
-    return _table(header, body)
+    return markdown_table(header, body)
 
 
 def _mean(values: list[float]) -> float:
@@ -126,7 +127,7 @@ def server_summary(by_server: dict[str, list[Row]]) -> str:
                 f"{max(r.other_cores for r in rows):.2f}",
             ]
         )
-    return _table(header, body)
+    return markdown_table(header, body)
 
 
 def rate_by_scenario(by_server: dict[str, list[Row]]) -> str:
@@ -143,4 +144,4 @@ def rate_by_scenario(by_server: dict[str, list[Row]]) -> str:
             other = by_server[name][i]
             cells += [f"{other.rate:.0f}", f"{other.client_p99_ms:.2f}"]
         body.append(cells)
-    return _table(header, body)
+    return markdown_table(header, body)
