@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..engine import JsonObject, ObjectRef
+from ..engine import JsonObject, ObjectRef, target_of
 from ..engine.model import DependencyKind
 from ..engine.policies.kustomization_dependencies import GROUPS, depends_on
-
-
-def _group(api_version: object) -> str:
-    return api_version.rpartition("/")[0] if isinstance(api_version, str) else ""
 
 
 class OfflineLookups:
@@ -23,17 +19,14 @@ class OfflineLookups:
             self.add(obj)
 
     def add(self, obj: JsonObject) -> None:
-        meta = obj.get("metadata")
-        if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+        target = target_of(obj)
+        if not target.name:
             return
-        namespace = meta.get("namespace")
-        namespace = namespace if isinstance(namespace, str) else ""
-        ref = ObjectRef(namespace, meta["name"])
-        group, kind = _group(obj.get("apiVersion")), obj.get("kind")
-        if group == "apps" and kind == "Deployment":
+        ref = ObjectRef(target.namespace, target.name)
+        if (target.group, target.kind) == ("apps", "Deployment"):
             self._deployments[ref] = obj
-        elif GROUPS.get(group) == kind and isinstance(kind, str):
-            self._dependencies[(kind, ref)] = depends_on(obj, namespace)
+        elif GROUPS.get(target.group) == target.kind:
+            self._dependencies[(target.kind, ref)] = depends_on(obj, target.namespace)
 
     def deployment(self, namespace: str, name: str) -> JsonObject | None:
         return self._deployments.get(ObjectRef(namespace, name))

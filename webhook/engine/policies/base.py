@@ -4,12 +4,28 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from ..model import JsonObject, Lookups, Request, Target
 from ..resources import ResourceKind
+from ..units import parse_duration, parse_quantity
+
+
+def _valid_quantity(value: str) -> str:
+    parse_quantity(value)
+    return value
+
+
+def _valid_duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+# Param types: strings as users write them, checked at load time so a typo names its field.
+Quantity = Annotated[str, AfterValidator(_valid_quantity)]
+Duration = Annotated[str, AfterValidator(_valid_duration)]
 
 
 class Params(BaseModel):

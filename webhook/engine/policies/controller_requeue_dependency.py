@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 from ..model import JsonObject, Lookups, Request, Target
 from ..resources import DEPLOYMENTS
 from ..units import parse_duration
-from .base import Params, Policy, Report, dig, is_deployment, named_container
+from .base import Duration, Params, Policy, Report, dig, is_deployment, named_container
 
 FLAG = "--requeue-dependency"
 
 
-def _valid_duration(value: str) -> str:
-    parse_duration(value)
-    return value
-
-
 class RequeueParams(Params):
-    interval: Annotated[str, AfterValidator(_valid_duration)] = "5s"
+    interval: Duration = "5s"
     deployments: list[str] = Field(
         default_factory=lambda: ["kustomize-controller", "helm-controller"]
     )

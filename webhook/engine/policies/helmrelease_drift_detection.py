@@ -13,7 +13,7 @@ from ..model import JsonObject, Lookups, Request, Target
 from ..resources import HELMRELEASES
 from .base import Params, Policy, Report, dig, ensure_dict
 
-HELM_GROUP = "helm.toolkit.fluxcd.io"
+HELM_GROUP = HELMRELEASES.group
 SUPPORTED_VERSIONS = ("v2", "v2beta2")
 
 

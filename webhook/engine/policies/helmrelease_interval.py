@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 
 from ..model import JsonObject, Lookups, Request, Target
 from ..resources import HELMRELEASES
 from ..units import parse_duration
-from .base import Params, Policy, Report, dig
+from .base import Duration, Params, Policy, Report, dig
 from .helmrelease_drift_detection import HELM_GROUP
-
-
-def _valid_duration(value: str) -> str:
-    parse_duration(value)
-    return value
-
-
-Duration = Annotated[str, AfterValidator(_valid_duration)]
 
 
 class IntervalParams(Params):

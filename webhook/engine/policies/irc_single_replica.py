@@ -7,22 +7,23 @@ hands leadership to a standby with an empty DB, which re-scans and rolls image t
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 from ..model import JsonObject, Lookups, Request, Target
 from ..resources import DEPLOYMENTS, HPAS
 from ..units import parse_quantity
-from .base import Params, Policy, Report, dig, ensure_dict, is_deployment, named_container
-
-
-def _valid_quantity(value: str) -> str:
-    parse_quantity(value)
-    return value
-
-
-Quantity = Annotated[str, AfterValidator(_valid_quantity)]
+from .base import (
+    Params,
+    Policy,
+    Quantity,
+    Report,
+    dig,
+    ensure_dict,
+    is_deployment,
+    named_container,
+)
 
 
 class IrcParams(Params):

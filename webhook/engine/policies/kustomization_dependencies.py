@@ -19,8 +19,8 @@ from ..resources import HELMRELEASES, KUSTOMIZATIONS
 from .base import Params, Policy, Report, dig
 
 GROUPS: dict[str, DependencyKind] = {
-    "kustomize.toolkit.fluxcd.io": "Kustomization",
-    "helm.toolkit.fluxcd.io": "HelmRelease",
+    KUSTOMIZATIONS.group: "Kustomization",
+    HELMRELEASES.group: "HelmRelease",
 }
 # Bounds the walk (one lookup per object visited, within the webhook's 5 s) on huge or hostile
 # graphs; real dependsOn graphs are far smaller.

@@ -8,8 +8,7 @@ from pydantic import Field
 
 from ..model import JsonObject, Lookups, Request, Target
 from ..resources import DEPLOYMENTS
-from .base import Params, Policy, Report, dig, is_deployment, named_container
-from .irc_single_replica import Quantity
+from .base import Params, Policy, Quantity, Report, dig, is_deployment, named_container
 
 
 class StorageParams(Params):
