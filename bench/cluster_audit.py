@@ -45,9 +45,7 @@ def _measure(kubeconfig: str, *, traced: bool, report: bool) -> dict[str, Any]:
     if traced:
         tracemalloc.start()
     started = time.perf_counter()
-    result = audit_cluster(
-        api_client, policy_set=policy_set, namespace=None, mode_override=None, progress=False
-    )
+    result = audit_cluster(api_client, policy_set=policy_set, namespace=None, progress=False)
     wall = time.perf_counter() - started
     traced_peak = tracemalloc.get_traced_memory()[1] / 2**20 if traced else 0.0
     audit_rss = peak_rss_mib()

@@ -46,6 +46,7 @@ def admission_review(
     sub_resource: str | None = None,
     kind: dict[str, str] | None = None,
     resource: str | None = None,
+    resource_group: str | None = None,
 ) -> dict[str, Any]:
     """An AdmissionReview as the API server sends it, derived from the object."""
     source = obj or IRC_DEPLOYMENT
@@ -55,7 +56,7 @@ def admission_review(
         "uid": f"uid-{next(_uids)}",
         "kind": kind or {"group": group, "version": version, "kind": source["kind"]},
         "resource": {
-            "group": group,
+            "group": group if resource_group is None else resource_group,
             "version": version,
             "resource": resource or source["kind"].lower() + "s",
         },

@@ -7,9 +7,11 @@ from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 from tests.conftest import IRC_DEPLOYMENT
-from webhook.engine import NoLookups, PolicySet, Request, evaluate, target_of
+from webhook.engine import NoLookups, PolicySet, Request, evaluate, request_for
+from webhook.engine.match import Match, ResourceMatch
 from webhook.engine.policies import Params, Policy, Report
 from webhook.engine.policyset import ConfiguredPolicy
+from webhook.engine.resources import DEPLOYMENTS
 
 
 class _Exploding(Policy[Params]):
@@ -18,8 +20,8 @@ class _Exploding(Policy[Params]):
     summary: ClassVar[str] = "raises"
     params_model = Params
 
-    def applies_to(self, target: Any, obj: Any, params: Params) -> bool:
-        return True
+    def scope(self, params: Params) -> tuple[Match, ...]:
+        return (Match(resources=(ResourceMatch(DEPLOYMENTS),)),)
 
     def check(self, obj: Any, *, request: Any, params: Any, lookups: Any, report: Report) -> None:
         obj["spec"]["replicas"] = 99  # mutates its copy, then fails: the mutation must not leak
@@ -35,12 +37,12 @@ class _Chatty(_Exploding):
 
 
 def _with_policy(policy_set: PolicySet, policy: Policy[Any]) -> PolicySet:
-    extra = ConfiguredPolicy(policy=policy, mode="enforce", params=Params())
+    extra = ConfiguredPolicy.of(policy, mode="enforce", params=Params())
     return replace(policy_set, policies=(extra, *policy_set.policies))
 
 
 def _request(obj: dict[str, Any], **kwargs: Any) -> Request:
-    return Request(target=target_of(obj), **kwargs)
+    return request_for(obj, **kwargs)
 
 
 def test_a_policy_that_raises_fails_open_and_others_still_run(shipped_policies: PolicySet) -> None:
@@ -126,13 +128,11 @@ def test_webhook_split(shipped_policies: PolicySet) -> None:
     assert evaluate(cycle, webhook="all", **args) == denied
 
 
-def test_every_policy_declares_what_a_cluster_audit_lists(shipped_policies: PolicySet) -> None:
-    from webhook.audit.cluster import listing_plan
-    from webhook.engine.policies import ALL_POLICIES
+def test_the_listing_plan_follows_the_declared_scopes(shipped_policies: PolicySet) -> None:
+    from webhook.engine.scope import listing_plan
 
-    assert all(policy.targets for policy in ALL_POLICIES.values())
     plan, notices = listing_plan(shipped_policies, None)
-    where = {kind.resource: namespaces for kind, namespaces in plan}
+    where = {listing.kind.resource: list(listing.namespaces) for listing in plan}
     assert where == {
         "deployments.apps": ["flux-system"],
         "horizontalpodautoscalers.autoscaling": ["flux-system"],
@@ -144,7 +144,7 @@ def test_every_policy_declares_what_a_cluster_audit_lists(shipped_policies: Poli
     }
     assert notices == []
     only, _ = listing_plan(shipped_policies, "cattle-system")
-    assert {kind.resource for kind, _ in only} == {
+    assert {listing.kind.resource for listing in only} == {
         "jobs.batch",
         "cronjobs.batch",
         "pods",
@@ -175,9 +175,8 @@ def test_policy_errors_stay_silent_in_audit_mode(shipped_policies: PolicySet) ->
     decision = evaluate(
         IRC_DEPLOYMENT,
         request=_request(IRC_DEPLOYMENT),
-        policy_set=policy_set,
+        policy_set=policy_set.with_ceiling("audit"),
         lookups=NoLookups(),
-        mode_override="audit",
     )
     assert decision.warnings == []
     assert decision.audit_annotations["exploding"].startswith("error: policy error")
@@ -204,6 +203,6 @@ def test_absurdly_deep_objects_fail_open(shipped_policies: PolicySet) -> None:
 def test_objects_with_odd_shapes_never_raise(shipped_policies: PolicySet) -> None:
     for metadata in ("x", [1], None, 7):
         obj = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": "x"}
-        request = Request(target=target_of(IRC_DEPLOYMENT))
+        request = request_for(IRC_DEPLOYMENT)
         decision = evaluate(obj, request=request, policy_set=shipped_policies, lookups=NoLookups())
         assert decision.allowed

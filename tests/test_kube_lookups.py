@@ -16,7 +16,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from webhook.engine import LookupUnavailable, ObjectRef, PolicySet, Request, evaluate, target_of
+from webhook.engine import LookupUnavailable, ObjectRef, PolicySet, evaluate, request_for
 from webhook.lookups.kube import KubeLookups, load_api_client
 
 
@@ -99,7 +99,7 @@ def test_a_hung_api_is_a_warning_within_the_timeout_then_backs_off(
     started = time.monotonic()
     decision = evaluate(
         FLEET_JOB,
-        request=Request(target_of(FLEET_JOB)),
+        request=request_for(FLEET_JOB),
         policy_set=shipped_policies,
         lookups=lookups,
     )
@@ -127,7 +127,7 @@ def test_a_dead_api_is_a_warning_not_a_denial(
     }
     decision = evaluate(
         ks,
-        request=Request(target_of(ks)),
+        request=request_for(ks),
         policy_set=shipped_policies,
         lookups=KubeLookups(api_client(dead_port, tmp_path), timeout=0.5),
     )

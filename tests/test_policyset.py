@@ -111,11 +111,8 @@ def test_effective_mode_is_the_lower(
     raw = yaml.safe_load(_with("irc-single-replica", mode=own))
     raw["spec"]["mode"] = ceiling
     policy_set = parse_policy_set(yaml.safe_dump(raw), source="x")
-    configured = policy_set.policies[0]
-    assert (
-        policy_set.effective_mode(configured, parse_mode(override) if override else None)
-        == effective
-    )
+    ceilinged = policy_set.with_ceiling(parse_mode(override) if override else None)
+    assert ceilinged.effective_mode(ceilinged.policies[0]) == effective
 
 
 def test_parse_mode_rejects_unknown() -> None:

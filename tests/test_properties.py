@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import admission_review
 from webhook.cli import SHIPPED_POLICIES
-from webhook.engine import NoLookups, PolicySet, Request, evaluate, target_of
+from webhook.engine import NoLookups, PolicySet, evaluate, request_for
 from webhook.lookups.offline import OfflineLookups
 from webhook.server.app import ServerConfig, create_app
 from webhook.server.policystore import PolicyStore, load_policy_file
@@ -214,9 +214,7 @@ objects = deployments() | helmreleases() | fleet_jobs()
 
 def _decide(obj: dict[str, Any], policy_set: PolicySet = POLICIES) -> Any:
     lookups = OfflineLookups([obj, fleet_controller])
-    return evaluate(
-        obj, request=Request(target=target_of(obj)), policy_set=policy_set, lookups=lookups
-    )
+    return evaluate(obj, request=request_for(obj), policy_set=policy_set, lookups=lookups)
 
 
 @settings(max_examples=300, deadline=None)
@@ -234,10 +232,9 @@ def test_patch_applies_cleanly_and_second_pass_is_a_no_op(obj: dict[str, Any]) -
 def test_below_enforce_nothing_is_patched_or_denied(obj: dict[str, Any], mode: str) -> None:
     decision = evaluate(
         obj,
-        request=Request(target=target_of(obj)),
-        policy_set=POLICIES,
+        request=request_for(obj),
+        policy_set=POLICIES.with_ceiling(mode),  # type: ignore[arg-type]
         lookups=NoLookups(),
-        mode_override=mode,  # type: ignore[arg-type]
     )
     assert decision.patch == []
     assert decision.allowed

@@ -14,12 +14,11 @@ from .engine import (
     Decision,
     JsonObject,
     Lookups,
-    Mode,
     PolicySet,
     Request,
-    Target,
     Webhook,
     evaluate,
+    request_for,
 )
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
@@ -96,17 +95,16 @@ def parse_admission_review(payload: Any) -> AdmissionRequest:
     dry_run = raw.get("dryRun", False)
     if not isinstance(dry_run, bool):
         raise BadRequest("request.dryRun must be a boolean")
-    target = Target(
+    request = request_for(
+        obj,
         group=_text(gvk, "group", "request.kind"),
         version=_text(gvk, "version", "request.kind", required=True),
         kind=_text(gvk, "kind", "request.kind", required=True),
         resource=_text(resource, "resource", "request.resource"),
+        resource_group=_text(resource, "group", "request.resource") if resource else None,
         sub_resource=_text(raw, "subResource", "request"),
         namespace=_text(raw, "namespace", "request"),
         name=_text(raw, "name", "request"),
-    )
-    request = Request(
-        target=target,
         operation=operation,
         dry_run=dry_run,
         user=_text(user_info, "username", "request.userInfo"),
@@ -148,7 +146,6 @@ def review(
     policy_set: PolicySet,
     lookups: Lookups,
     webhook: Webhook,
-    mode_override: Mode | None = None,
 ) -> ReviewOutcome:
     """Answer one AdmissionReview: shared by the server and `fluxwarden review`."""
     admission = parse_admission_review(payload)
@@ -158,6 +155,5 @@ def review(
         policy_set=policy_set,
         lookups=lookups,
         webhook=webhook,
-        mode_override=mode_override,
     )
     return build_response(admission, decision), admission, decision

@@ -47,10 +47,11 @@ def mode_override(args: argparse.Namespace) -> Mode | None:
 
 
 def load_policies(args: argparse.Namespace) -> PolicySet:
+    """The policy set of --policies, with the --mode / FLUXWARDEN_MODE ceiling applied."""
     from .server.policystore import load_policy_file
 
     try:
-        return load_policy_file(Path(args.policies))
+        return load_policy_file(Path(args.policies)).with_ceiling(mode_override(args))
     except PolicySetError as error:
         raise UsageError(str(error)) from error
 
@@ -128,7 +129,6 @@ def cmd_review(args: argparse.Namespace) -> int:
     from .lookups.offline import OfflineLookups
 
     policy_set = load_policies(args)
-    override = mode_override(args)
     body = _read_input(args.file)
     try:
         payload = parse_json(body)
@@ -146,7 +146,6 @@ def cmd_review(args: argparse.Namespace) -> int:
             policy_set=policy_set,
             lookups=lookups,
             webhook=args.webhook,
-            mode_override=override,
         )
     except BadRequest as error:
         raise UsageError(f"{args.file}: {error}") from error
@@ -212,12 +211,11 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 def cmd_policies(args: argparse.Namespace) -> int:
     policy_set = load_policies(args)
-    override = mode_override(args)
     if args.output == "json":
         rows = [
             {
                 "name": p.policy.name,
-                "mode": policy_set.effective_mode(p, override),
+                "mode": policy_set.effective_mode(p),
                 "configuredMode": p.mode,
                 "webhook": p.policy.webhook,
                 "why": p.policy.summary,
@@ -228,11 +226,10 @@ def cmd_policies(args: argparse.Namespace) -> int:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    ceiling = override or policy_set.mode
-    print(f"policy set {policy_set.name} from {policy_set.source} (ceiling: {ceiling})")
+    print(f"policy set {policy_set.name} from {policy_set.source} (ceiling: {policy_set.mode})")
     width = max(len(p.policy.name) for p in policy_set.policies) if policy_set.policies else 0
     for p in policy_set.policies:
-        mode = policy_set.effective_mode(p, override)
+        mode = policy_set.effective_mode(p)
         print(f"  {p.policy.name:<{width}}  {mode:<7}  {p.policy.summary}")
     return 0
 
@@ -241,11 +238,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .audit.formats import render
 
     policy_set = load_policies(args)
-    override = mode_override(args)
     if args.cluster:
         if args.paths:
             raise UsageError("give PATHs or --cluster, not both")
-        report = _cluster_audit(args, policy_set, override)
+        report = _cluster_audit(args, policy_set)
     else:
         if not args.paths:
             raise UsageError("give PATH... (files, directories, or - for stdin) or --cluster")
@@ -254,15 +250,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
         from .audit.documents import load
         from .audit.offline import audit_documents
 
-        report = audit_documents(load(args.paths), policy_set=policy_set, mode_override=override)
+        report = audit_documents(load(args.paths), policy_set=policy_set)
     color = args.format == "table" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     sys.stdout.write(render(report, args.format, color=color, verbose=args.verbose))
     return report.exit_code(args.fail_on)
 
 
-def _cluster_audit(
-    args: argparse.Namespace, policy_set: PolicySet, override: Mode | None
-) -> AuditReport:
+def _cluster_audit(args: argparse.Namespace, policy_set: PolicySet) -> AuditReport:
     from .audit.cluster import ReportWriteError, audit_cluster, write_reports
 
     if args.namespace and args.all_namespaces:
@@ -273,7 +267,6 @@ def _cluster_audit(
         api_client,
         policy_set=policy_set,
         namespace=namespace,
-        mode_override=override,
         progress=sys.stderr.isatty(),
     )
     if args.report:
@@ -288,8 +281,7 @@ def cmd_fix(args: argparse.Namespace) -> int:
     from .audit.fix import fix_paths
 
     policy_set = load_policies(args)
-    override = mode_override(args)
-    result = fix_paths(args.paths, policy_set=policy_set, mode_override=override, write=args.write)
+    result = fix_paths(args.paths, policy_set=policy_set, write=args.write)
     if not args.write:
         sys.stdout.write(result.diff)
     for path in result.changed_files if args.write else []:

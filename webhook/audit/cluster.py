@@ -10,168 +10,35 @@ without a GET per object visited.
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError as TransportError
-
-from ..engine import JsonObject, Lookups, Mode, ObjectRef, PolicySet, Request, Target, evaluate
+from ..engine import JsonObject, Lookups, ObjectRef, PolicySet, evaluate, request_for
 from ..engine.model import DependencyKind
 from ..engine.policies.kustomization_dependencies import depends_on
-from ..engine.resources import HELMRELEASES, KUSTOMIZATIONS, LISTING_ORDER, ResourceKind
+from ..engine.resources import HELMRELEASES, KUSTOMIZATIONS, ResourceKind
+from ..engine.scope import listing_plan
+from ..kube import ApiClient
+from ..kube.lister import ApiUnreachable, Lister, ListFailed, NotServed
+from ..kube.reports import ClusterObjectLocation, ReportWriteError, write_reports
 from ..lookups.kube import KubeLookups
 from .findings import AuditReport, Finding, InputProblem
-from .reports import ClusterObjectLocation, ReportWriteError, write_reports
 
 __all__ = [
     "ClusterObjectLocation",
     "DependencyGraph",
-    "Kind",
     "ReportWriteError",
     "audit_cluster",
     "listing_plan",
     "write_reports",
 ]
 
-PAGE_SIZE = 500
 LOOKUP_TTL = 300.0  # a batch audit may reuse a looked-up object for its whole run
-LIST_TIMEOUT = (10, 120)  # (connect, read) seconds per page
 SOURCE = "cluster"
 DEPENDENCY_POLICY = "kustomization-dependencies"  # the policy whose lookups walk dependsOn
 
-Scope = frozenset[str] | None  # namespaces to list; None: every namespace
-
-
-Kind = ResourceKind  # the name the lister and the benchmarks use
-
-
-def _union(first: Scope, second: Scope) -> Scope:
-    return None if first is None or second is None else first | second
-
-
-def listing_plan(
-    policy_set: PolicySet, namespace: str | None
-) -> tuple[list[tuple[Kind, list[str | None]]], list[str]]:
-    """(kind, namespaces to list it in — None meaning all at once) in a fixed order, and notices.
-
-    Excluded namespaces and namespaces no policy looks at are never listed.
-    """
-    scopes: dict[Kind, Scope] = {}
-    notices = []
-    for configured in policy_set.policies:
-        scope = configured.policy.target_namespaces(configured.params)
-        for kind in configured.policy.targets:
-            scopes[kind] = _union(scopes[kind], scope) if kind in scopes else scope
-    excluded = policy_set.excluded_namespaces
-    plan: list[tuple[Kind, list[str | None]]] = []
-    for kind in LISTING_ORDER:
-        if kind not in scopes:
-            continue
-        scope = scopes[kind]
-        where: list[str | None]
-        if namespace is not None:
-            where = [namespace] if scope is None or namespace in scope else []
-        elif scope is None:
-            where = [None]
-        else:
-            where = [*sorted(scope)]
-        where = [ns for ns in where if ns not in excluded]
-        if where:
-            plan.append((kind, where))
-    if namespace is not None and namespace in excluded:
-        notices.append(f"namespace {namespace} is excluded by the policy set, nothing audited")
-    return plan, notices
-
-
-class NotServed(Exception):
-    """None of a kind's versions is served (its CRD is not installed)."""
-
-
-class _Lister:
-    """Paginated LISTs returning plain JSON, exactly as the API server stores the objects."""
-
-    def __init__(self, api_client: client.ApiClient, *, excluded: frozenset[str]) -> None:
-        self._custom = client.CustomObjectsApi(api_client)
-        self._core = client.CoreV1Api(api_client)
-        self._excluded = excluded
-        self.notices: list[str] = []
-
-    def _page(
-        self, kind: Kind, version: str, namespace: str | None, token: str | None
-    ) -> JsonObject:
-        options: dict[str, Any] = {
-            "limit": PAGE_SIZE,
-            "_preload_content": False,
-            "_request_timeout": LIST_TIMEOUT,
-        }
-        if token:
-            options["_continue"] = token
-        if namespace is None and self._excluded:
-            options["field_selector"] = ",".join(
-                f"metadata.namespace!={ns}" for ns in sorted(self._excluded)
-            )
-        response: Any
-        if not kind.group:  # the core group lives under /api, not /apis
-            if namespace is None:
-                response = self._core.list_pod_for_all_namespaces(**options)
-            else:
-                response = self._core.list_namespaced_pod(namespace, **options)
-        elif namespace is None:
-            response = self._custom.list_cluster_custom_object(
-                kind.group, version, kind.plural, **options
-            )
-        else:
-            response = self._custom.list_namespaced_custom_object(
-                kind.group, version, namespace, kind.plural, **options
-            )
-        body: JsonObject = json.loads(response.data)
-        return body
-
-    def served_version(self, kind: Kind, namespace: str | None) -> tuple[str, JsonObject]:
-        """The first served version and its first page. Raises NotServed."""
-        for version in kind.versions:
-            try:
-                return version, self._page(kind, version, namespace, None)
-            except ApiException as error:
-                if error.status != 404:
-                    raise
-        raise NotServed(kind.resource)
-
-    def pages(
-        self, kind: Kind, version: str, namespace: str | None, first: JsonObject | None = None
-    ) -> Iterator[JsonObject]:
-        page = first if first is not None else self._page(kind, version, namespace, None)
-        while True:
-            yield page
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return
-            try:
-                page = self._page(kind, version, namespace, token)
-            except ApiException as error:
-                page = self._resume(error, kind, version, namespace)
-
-    def _resume(
-        self, error: ApiException, kind: Kind, version: str, namespace: str | None
-    ) -> JsonObject:
-        """An expired continue token (410): go on from the next key in a newer snapshot."""
-        if error.status != 410:
-            raise error
-        try:
-            token = (json.loads(error.body or "{}").get("metadata") or {}).get("continue")
-        except ValueError:
-            token = None
-        if not token:
-            raise error
-        self.notices.append(
-            f"listing {kind.resource} took longer than the API server keeps a snapshot: "
-            "continued from a newer one, objects changed meanwhile may be missed"
-        )
-        return self._page(kind, version, namespace, token)
+Kind = ResourceKind
 
 
 class _Progress:
@@ -262,9 +129,9 @@ class DependencyGraph:
 
 
 def _list_each(
-    lister: _Lister,
+    lister: Lister,
     kind: Kind,
-    where: list[str | None],
+    where: tuple[str | None, ...],
     visit: Callable[[str, JsonObject], None],
     *,
     label: str,
@@ -272,7 +139,7 @@ def _list_each(
 ) -> None:
     """Hand every object of `kind` in `where` to `visit(version, obj)`, one page at a time.
 
-    Raises NotServed, ApiException, or a transport error.
+    Raises NotServed, ListFailed or ApiUnreachable.
     """
     counter = _Progress(label, enabled=progress)
     try:
@@ -288,15 +155,13 @@ def _list_each(
         counter.finish()
 
 
-def _needs_graph(policy_set: PolicySet, mode_override: Mode | None) -> bool:
-    return any(
-        p.policy.name == DEPENDENCY_POLICY and policy_set.effective_mode(p, mode_override) != "off"
-        for p in policy_set.policies
-    )
+def _needs_graph(policy_set: PolicySet) -> bool:
+    configured = policy_set.configured(DEPENDENCY_POLICY)
+    return configured is not None and policy_set.effective_mode(configured) != "off"
 
 
 def _dependency_graph(
-    lister: _Lister,
+    lister: Lister,
     fallback: Lookups,
     *,
     namespace: str | None,
@@ -318,14 +183,14 @@ def _dependency_graph(
             _list_each(
                 lister,
                 kind,
-                [namespace],
+                (namespace,),
                 add,
                 label=f"{kind.resource} (dependsOn)",
                 progress=progress,
             )
         except NotServed:
             pass  # no such objects at all: nothing to wait for, an empty graph is complete
-        except (ApiException, TransportError, OSError):
+        except (ListFailed, ApiUnreachable):
             continue  # the main pass reports it; lookups of this kind go to the API
         if namespace is None:
             graph.cover(dependency_kind, lambda ns: ns not in excluded)
@@ -335,11 +200,10 @@ def _dependency_graph(
 
 
 def audit_cluster(
-    api_client: client.ApiClient,
+    api_client: ApiClient,
     *,
     policy_set: PolicySet,
     namespace: str | None,
-    mode_override: Mode | None,
     progress: bool,
 ) -> AuditReport:
     """Evaluate every object the policies target, as an UPDATE through both webhooks.
@@ -351,14 +215,15 @@ def audit_cluster(
     plan, notices = listing_plan(policy_set, namespace)
     report.problems.extend(_problem(n, error=False) for n in notices)
     excluded = policy_set.excluded_namespaces
-    lister = _Lister(api_client, excluded=excluded)
+    lister = Lister(api_client, excluded=excluded)
     lookups: Lookups = KubeLookups(api_client, ttl=LOOKUP_TTL)
-    if plan and _needs_graph(policy_set, mode_override):
+    if plan and _needs_graph(policy_set):
         lookups = _dependency_graph(
             lister, lookups, namespace=namespace, excluded=excluded, progress=progress
         )
 
-    for kind, where in plan:
+    for listing in plan:
+        kind = listing.kind
 
         def visit(version: str, obj: JsonObject, kind: Kind = kind) -> None:
             _evaluate(
@@ -368,26 +233,23 @@ def audit_cluster(
                 obj,
                 policy_set=policy_set,
                 lookups=lookups,
-                mode_override=mode_override,
                 excluded=excluded,
             )
 
         try:
-            _list_each(lister, kind, where, visit, label=kind.resource, progress=progress)
+            _list_each(
+                lister, kind, listing.namespaces, visit, label=kind.resource, progress=progress
+            )
         except NotServed:
             message = f"skipped {kind.resource}: not served by this cluster (CRD not installed)"
             report.problems.append(_problem(message, error=False))
             print(f"fluxwarden: {message}", file=sys.stderr)
-        except ApiException as error:
-            report.problems.append(
-                _problem(f"cannot list {kind.resource}: {error.status} {error.reason}", error=True)
-            )
-        except (TransportError, OSError) as error:  # refused, TLS, timeouts: no point going on
+        except ListFailed as error:
+            report.problems.append(_problem(f"cannot list {kind.resource}: {error}", error=True))
+        except ApiUnreachable as error:  # refused, TLS, timeouts: no point going on
             report.problems.append(
                 _problem(
-                    f"cannot reach the Kubernetes API listing {kind.resource}: "
-                    f"{type(error).__name__}: {error}",
-                    error=True,
+                    f"cannot reach the Kubernetes API listing {kind.resource}: {error}", error=True
                 )
             )
             break
@@ -403,7 +265,6 @@ def _evaluate(
     *,
     policy_set: PolicySet,
     lookups: Lookups,
-    mode_override: Mode | None,
     excluded: frozenset[str],
 ) -> None:
     meta = obj.get("metadata")
@@ -413,21 +274,12 @@ def _evaluate(
     obj["apiVersion"] = f"{kind.group}/{version}" if kind.group else version
     obj["kind"] = kind.kind
     meta.pop("managedFields", None)  # no policy reads them; each policy deep-copies the object
-    target = Target(
-        group=kind.group,
-        version=version,
-        kind=kind.kind,
-        resource=kind.plural,
-        namespace=meta.get("namespace") or "",
-        name=meta.get("name") or "",
-    )
     decision = evaluate(
         obj,
-        request=Request(target=target, operation="UPDATE"),
+        request=request_for(obj, operation="UPDATE", resource=kind.plural),
         policy_set=policy_set,
         lookups=lookups,
         webhook="all",
-        mode_override=mode_override,
     )
     report.objects += 1
     location = _location(kind, version, obj)

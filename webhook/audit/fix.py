@@ -46,7 +46,7 @@ from ruamel.yaml.scalarstring import (
 )
 from ruamel.yaml.tokens import CommentToken
 
-from ..engine import JsonObject, Lookups, Mode, PolicySet, Request, evaluate, target_of
+from ..engine import JsonObject, Lookups, PolicySet, evaluate, request_for
 from ..lookups.offline import OfflineLookups
 from .documents import Document, load_yaml, parse_stream, split_documents, yaml_files
 from .findings import InputProblem
@@ -97,7 +97,6 @@ def fix_paths(
     paths: Sequence[str],
     *,
     policy_set: PolicySet,
-    mode_override: Mode | None = None,
     write: bool = False,
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
@@ -119,7 +118,7 @@ def fix_paths(
     lookups = OfflineLookups(
         d.obj for _, documents in parsed for d in documents if d.is_kubernetes_object and d.obj
     )
-    patcher = engine_patcher(policy_set=policy_set, lookups=lookups, mode_override=mode_override)
+    patcher = engine_patcher(policy_set=policy_set, lookups=lookups)
     diffs: list[str] = []
     for source, documents in parsed:
         fixed = fix_text(source.text, source.name, patcher=patcher, documents=documents)
@@ -144,9 +143,7 @@ def fix_paths(
     return result
 
 
-def engine_patcher(
-    *, policy_set: PolicySet, lookups: Lookups, mode_override: Mode | None = None
-) -> Patcher:
+def engine_patcher(*, policy_set: PolicySet, lookups: Lookups) -> Patcher:
     """The mutating webhook's patch for an object read from a file, as a CREATE.
 
     Only the mutating policies run: the API server applies mutations before validation, so a
@@ -156,11 +153,10 @@ def engine_patcher(
     def patch_for(obj: JsonObject) -> list[JsonObject]:
         decision = evaluate(
             obj,
-            request=Request(target=target_of(obj)),
+            request=request_for(obj),
             policy_set=policy_set,
             lookups=lookups,
             webhook="mutate",
-            mode_override=mode_override,
         )
         return decision.patch
 

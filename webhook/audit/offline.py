@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..engine import Mode, PolicySet, Request, evaluate, target_of
+from ..engine import PolicySet, evaluate, request_for, target_of
 from ..engine.policies import ALL_POLICIES
 from ..lookups.offline import OfflineLookups
 from .documents import Document
@@ -24,9 +24,7 @@ def location_of(document: Document) -> ObjectLocation:
     )
 
 
-def audit_documents(
-    documents: Iterable[Document], *, policy_set: PolicySet, mode_override: Mode | None = None
-) -> AuditReport:
+def audit_documents(documents: Iterable[Document], *, policy_set: PolicySet) -> AuditReport:
     """Evaluate every Kubernetes object in `documents` as a CREATE through both webhooks."""
     report = AuditReport()
     objects: list[Document] = []
@@ -52,10 +50,9 @@ def audit_documents(
         report.objects += 1
         decision = evaluate(
             document.obj,
-            request=Request(target=target_of(document.obj)),
+            request=request_for(document.obj),
             policy_set=policy_set,
             lookups=lookups,
-            mode_override=mode_override,
         )
         location = location_of(document)
         report.findings.extend(Finding.of(location, result) for result in decision.results)

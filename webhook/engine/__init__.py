@@ -16,11 +16,21 @@ from .model import (
     Request,
     Target,
     Webhook,
+    request_for,
     target_of,
 )
-from .policyset import PolicySet, PolicySetError, parse_mode, parse_policy_set
+from .policyset import (
+    OWN_NAMESPACE,
+    ConfiguredPolicy,
+    PolicySet,
+    PolicySetError,
+    parse_mode,
+    parse_policy_set,
+)
 
 __all__ = [
+    "OWN_NAMESPACE",
+    "ConfiguredPolicy",
     "Decision",
     "JsonObject",
     "LookupUnavailable",
@@ -37,5 +47,6 @@ __all__ = [
     "evaluate",
     "parse_mode",
     "parse_policy_set",
+    "request_for",
     "target_of",
 ]

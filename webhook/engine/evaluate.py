@@ -36,35 +36,74 @@ def evaluate(
     policy_set: PolicySet,
     lookups: Lookups,
     webhook: Webhook = "all",
-    mode_override: Mode | None = None,
 ) -> Decision:
     """Run the policies of `webhook` over `obj` and decide: patch, warnings, denial, findings.
 
-    Pure: the object is not modified, nothing is read but `lookups`.
+    `all` answers as the API server would with both webhooks installed: the mutating policies,
+    then the validating ones on the mutated object. Pure: the object is not modified, nothing is
+    read but `lookups`.
     """
+    if webhook == "all":
+        mutated = _evaluate(
+            obj, request=request, policy_set=policy_set, lookups=lookups, webhook="mutate"
+        )
+        validated = _evaluate(
+            mutated.patched or obj,
+            request=request,
+            policy_set=policy_set,
+            lookups=lookups,
+            webhook="validate",
+        )
+        return _combine(mutated, validated)
+    return _evaluate(obj, request=request, policy_set=policy_set, lookups=lookups, webhook=webhook)
+
+
+def _combine(mutated: Decision, validated: Decision) -> Decision:
+    allowed = mutated.allowed and validated.allowed
+    return Decision(
+        allowed=allowed,
+        patch=mutated.patch if allowed else [],
+        patched=mutated.patched if allowed else None,
+        warnings=_bounded([*mutated.warnings, *validated.warnings]),
+        audit_annotations={**mutated.audit_annotations, **validated.audit_annotations},
+        deny_reasons=[*mutated.deny_reasons, *validated.deny_reasons],
+        results=[*mutated.results, *validated.results],
+    )
+
+
+def _evaluate(
+    obj: JsonObject,
+    *,
+    request: Request,
+    policy_set: PolicySet,
+    lookups: Lookups,
+    webhook: Webhook,
+) -> Decision:
     if request.operation not in ("CREATE", "UPDATE") or not isinstance(obj, dict):
         return _allow_untouched()
     if request.target.namespace in policy_set.excluded_namespaces:
-        return _allow_untouched()
-    exempt = _exemptions(obj) | _inherited_exemptions(obj, request=request, lookups=lookups)
+        return _allow_untouched()  # the one place excluded namespaces are applied
+    exempt: set[str] | None = None  # read once a policy is in scope: it may need a lookup
     working = obj
     results: list[PolicyResult] = []
     warnings: list[str] = []
     deny_reasons: list[str] = []
     annotations: dict[str, str] = {}
     for configured in policy_set.for_webhook(webhook):
-        policy, params = configured.policy, configured.params
+        policy = configured.policy
         failure: str | None = None
         try:
-            applies = policy.applies_to(request.target, working, params)
+            applies = configured.matches(request.target, working)
         except Exception as exc:  # fail open per policy, like an error in check()
             applies, failure = True, _failure(exc)
         if not applies:
             continue
-        mode = policy_set.effective_mode(configured, mode_override)
+        mode = policy_set.effective_mode(configured)
         if mode == "off":
             results.append(PolicyResult(policy.name, mode, "skip", "off", ["mode off"]))
             continue
+        if exempt is None:
+            exempt = _exemptions(obj) | _inherited_exemptions(obj, request=request, lookups=lookups)
         if "all" in exempt or policy.name in exempt:
             results.append(PolicyResult(policy.name, mode, "skip", "exempted", [_EXEMPT_MESSAGE]))
             annotations[policy.name] = f"exempt: {_EXEMPT_MESSAGE}"

@@ -33,6 +33,14 @@ class Target:
     sub_resource: str = ""
     namespace: str = ""
     name: str = ""
+    # The resource's group when it differs from the kind's: a deployments/scale request is about
+    # the apps resource `deployments` but carries an autoscaling/v1 Scale.
+    resource_group: str | None = None
+
+    @property
+    def api_group(self) -> str:
+        """The group of the resource the request is about."""
+        return self.group if self.resource_group is None else self.resource_group
 
     @property
     def api_version(self) -> str:
@@ -76,6 +84,38 @@ class Request:
     operation: Operation = "CREATE"
     dry_run: bool = False
     user: str = ""
+
+
+def request_for(
+    obj: Any,
+    *,
+    operation: Operation = "CREATE",
+    dry_run: bool = False,
+    user: str = "",
+    default_namespace: str = "",
+    group: str | None = None,
+    version: str | None = None,
+    kind: str | None = None,
+    resource: str | None = None,
+    resource_group: str | None = None,
+    sub_resource: str = "",
+    namespace: str | None = None,
+    name: str | None = None,
+) -> Request:
+    """The one way a Request is built: admission passes what the API server said, files and
+    cluster lists pass only the object, and whatever is not given is derived from the object."""
+    derived = target_of(obj if isinstance(obj, dict) else {}, default_namespace=default_namespace)
+    target = Target(
+        group=derived.group if group is None else group,
+        version=derived.version if version is None else version,
+        kind=derived.kind if kind is None else kind,
+        resource=derived.resource if resource is None else resource,
+        sub_resource=sub_resource,
+        namespace=derived.namespace if namespace is None else namespace,
+        name=derived.name if name is None else name,
+        resource_group=None if resource_group in (None, derived.group) else resource_group,
+    )
+    return Request(target=target, operation=operation, dry_run=dry_run, user=user)
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from .model import MODE_RANK, Mode, Webhook, lower_mode
+from .match import Match
+from .model import MODE_RANK, JsonObject, Mode, Target, Webhook, lower_mode
 from .policies import ALL_POLICIES, Params, Policy
+
+# fluxwarden's own namespace is always excluded: a broken fluxwarden must stay fixable.
+OWN_NAMESPACE = "fluxwarden-system"
 
 
 class PolicySetError(ValueError):
@@ -61,19 +65,37 @@ class ConfiguredPolicy:
     policy: Policy[Any]
     mode: Mode  # the policy's own mode, before the ceiling
     params: Params
+    scope: tuple[Match, ...]  # the policy's declared scope for these params
+
+    @classmethod
+    def of(cls, policy: Policy[Any], *, mode: Mode, params: Params) -> ConfiguredPolicy:
+        return cls(policy=policy, mode=mode, params=params, scope=policy.scope(params))
+
+    def matches(self, target: Target, obj: JsonObject) -> bool:
+        """In scope: a declared Match holds and the policy's own extra test agrees."""
+        return any(m.matches(target, obj) for m in self.scope) and self.policy.applies_to(
+            target, obj, self.params
+        )
 
 
 @dataclass(frozen=True)
 class PolicySet:
     name: str
     source: str
-    mode: Mode  # the ceiling, `spec.mode`
-    excluded_namespaces: frozenset[str]
+    mode: Mode  # the ceiling: `spec.mode`, or the --mode / FLUXWARDEN_MODE that replaced it
+    excluded_namespaces: frozenset[str]  # spec.exclude.namespaces and fluxwarden's own
     policies: tuple[ConfiguredPolicy, ...]
 
-    def effective_mode(self, configured: ConfiguredPolicy, override: Mode | None = None) -> Mode:
-        """A policy runs at the lower of its own mode and the ceiling (or its override)."""
-        return lower_mode(configured.mode, override or self.mode)
+    def effective_mode(self, configured: ConfiguredPolicy) -> Mode:
+        """A policy runs at the lower of its own mode and the ceiling."""
+        return lower_mode(configured.mode, self.mode)
+
+    def with_ceiling(self, mode: Mode | None) -> PolicySet:
+        """This set with `mode` as its ceiling (the cluster-wide dry-run switch); None: as is."""
+        return self if mode is None else replace(self, mode=mode)
+
+    def configured(self, name: str) -> ConfiguredPolicy | None:
+        return next((p for p in self.policies if p.policy.name == name), None)
 
     def for_webhook(self, webhook: Webhook) -> tuple[ConfiguredPolicy, ...]:
         if webhook == "all":
@@ -91,7 +113,7 @@ def _describe(error: ValidationError) -> str:
     return f"field {_field(tuple(first['loc']))}: {first['msg']}{extra}"
 
 
-def parse_policy_set(text: str, *, source: str) -> PolicySet:
+def parse_policy_set(text: str, *, source: str, own_namespace: str = OWN_NAMESPACE) -> PolicySet:
     """Parse and validate a PolicySet YAML document. Raises PolicySetError naming what is wrong."""
     try:
         raw = yaml.safe_load(text)
@@ -118,12 +140,12 @@ def parse_policy_set(text: str, *, source: str) -> PolicySet:
             params = policy.params_model.model_validate(entry.params)
         except ValidationError as error:
             raise PolicySetError(f"{where}: params {_describe(error)}") from error
-        configured.append(ConfiguredPolicy(policy=policy, mode=entry.mode, params=params))
+        configured.append(ConfiguredPolicy.of(policy, mode=entry.mode, params=params))
     return PolicySet(
         name=document.metadata.name,
         source=source,
         mode=document.spec.mode,
-        excluded_namespaces=frozenset(document.spec.exclude.namespaces),
+        excluded_namespaces=frozenset(document.spec.exclude.namespaces) | {own_namespace},
         policies=tuple(configured),
     )
 

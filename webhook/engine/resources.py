@@ -1,4 +1,4 @@
-"""The resources the policies target, as the API serves them (for listing in cluster audits)."""
+"""The resources the policies can target, as the API server serves them."""
 
 from __future__ import annotations
 
@@ -7,28 +7,43 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ResourceKind:
-    """A listable resource; `versions` newest first (older clusters may serve only a beta)."""
+    """A namespaced resource; `versions` newest first (older clusters may serve only a beta).
+
+    `pod_template` is where the kind keeps its pod's metadata and spec: `()` for a Pod itself,
+    None for kinds that run no pods.
+    """
 
     group: str
     versions: tuple[str, ...]
     plural: str
     kind: str
+    pod_template: tuple[str, ...] | None = None
 
     @property
     def resource(self) -> str:
         return f"{self.plural}.{self.group}" if self.group else self.plural
 
+    def list_path(self, version: str, namespace: str | None) -> str:
+        """The API path that lists this resource (core kinds live under /api, others /apis)."""
+        root = f"/apis/{self.group}/{version}" if self.group else f"/api/{version}"
+        where = f"/namespaces/{namespace}" if namespace else ""
+        return f"{root}{where}/{self.plural}"
 
-DEPLOYMENTS = ResourceKind("apps", ("v1",), "deployments", "Deployment")
-HPAS = ResourceKind("autoscaling", ("v2",), "horizontalpodautoscalers", "HorizontalPodAutoscaler")
-JOBS = ResourceKind("batch", ("v1",), "jobs", "Job")
-CRONJOBS = ResourceKind("batch", ("v1",), "cronjobs", "CronJob")
-PODS = ResourceKind("", ("v1",), "pods", "Pod")
+
+DEPLOYMENTS = ResourceKind("apps", ("v1",), "deployments", "Deployment", ("spec", "template"))
+HPAS = ResourceKind(
+    "autoscaling", ("v2", "v1"), "horizontalpodautoscalers", "HorizontalPodAutoscaler"
+)
+JOBS = ResourceKind("batch", ("v1",), "jobs", "Job", ("spec", "template"))
+CRONJOBS = ResourceKind(
+    "batch", ("v1",), "cronjobs", "CronJob", ("spec", "jobTemplate", "spec", "template")
+)
+PODS = ResourceKind("", ("v1",), "pods", "Pod", ())
+# v2beta1 is listed so that releases still written in it are warned about (it was removed in
+# Flux 2.7 and never honoured driftDetection).
 HELMRELEASES = ResourceKind(
-    "helm.toolkit.fluxcd.io", ("v2", "v2beta2"), "helmreleases", "HelmRelease"
+    "helm.toolkit.fluxcd.io", ("v2", "v2beta2", "v2beta1"), "helmreleases", "HelmRelease"
 )
 KUSTOMIZATIONS = ResourceKind(
     "kustomize.toolkit.fluxcd.io", ("v1", "v1beta2"), "kustomizations", "Kustomization"
 )
-# The order a cluster audit lists them in: dependencies' sources last.
-LISTING_ORDER = (DEPLOYMENTS, HPAS, JOBS, CRONJOBS, PODS, HELMRELEASES, KUSTOMIZATIONS)

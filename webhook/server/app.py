@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..admission import BadRequest, parse_json, review
 from ..engine import Decision, Lookups, Mode, PolicyResult
-from ..engine.policies import ALL_POLICIES
+from ..engine.scope import known_kinds
 from . import metrics
 from .decisionlog import log_decision
 from .policystore import PolicyStore
@@ -47,9 +47,7 @@ def _outcome(decision: Decision) -> str:
 
 
 # Label values come from the request, which any client can send: only known kinds are labels.
-_METRIC_KINDS = frozenset(
-    {kind.kind for policy in ALL_POLICIES.values() for kind in policy.targets} | {"Scale"}
-)
+_METRIC_KINDS = known_kinds()
 
 
 def metric_kind(kind: str) -> str:
@@ -71,13 +69,12 @@ def create_app(config: ServerConfig) -> Flask:
             return _error(f"content type must be application/json, got {request.mimetype!r}", 415)
         try:
             payload = parse_json(request.get_data(cache=False))
-            policy_set = config.policies.current()
+            policy_set = config.policies.current().with_ceiling(config.mode_override)
             response, admission, decision = review(
                 payload,
                 policy_set=policy_set,
                 lookups=config.lookups,
                 webhook="mutate" if webhook == "mutate" else "validate",
-                mode_override=config.mode_override,
             )
         except BadRequest as error:
             return _error(str(error), error.status)

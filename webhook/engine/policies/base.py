@@ -8,6 +8,7 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
+from ..match import Match
 from ..model import JsonObject, Lookups, Request, Target
 from ..resources import ResourceKind
 from ..units import parse_duration, parse_quantity
@@ -35,6 +36,14 @@ class Params(BaseModel):
 
 
 ParamsT = TypeVar("ParamsT", bound=Params)
+
+
+@dataclass(frozen=True)
+class Read:
+    """Objects of `kind` a policy reads through its lookups (`names` empty: any name)."""
+
+    kind: ResourceKind
+    names: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -74,15 +83,21 @@ class Policy(ABC, Generic[ParamsT]):
     summary: ClassVar[str]  # one line: what goes wrong without it and what the policy does
     reason: ClassVar[str] = ""  # short why, appended to the warnings about changes
     params_model: type[ParamsT]
-    targets: ClassVar[tuple[ResourceKind, ...]]  # what a cluster audit lists for this policy
-
-    def target_namespaces(self, params: ParamsT) -> frozenset[str] | None:
-        """The namespaces `applies_to` can match (None: any), so audits list nothing else."""
-        return None
 
     @abstractmethod
+    def scope(self, params: ParamsT) -> tuple[Match, ...]:
+        """The objects this policy can act on (any of the matches), derived from its params.
+
+        The engine checks it before `check`; webhooks, RBAC and audit listing derive from it.
+        """
+
     def applies_to(self, target: Target, obj: JsonObject, params: ParamsT) -> bool:
-        """Whether the object is in this policy's scope (kind, namespace, name)."""
+        """What a Match cannot say (e.g. an HPA's scaleTargetRef); called only on matches."""
+        return True
+
+    def reads(self, params: ParamsT) -> tuple[Read, ...]:
+        """What `check` looks up through `Lookups`; the webhook's RBAC is generated from it."""
+        return ()
 
     @abstractmethod
     def check(
@@ -100,13 +115,6 @@ class Policy(ABC, Generic[ParamsT]):
 def metadata(obj: JsonObject) -> JsonObject:
     meta = obj.get("metadata")
     return meta if isinstance(meta, dict) else {}
-
-
-def object_name(target: Target, obj: JsonObject) -> str:
-    """The name, falling back to generateName for objects created with one."""
-    meta = metadata(obj)
-    name = target.name or meta.get("name") or meta.get("generateName") or ""
-    return name if isinstance(name, str) else ""
 
 
 def ensure_dict(parent: JsonObject, key: str) -> JsonObject:
@@ -137,7 +145,3 @@ def named_container(pod_spec: Any, name: str) -> JsonObject | None:
         if isinstance(container, dict) and container.get("name") == name:
             return container
     return None
-
-
-def is_deployment(target: Target) -> bool:
-    return target.group == "apps" and target.kind == "Deployment" and not target.sub_resource

@@ -6,10 +6,11 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from ..model import JsonObject, Lookups, Request, Target
+from ..match import Match, ResourceMatch
+from ..model import JsonObject, Lookups, Request
 from ..resources import DEPLOYMENTS
 from ..units import parse_duration
-from .base import Duration, Params, Policy, Report, dig, is_deployment, named_container
+from .base import Duration, Params, Policy, Report, dig, named_container
 
 FLAG = "--requeue-dependency"
 
@@ -48,16 +49,14 @@ class ControllerRequeueDependency(Policy[RequeueParams]):
     )
     params_model = RequeueParams
 
-    targets = (DEPLOYMENTS,)
-
-    def target_namespaces(self, params: RequeueParams) -> frozenset[str] | None:
-        return frozenset(params.namespaces) or None  # empty: any namespace
-
-    def applies_to(self, target: Target, obj: JsonObject, params: RequeueParams) -> bool:
-        if params.namespaces and target.namespace not in params.namespaces:
-            return False
-        name = target.name or dig(obj, "metadata", "name")
-        return is_deployment(target) and name in params.deployments
+    def scope(self, params: RequeueParams) -> tuple[Match, ...]:
+        return (
+            Match(
+                resources=(ResourceMatch(DEPLOYMENTS),),
+                namespaces=frozenset(params.namespaces),
+                names=frozenset(params.deployments),
+            ),
+        )
 
     def check(
         self,

@@ -10,9 +10,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..model import JsonObject, Lookups, LookupUnavailable, Request, Target
-from ..resources import CRONJOBS, JOBS, PODS
-from .base import Params, Policy, Report, dig, object_name
+from ..match import Match, ResourceMatch
+from ..model import JsonObject, Lookups, LookupUnavailable, Request
+from ..resources import CRONJOBS, DEPLOYMENTS, JOBS, PODS
+from .base import Params, Policy, Read, Report, dig
 
 DEFAULT_FLEET_NAMESPACE = "cattle-fleet-system"
 
@@ -51,9 +52,6 @@ class FleetParams(Params):
         alias="inheritFromDeployment",
         description='"name" (in cattle-fleet-system) or "namespace/name"; "" turns it off.',
     )
-
-
-_WORKLOAD_KINDS = {("batch", "Job"), ("batch", "CronJob"), ("", "Pod")}
 
 
 def pod_template(obj: JsonObject, kind: str) -> tuple[Any, Any]:
@@ -99,24 +97,22 @@ class FleetJobTolerations(Policy[FleetParams]):
     )
     params_model = FleetParams
 
-    targets = (JOBS, CRONJOBS, PODS)
+    def scope(self, params: FleetParams) -> tuple[Match, ...]:
+        return (
+            Match(
+                resources=tuple(ResourceMatch(kind) for kind in (JOBS, CRONJOBS, PODS)),
+                namespaces=frozenset(params.namespaces),
+                names=frozenset(params.names),
+                name_prefixes=tuple(params.name_prefixes),
+                pod_labels=tuple(sorted(params.pod_labels.items())),
+            ),
+        )
 
-    def target_namespaces(self, params: FleetParams) -> frozenset[str] | None:
-        return frozenset(params.namespaces)
-
-    def applies_to(self, target: Target, obj: JsonObject, params: FleetParams) -> bool:
-        if (target.group, target.kind) not in _WORKLOAD_KINDS or target.sub_resource:
-            return False
-        if target.namespace not in params.namespaces:
-            return False
-        name = object_name(target, obj)
-        if name in params.names or any(name.startswith(p) for p in params.name_prefixes):
-            return True
-        pod_meta, _ = pod_template(obj, target.kind)
-        labels = dig(pod_meta, "labels") if isinstance(pod_meta, dict) else None
-        if not params.pod_labels or not isinstance(labels, dict):
-            return False
-        return all(labels.get(k) == v for k, v in params.pod_labels.items())
+    def reads(self, params: FleetParams) -> tuple[Read, ...]:
+        if not params.inherit_from_deployment:
+            return ()
+        name = params.inherit_from_deployment.rpartition("/")[2]
+        return (Read(DEPLOYMENTS, frozenset({name})),)
 
     def check(
         self,

@@ -9,7 +9,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from ..model import JsonObject, Lookups, Request, Target
+from ..match import Match, ResourceMatch, cel_string
+from ..model import JsonObject, Lookups, Request
 from ..resources import HELMRELEASES
 from .base import Params, Policy, Report, dig, ensure_dict
 
@@ -36,12 +37,15 @@ class HelmReleaseDriftDetection(Policy[DriftParams]):
     )
     params_model = DriftParams
 
-    targets = (HELMRELEASES,)
-
-    def applies_to(self, target: Target, obj: JsonObject, params: DriftParams) -> bool:
-        return (
-            target.group == HELM_GROUP and target.kind == "HelmRelease" and not target.sub_resource
+    def scope(self, params: DriftParams) -> tuple[Match, ...]:
+        versions = ", ".join(cel_string(v) for v in SUPPORTED_VERSIONS)
+        # Only releases without drift detection (or in a version that ignores it) need anything.
+        needs = (
+            f"!(request.kind.version in [{versions}]) || !has(object.spec) || "
+            "!has(object.spec.driftDetection) || !has(object.spec.driftDetection.mode) || "
+            "object.spec.driftDetection.mode == 'disabled'"
         )
+        return (Match(resources=(ResourceMatch(HELMRELEASES),), condition=needs),)
 
     def check(
         self,

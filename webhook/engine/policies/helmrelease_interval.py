@@ -6,11 +6,11 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ..model import JsonObject, Lookups, Request, Target
+from ..match import GO_DURATION, Match, ResourceMatch, cel_string
+from ..model import JsonObject, Lookups, Request
 from ..resources import HELMRELEASES
 from ..units import parse_duration
 from .base import Duration, Params, Policy, Report, dig
-from .helmrelease_drift_detection import HELM_GROUP
 
 
 class IntervalParams(Params):
@@ -33,12 +33,16 @@ class HelmReleaseInterval(Policy[IntervalParams]):
     )
     params_model = IntervalParams
 
-    targets = (HELMRELEASES,)
-
-    def applies_to(self, target: Target, obj: JsonObject, params: IntervalParams) -> bool:
-        return (
-            target.group == HELM_GROUP and target.kind == "HelmRelease" and not target.sub_resource
+    def scope(self, params: IntervalParams) -> tuple[Match, ...]:
+        # Only an interval outside the range (or one that is not a Go duration) gets a warning.
+        interval = "object.spec.interval"
+        outside = (
+            f"has(object.spec) && has({interval}) && "
+            f"(!{interval}.matches({cel_string(GO_DURATION)}) || "
+            f"duration({interval}) < duration({cel_string(params.min_interval)}) || "
+            f"duration({interval}) > duration({cel_string(params.max_interval)}))"
         )
+        return (Match(resources=(ResourceMatch(HELMRELEASES),), condition=outside),)
 
     def check(
         self,

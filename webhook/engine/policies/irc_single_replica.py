@@ -11,6 +11,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from ..match import Match, ResourceMatch, cel_string
 from ..model import JsonObject, Lookups, Request, Target
 from ..resources import DEPLOYMENTS, HPAS
 from ..units import parse_quantity
@@ -18,10 +19,10 @@ from .base import (
     Params,
     Policy,
     Quantity,
+    Read,
     Report,
     dig,
     ensure_dict,
-    is_deployment,
     named_container,
 )
 
@@ -49,23 +50,34 @@ class IrcSingleReplica(Policy[IrcParams]):
     )
     params_model = IrcParams
 
-    targets = (DEPLOYMENTS, HPAS)
+    def scope(self, params: IrcParams) -> tuple[Match, ...]:
+        namespaces = frozenset(params.namespaces)
+        targets_irc = (
+            "has(object.spec.scaleTargetRef) && object.spec.scaleTargetRef.kind == 'Deployment' "
+            f"&& object.spec.scaleTargetRef.name == {cel_string(params.deployment)}"
+        )
+        return (
+            Match(
+                resources=(ResourceMatch(DEPLOYMENTS, ("", "scale")),),
+                namespaces=namespaces,
+                names=frozenset({params.deployment}),
+            ),
+            Match(resources=(ResourceMatch(HPAS),), namespaces=namespaces, condition=targets_irc),
+        )
 
-    def target_namespaces(self, params: IrcParams) -> frozenset[str] | None:
-        return frozenset(params.namespaces) or None  # empty: any namespace
+    def reads(self, params: IrcParams) -> tuple[Read, ...]:
+        # The engine reads the Deployment behind a scale request or an HPA: its exempt
+        # annotation also covers what scales it.
+        return (Read(DEPLOYMENTS, frozenset({params.deployment})),)
 
     def applies_to(self, target: Target, obj: JsonObject, params: IrcParams) -> bool:
-        if params.namespaces and target.namespace not in params.namespaces:
-            return False
-        if target.group == "autoscaling" and target.kind == "HorizontalPodAutoscaler":
-            ref = dig(obj, "spec", "scaleTargetRef")
-            if not isinstance(ref, dict):
-                return False
-            return bool(ref.get("kind") == "Deployment" and ref.get("name") == params.deployment)
-        if target.name != params.deployment and dig(obj, "metadata", "name") != params.deployment:
-            return False
-        return is_deployment(target) or (
-            target.resource == "deployments" and target.sub_resource == "scale"
+        if target.kind != "HorizontalPodAutoscaler":
+            return True
+        ref = dig(obj, "spec", "scaleTargetRef")
+        return (
+            isinstance(ref, dict)
+            and ref.get("kind") == "Deployment"
+            and ref.get("name") == params.deployment
         )
 
     def check(

@@ -6,6 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from ..match import Match, ResourceMatch
 from ..model import (
     DependencyKind,
     JsonObject,
@@ -16,7 +17,7 @@ from ..model import (
     Target,
 )
 from ..resources import HELMRELEASES, KUSTOMIZATIONS
-from .base import Params, Policy, Report, dig
+from .base import Params, Policy, Read, Report, dig
 
 GROUPS: dict[str, DependencyKind] = {
     KUSTOMIZATIONS.group: "Kustomization",
@@ -90,14 +91,22 @@ class KustomizationDependencies(Policy[DependencyParams]):
     )
     params_model = DependencyParams
 
-    targets = (KUSTOMIZATIONS, HELMRELEASES)
+    def scope(self, params: DependencyParams) -> tuple[Match, ...]:
+        has_dependencies = (
+            "has(object.spec) && has(object.spec.dependsOn) && size(object.spec.dependsOn) > 0"
+        )
+        return (
+            Match(
+                resources=(ResourceMatch(KUSTOMIZATIONS), ResourceMatch(HELMRELEASES)),
+                condition=has_dependencies,
+            ),
+        )
 
     def applies_to(self, target: Target, obj: JsonObject, params: DependencyParams) -> bool:
-        return (
-            GROUPS.get(target.group) == target.kind
-            and not target.sub_resource
-            and isinstance(dig(obj, "spec", "dependsOn"), list)
-        )
+        return isinstance(dig(obj, "spec", "dependsOn"), list)
+
+    def reads(self, params: DependencyParams) -> tuple[Read, ...]:
+        return (Read(KUSTOMIZATIONS), Read(HELMRELEASES))
 
     def check(
         self,

@@ -6,9 +6,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from ..model import JsonObject, Lookups, Request, Target
+from ..match import Match, ResourceMatch
+from ..model import JsonObject, Lookups, Request
 from ..resources import DEPLOYMENTS
-from .base import Params, Policy, Quantity, Report, dig, is_deployment, named_container
+from .base import Params, Policy, Quantity, Report, dig, named_container
 
 
 class StorageParams(Params):
@@ -37,16 +38,14 @@ class SourceControllerStorage(Policy[StorageParams]):
     )
     params_model = StorageParams
 
-    targets = (DEPLOYMENTS,)
-
-    def target_namespaces(self, params: StorageParams) -> frozenset[str] | None:
-        return frozenset(params.namespaces) or None  # empty: any namespace
-
-    def applies_to(self, target: Target, obj: JsonObject, params: StorageParams) -> bool:
-        if params.namespaces and target.namespace not in params.namespaces:
-            return False
-        name = target.name or dig(obj, "metadata", "name")
-        return is_deployment(target) and name == params.deployment
+    def scope(self, params: StorageParams) -> tuple[Match, ...]:
+        return (
+            Match(
+                resources=(ResourceMatch(DEPLOYMENTS),),
+                namespaces=frozenset(params.namespaces),
+                names=frozenset({params.deployment}),
+            ),
+        )
 
     def check(
         self,

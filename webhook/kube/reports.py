@@ -19,8 +19,8 @@ from typing import Any, Literal
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from ..audit.findings import AuditReport, Finding, ObjectLocation
 from ..engine import JsonObject
-from .findings import AuditReport, Finding, ObjectLocation
 
 ReportFormat = Literal["wgpolicyk8s", "openreports"]
 
