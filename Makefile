@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINT_PATHS := webhook tests $(wildcard bench)
 
-.PHONY: help setup controlplane demo test unit lint format golden run bench manifests certs-no-cert-manager clean
+.PHONY: help setup controlplane demo test unit lint format golden generate run bench manifests certs-no-cert-manager clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,6 +46,9 @@ test: setup lint controlplane ## Lint, then run every test, end-to-end ones agai
 golden: setup ## Rewrite the golden files (policy cases, audit output formats) from the code; review the diff
 	$(BIN)/python -m tests.golden
 	$(BIN)/python -m tests.audit.test_formats --regen
+
+generate: setup ## Regenerate manifests/base/generated.yaml (webhooks, ClusterRoles) from the policy set
+	$(BIN)/fluxwarden manifests --policies policies/flux-best-practices.yaml > manifests/base/generated.yaml
 
 run: setup ## Serve the webhook on https://127.0.0.1:8443 with a throwaway certificate
 	@mkdir -p .run/certs

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .engine import Mode, PolicySet, PolicySetError, parse_mode
+from .engine import OWN_NAMESPACE, Mode, PolicySet, PolicySetError, parse_mode
 
 if TYPE_CHECKING:
     from .audit.findings import AuditReport
@@ -291,6 +291,14 @@ def cmd_fix(args: argparse.Namespace) -> int:
     return 2 if any(p.error for p in result.problems) else 0
 
 
+def cmd_manifests(args: argparse.Namespace) -> int:
+    from .manifests import Install, render
+
+    policy_set = load_policies(args)
+    sys.stdout.write(render(policy_set, Install(namespace=args.namespace, service=args.service)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fluxwarden", description=__doc__.splitlines()[0] if __doc__ else "")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -393,6 +401,16 @@ def build_parser() -> argparse.ArgumentParser:
     _common(policies)
     policies.add_argument("-o", "--output", choices=["text", "json"], default="text")
     policies.set_defaults(func=cmd_policies)
+    manifests = commands.add_parser(
+        "manifests",
+        help="print the webhook configurations and ClusterRoles generated from the policy set",
+    )
+    _common(manifests)
+    manifests.add_argument(
+        "--namespace", default=OWN_NAMESPACE, help=f"where fluxwarden runs (default {OWN_NAMESPACE})"
+    )
+    manifests.add_argument("--service", default="fluxwarden", help="fluxwarden's Service name")
+    manifests.set_defaults(func=cmd_manifests)
     return parser
 
 

@@ -252,7 +252,7 @@ def _match_condition(
     if shared and len(kinds) < len(group_subresources):
         parts.append(f"request.resource.resource in {_cel_list([k.plural for k in kinds])}")
     if any(set(rule.subresources) != set(group_subresources[k]) for k in kinds):
-        parts.append(f"request.subResource in {_cel_list(rule.subresources)}")
+        parts.append(_subresource_condition(rule, kinds))
     if match.namespaces and match.namespaces != selector_in:
         parts.append(f"request.namespace in {_cel_list(sorted(match.namespaces))}")
     identity = _identity(match, kinds)
@@ -263,6 +263,19 @@ def _match_condition(
     if not parts:
         return None
     return " && ".join(f"({p})" if " || " in p else p for p in parts)
+
+
+def _subresource_condition(rule: ResourceMatch, kinds: list[ResourceKind]) -> str:
+    """Only some of the webhook's subresources. `request.subResource` is absent (not "") on the
+    resource itself, so the test goes by the kind the request carries: a subresource request
+    carries another one (deployments/scale carries a Scale)."""
+    if set(rule.subresources) == {""}:
+        return f"request.kind.kind in {_cel_list([k.kind for k in kinds])}"
+    named = [s for s in rule.subresources if s]
+    test = f"has(request.subResource) && request.subResource in {_cel_list(named)}"
+    if "" in rule.subresources:
+        test += f" || request.kind.kind in {_cel_list([k.kind for k in kinds])}"
+    return test
 
 
 def _identity(match: Match, kinds: list[ResourceKind]) -> str:

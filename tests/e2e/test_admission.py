@@ -135,6 +135,32 @@ def test_helmrelease_gets_drift_detection_and_an_interval_warning(
     assert release["spec"]["interval"] == "30s"  # warned, not changed
 
 
+CILIUM = {
+    "apiVersion": "helm.toolkit.fluxcd.io/v2",
+    "kind": "HelmRelease",
+    "metadata": {"name": "cilium", "namespace": "kube-system"},
+    "spec": {
+        "interval": "10m",
+        "chart": {
+            "spec": {"chart": "cilium", "sourceRef": {"kind": "HelmRepository", "name": "cilium"}}
+        },
+    },
+}
+
+
+def test_a_kube_system_helmrelease_is_checked_like_any_other(
+    cluster: ControlPlane, fluxwarden: WebhookServer
+) -> None:
+    """Cilium, CoreDNS, metrics-server run in kube-system: they need drift detection too."""
+    result = cluster.kubectl("apply", "-f", "-", input=json.dumps(CILIUM))
+    assert any(
+        w.startswith("fluxwarden: helmrelease-drift-detection: set spec.driftDetection.mode")
+        for w in warnings(result.stderr)
+    )
+    release = kubectl_json(cluster, "get", "helmrelease", "cilium", "-n", "kube-system")
+    assert release["spec"]["driftDetection"] == {"mode": "enabled"}
+
+
 def test_fleet_cronjob_inherits_the_controllers_tolerations(
     cluster: ControlPlane, fluxwarden: WebhookServer
 ) -> None:

@@ -609,6 +609,12 @@ def test_the_audit_cronjob_service_account_can_do_exactly_its_job(
 ) -> None:
     """The shipped CronJob and its RBAC: the audit runs as its ServiceAccount without a 403."""
     docs = [d for d in yaml.safe_load_all((BASE / "audit-cronjob.yaml").read_text()) if d]
+    # Its ClusterRole is generated from the policy set, next to the webhooks.
+    docs += [
+        d
+        for d in yaml.safe_load_all((BASE / "generated.yaml").read_text())
+        if d and d["metadata"]["name"] == "fluxwarden-audit"
+    ]
     ensure_namespaces(populated, "fluxwarden-system")
     populated.kubectl("apply", "-n", "fluxwarden-system", "-f", "-", input=yaml.safe_dump_all(docs))
     cronjob = next(d for d in docs if d["kind"] == "CronJob")

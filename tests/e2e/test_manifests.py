@@ -99,18 +99,15 @@ def test_webhook_configurations_are_narrow(cluster: ControlPlane, manifests: Pat
         assert hook["failurePolicy"] == "Ignore"
         expression = hook["namespaceSelector"]["matchExpressions"][0]
         assert expression["key"] == "kubernetes.io/metadata.name"
-        if expression["operator"] == "NotIn":
-            assert {"kube-system", "fluxwarden-system"} <= set(expression["values"])
-        else:  # an allow-list of the Fleet/Rancher namespaces: excludes everything else
+        if expression["operator"] == "NotIn":  # kube-system is checked: only our own is excluded
+            assert expression["values"] == ["fluxwarden-system"]
+        else:  # an allow-list of the namespaces the policies look at (flux-system, Fleet's)
             assert expression["operator"] == "In"
-            assert not {"kube-system", "fluxwarden-system"} & set(expression["values"])
+            assert "fluxwarden-system" not in expression["values"]
         for rule in hook["rules"]:
             assert "*" not in rule["resources"]
             assert "DELETE" not in rule["operations"]
-        if (
-            hook["name"] != "helmreleases.validate.fluxwarden.io"
-        ):  # every HelmRelease has an interval
-            assert hook["matchConditions"], hook["name"]
+        assert hook["matchConditions"], hook["name"]
     strict = {
         hook["name"]: hook["failurePolicy"]
         for _, hook in _webhooks(cluster, manifests, "overlays/strict")
@@ -120,12 +117,12 @@ def test_webhook_configurations_are_narrow(cluster: ControlPlane, manifests: Pat
         == strict["helmreleases.validate.fluxwarden.io"]
         == "Fail"
     )
-    assert strict["flux-controllers.mutate.fluxwarden.io"] == "Ignore"
+    assert strict["deployments.mutate.fluxwarden.io"] == "Ignore"
     for _, hook in _webhooks(cluster, manifests, "overlays/no-cert-manager"):
         assert hook["clientConfig"]["caBundle"]
 
 
-def _deployment(name: str, namespace: str = "matchtest") -> dict[str, Any]:
+def _deployment(name: str, namespace: str = "flux-system") -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -156,14 +153,16 @@ def _job(
     }
 
 
-def _helmrelease(name: str, drift: str | None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"interval": "5m", "chart": {"spec": {"chart": "x"}}}
+def _helmrelease(
+    name: str, drift: str | None, namespace: str = "apps", *, interval: str = "5m"
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"interval": interval, "chart": {"spec": {"chart": "x"}}}
     if drift:
         spec["driftDetection"] = {"mode": drift}
     return {
         "apiVersion": "helm.toolkit.fluxcd.io/v2",
         "kind": "HelmRelease",
-        "metadata": {"name": name, "namespace": "apps"},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
     }
 
@@ -188,7 +187,7 @@ def _hpa(target: str) -> dict[str, Any]:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": f"hpa-{target}", "namespace": "matchtest"},
+        "metadata": {"name": f"hpa-{target}", "namespace": "flux-system"},
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
             "minReplicas": 1,
@@ -224,10 +223,26 @@ ADMISSION_CASES = [
         _deployment("image-reflector-controller", "kube-system"),
         False,
     ),
+    (
+        "IRC-named Deployment in another namespace",
+        _deployment("image-reflector-controller", "matchtest"),
+        False,
+    ),
     ("HPA on IRC", _hpa("image-reflector-controller"), True),
     ("HPA on something else", _hpa("podinfo"), False),
     ("HelmRelease without driftDetection", _helmrelease("plain", None), True),
     ("HelmRelease with driftDetection disabled", _helmrelease("off", "disabled"), True),
+    ("HelmRelease in kube-system", _helmrelease("cilium-match", None, "kube-system"), True),
+    (
+        "HelmRelease with drift detection and a good interval",
+        _helmrelease("fine", "enabled"),
+        False,
+    ),
+    (
+        "HelmRelease with drift detection, 10s interval",
+        _helmrelease("fast", "enabled", interval="10s"),
+        True,
+    ),
     ("Kustomization with dependsOn", _kustomization("with-deps", ["infra"]), True),
     ("Kustomization without dependsOn", _kustomization("no-deps", []), False),
     ("Fleet cleanup Job by name", _job("fleet-cleanup-clusterregistrations", {}), True),
@@ -243,6 +258,37 @@ ADMISSION_CASES = [
 ]
 
 
+def _dry_run_write(cluster: ControlPlane, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """A server-side dry-run create, or an update when another test left an object of that name
+    (its own spec, so immutable fields stay): either way one admission request, nothing stored."""
+    meta = obj["metadata"]
+    existing = None
+    if meta.get("name"):
+        found = cluster.kubectl(
+            "get", obj["kind"], meta["name"], "-n", meta["namespace"], "-o", "json", check=False
+        )
+        existing = json.loads(found.stdout) if found.returncode == 0 else None
+    if existing is None:
+        return cluster.kubectl(
+            "create", "--dry-run=server", "-f", "-", input=json.dumps(obj), check=False
+        )
+    existing.pop("status", None)
+    for key in ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation"):
+        existing["metadata"].pop(key, None)
+    existing["metadata"].setdefault("labels", {})["fluxwarden-test/touched"] = "yes"
+    return cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=matchtest",
+        "--dry-run=server",
+        "-f",
+        "-",
+        input=json.dumps(existing),
+        check=False,
+    )
+
+
 @pytest.mark.parametrize(
     ("description", "obj", "reaches"), ADMISSION_CASES, ids=[c[0] for c in ADMISSION_CASES]
 )
@@ -255,9 +301,7 @@ def test_match_conditions_admit_exactly_the_targeted_objects(
 ) -> None:
     cluster.kubectl("create", "namespace", obj["metadata"]["namespace"], check=False)
     before = fluxwarden.metric_total("fluxwarden_admission_requests_total")
-    result = cluster.kubectl(
-        "create", "--dry-run=server", "-f", "-", input=json.dumps(obj), check=False
-    )
+    result = _dry_run_write(cluster, obj)
     assert result.returncode == 0, result.stderr
     calls = fluxwarden.metric_total("fluxwarden_admission_requests_total") - before
     assert (calls > 0) == reaches, f"{description}: {calls} webhook calls"
@@ -266,10 +310,17 @@ def test_match_conditions_admit_exactly_the_targeted_objects(
 def test_scale_subresource_reaches_the_webhook(
     cluster: ControlPlane, fluxwarden: WebhookServer
 ) -> None:
-    cluster.kubectl("create", "namespace", "matchtest", check=False)
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(_deployment("image-reflector-controller")))
+    cluster.kubectl("create", "namespace", "flux-system", check=False)
+    # Another test may have created it already (with another selector): either one will do.
+    cluster.kubectl(
+        "create",
+        "-f",
+        "-",
+        input=json.dumps(_deployment("image-reflector-controller")),
+        check=False,
+    )
     before = fluxwarden.metric_total("fluxwarden_admission_requests_total")
     cluster.kubectl(
-        "scale", "deployment/image-reflector-controller", "-n", "matchtest", "--replicas=4"
+        "scale", "deployment/image-reflector-controller", "-n", "flux-system", "--replicas=4"
     )
     assert fluxwarden.metric_total("fluxwarden_admission_requests_total") > before
