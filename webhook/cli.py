@@ -407,7 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(manifests)
     manifests.add_argument(
-        "--namespace", default=OWN_NAMESPACE, help=f"where fluxwarden runs (default {OWN_NAMESPACE})"
+        "--namespace",
+        default=OWN_NAMESPACE,
+        help=f"where fluxwarden runs (default {OWN_NAMESPACE})",
     )
     manifests.add_argument("--service", default="fluxwarden", help="fluxwarden's Service name")
     manifests.set_defaults(func=cmd_manifests)
