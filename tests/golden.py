@@ -26,6 +26,7 @@ from webhook.engine import (
     Request,
     Webhook,
     evaluate,
+    parse_mode,
     parse_policy_set,
     request_for,
 )
@@ -62,8 +63,10 @@ class Case:
             entry["params"] = {**entry.get("params", {}), **override.get("params", {})}
         policy_set = parse_policy_set(yaml.safe_dump(raw), source=f"{self.id}/policies")
         # YAML 1.1 reads an unquoted `off` as false.
-        mode = "off" if self.spec.get("mode") is False else self.spec.get("mode")
-        return policy_set.with_ceiling(mode)
+        mode = self.spec.get("mode")
+        return policy_set.with_ceiling(
+            parse_mode("off" if mode is False else mode) if mode else None
+        )
 
     def policy_set(self) -> PolicySet:
         """The case's own policy alone."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import jsonpatch
 import pytest
@@ -33,7 +33,13 @@ json_values = st.recursive(
 quantities = st.sampled_from(
     ["1Gi", "2Gi", "3Gi", "2048Mi", "1.5Gi", "500M", "2147483648", "64Mi", 1024]
 )
-maybe = lambda strategy: st.none() | strategy  # noqa: E731
+T = TypeVar("T")
+
+
+def maybe(strategy: st.SearchStrategy[T]) -> st.SearchStrategy[T | None]:
+    return st.none() | strategy
+
+
 names = st.sampled_from(
     [
         "image-reflector-controller",
@@ -59,11 +65,12 @@ tolerations = st.lists(
 )
 
 
-def _drop_none(value: Any) -> Any:
+def _drop_none(value: T) -> T:
+    """The same shape without None values (hypothesis draws them for absent fields)."""
     if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+        return cast(T, {k: _drop_none(v) for k, v in value.items() if v is not None})
     if isinstance(value, list):
-        return [_drop_none(v) for v in value]
+        return cast(T, [_drop_none(v) for v in value])
     return value
 
 
