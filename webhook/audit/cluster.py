@@ -233,7 +233,6 @@ def audit_cluster(
                 obj,
                 policy_set=policy_set,
                 lookups=lookups,
-                excluded=excluded,
             )
 
         try:
@@ -265,10 +264,9 @@ def _evaluate(
     *,
     policy_set: PolicySet,
     lookups: Lookups,
-    excluded: frozenset[str],
 ) -> None:
     meta = obj.get("metadata")
-    if not isinstance(meta, dict) or meta.get("namespace") in excluded:
+    if not isinstance(meta, dict):
         return
     # Items of a built-in List carry no apiVersion/kind; the webhook sees them, so set them.
     obj["apiVersion"] = f"{kind.group}/{version}" if kind.group else version
