@@ -19,7 +19,22 @@ if TYPE_CHECKING:
     from .audit.findings import AuditReport
     from .certs import CertificateAuthority
 
-SHIPPED_POLICIES = Path(__file__).resolve().parent.parent / "policies" / "flux-best-practices.yaml"
+
+
+def _shipped_policies() -> Path:
+    """The default policy set: inside the installed package (`webhook.policies`, mapped from the
+    repo's `policies/` by setup.py), else in the source tree next to `webhook/`."""
+    from importlib.util import find_spec
+
+    spec = find_spec("webhook.policies") if find_spec("webhook") else None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "flux-best-practices.yaml"
+        if candidate.is_file():
+            return candidate
+    return Path(__file__).resolve().parent.parent / "policies" / "flux-best-practices.yaml"
+
+
+SHIPPED_POLICIES = _shipped_policies()
 EXIT_USAGE = 2
 
 
@@ -289,14 +304,20 @@ def cmd_fix(args: argparse.Namespace) -> int:
 
     policy_set = load_policies(args)
     override = mode_override(args)
+    if args.write and args.check:
+        raise UsageError("--write and --check go separately")
     result = fix_paths(args.paths, policy_set=policy_set, mode_override=override, write=args.write)
     if not args.write:
         sys.stdout.write(result.diff)
     for path in result.changed_files if args.write else []:
         print(f"fixed {path}", file=sys.stderr)
+    for path in result.changed_files if args.check else []:
+        print(f"would fix {path}", file=sys.stderr)
     for problem in result.problems:
         print(f"fluxwarden: {problem.source}:{problem.line}: {problem.message}", file=sys.stderr)
-    return 2 if any(p.error for p in result.problems) else 0
+    if any(p.error for p in result.problems):
+        return 2
+    return 1 if args.check and result.changed_files else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -395,6 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(fix)
     fix.add_argument("paths", nargs="+", metavar="PATH")
     fix.add_argument("--write", action="store_true", help="rewrite the files in place")
+    fix.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a file would change (the CI gate, like `ruff format --check`)",
+    )
     fix.set_defaults(func=cmd_fix)
 
     policies = commands.add_parser("policies", help="list the policies, effective modes and why")
