@@ -266,10 +266,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
             raise UsageError("give PATH... (files, directories, or - for stdin) or --cluster")
         if args.report:
             raise UsageError("--report needs --cluster")
-        from .audit.documents import load
-        from .audit.offline import audit_documents
+        from .audit.offline import audit_paths
 
-        report = audit_documents(load(args.paths), policy_set=policy_set, mode_override=override)
+        report = audit_paths(
+            args.paths,
+            policy_set=policy_set,
+            mode_override=override,
+            exclude=args.exclude,
+            render=not args.no_render,
+            kustomize=args.kustomize,
+        )
     color = args.format == "table" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     sys.stdout.write(render(report, args.format, color=color, verbose=args.verbose))
     return report.exit_code(args.fail_on)
@@ -318,6 +324,27 @@ def cmd_fix(args: argparse.Namespace) -> int:
     if any(p.error for p in result.problems):
         return 2
     return 1 if args.check and result.changed_files else 0
+
+
+def _render_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="skip files and directories matching GLOB (relative to PATH; repeatable)",
+    )
+    parser.add_argument(
+        "--no-render",
+        action="store_true",
+        help="audit files as they are, not what Flux Kustomizations build from them",
+    )
+    parser.add_argument(
+        "--kustomize",
+        metavar="PATH",
+        help="kustomize or kubectl binary (also $FLUXWARDEN_KUSTOMIZE; default: kustomize, "
+        "else kubectl on PATH)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -393,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("-v", "--verbose", action="store_true", help="also list passes and skips")
     audit.add_argument("--cluster", action="store_true", help="audit the live cluster")
+    _render_options(audit)
     audit.add_argument(
         "--kubeconfig", help="with --cluster (default: in-cluster, then ~/.kube/config)"
     )
