@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from .certs import CertificateAuthority
 
 
-
 def _shipped_policies() -> Path:
     """The default policy set: inside the installed package (`webhook.policies`, mapped from the
     repo's `policies/` by setup.py), else in the source tree next to `webhook/`."""
@@ -312,7 +311,15 @@ def cmd_fix(args: argparse.Namespace) -> int:
     override = mode_override(args)
     if args.write and args.check:
         raise UsageError("--write and --check go separately")
-    result = fix_paths(args.paths, policy_set=policy_set, mode_override=override, write=args.write)
+    result = fix_paths(
+        args.paths,
+        policy_set=policy_set,
+        mode_override=override,
+        write=args.write,
+        exclude=args.exclude,
+        render=not args.no_render,
+        kustomize=args.kustomize,
+    )
     if not args.write:
         sys.stdout.write(result.diff)
     for path in result.changed_files if args.write else []:
@@ -444,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(fix)
     fix.add_argument("paths", nargs="+", metavar="PATH")
     fix.add_argument("--write", action="store_true", help="rewrite the files in place")
+    _render_options(fix)
     fix.add_argument(
         "--check",
         action="store_true",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.controlplane.cluster import default_bin_dir
 from webhook.audit.render import substitute_text
@@ -61,7 +63,11 @@ def test_bootstrap_repo_has_only_true_findings(
             "/clusters/prod/flux-system/gotk-components.yaml",
         ),
         # no defaults patch above infrastructure/
-        ("helmrelease-drift-detection", "HelmRelease/ingress-nginx", "/infrastructure/ingress/release.yaml"),
+        (
+            "helmrelease-drift-detection",
+            "HelmRelease/ingress-nginx",
+            "/infrastructure/ingress/release.yaml",
+        ),
     }
     # --requeue-dependency comes from the JSON6902 patch in flux-system/kustomization.yaml;
     # apps/ HelmReleases (kube-system included) get driftDetection from the apps defaults patch;
@@ -101,3 +107,63 @@ def test_substitution_keeps_unknown_variables() -> None:
     assert unknown == ["gone", "d"]
     text, unknown = substitute_text("b: ${gone} c: ${d:=x}", {}, all_known=True)
     assert (text, unknown) == ("b:  c: x", [])
+
+
+def _fix(*args: str) -> int:
+    return main(["fix", "--policies", str(KUBE_SYSTEM_POLICIES), *args])
+
+
+def test_fix_writes_where_a_flux_user_edits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "bootstrap"
+    shutil.copytree(REPOS / "bootstrap", repo)
+    flux_system = repo / "clusters/prod/flux-system"
+    # without the docs' requeue patch, fix must add it as a patch, never in the generated file
+    kustomization = flux_system / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text().split("patches:")[0])
+    generated = (flux_system / "gotk-components.yaml").read_bytes()
+    assert _fix("--check", str(repo)) == 1
+    assert _fix("--write", str(repo)) == 0
+    assert _fix("--check", str(repo)) == 0  # a second run changes nothing
+    capsys.readouterr()
+    assert (flux_system / "gotk-components.yaml").read_bytes() == generated
+    assert "driftDetection" in (repo / "infrastructure/ingress/release.yaml").read_text()
+    assert (
+        "# the chart changes rarely" in (repo / "infrastructure/ingress/release.yaml").read_text()
+    )
+    built = subprocess.run(
+        [str(kubectl_or_skip()), "kustomize", str(flux_system)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    deployments = {
+        d["metadata"]["name"]: d
+        for d in yaml.safe_load_all(built)
+        if d and d["kind"] == "Deployment"
+    }
+    for name in ("kustomize-controller", "helm-controller"):
+        args = deployments[name]["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert [a for a in args if a.startswith("--requeue-dependency")] == [
+            "--requeue-dependency=5s"
+        ]
+    volumes = deployments["source-controller"]["spec"]["template"]["spec"]["volumes"]
+    assert {v["name"]: v["emptyDir"] for v in volumes}["temp"] == {"sizeLimit": "2Gi"}
+    code, _ = _audit(capsys, str(repo))
+    assert code == 0
+
+
+def test_fix_keeps_the_docs_patch_and_adds_no_duplicate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "bootstrap"
+    shutil.copytree(REPOS / "bootstrap", repo)
+    kustomization = repo / "clusters/prod/flux-system/kustomization.yaml"
+    before = kustomization.read_text()
+    assert _fix("--write", str(repo)) == 0
+    after = kustomization.read_text()
+    assert after.startswith(before)  # comments and the existing patch kept, one patch added
+    assert after.count("--requeue-dependency") == 1
+    assert _fix("--check", str(repo)) == 0
+    capsys.readouterr()

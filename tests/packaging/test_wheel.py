@@ -35,7 +35,9 @@ def _run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_wheel_in_a_clean_venv_audits_and_fixes_outside_the_repo(tmp_path: Path) -> None:
     source = tmp_path / "src"  # a clean copy: no build/ or egg-info left in the worktree
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "*_cache"))
-    built = _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", tmp_path / "dist", ".", cwd=source)
+    built = _run(
+        sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", tmp_path / "dist", ".", cwd=source
+    )
     assert built.returncode == 0, built.stderr
     wheel = next((tmp_path / "dist").glob("fluxwarden-*.whl"))
     venv.create(tmp_path / "venv", with_pip=True)

@@ -178,19 +178,21 @@ def audit_paths(
                 InputProblem(str(chart), 0, "skipped: Helm chart (Chart.yaml)", False)
             )
         if render and given != "-" and Path(given).is_dir():
-            objects += _rendered(given, documents, report, kustomize, exclude)
+            objects += rendered_objects(given, documents, report, kustomize, exclude)
         else:
             objects += _objects_of(documents, report)
     return _evaluate_all(objects, report, policy_set=policy_set, mode_override=mode_override)
 
 
-def _rendered(
+def rendered_objects(
     given: str,
     documents: list[Document],
     report: AuditReport,
     kustomize: str | None,
     exclude: Sequence[str],
 ) -> list[AuditObject]:
+    """The objects Flux applies from directory `given` (documents: its files), and the files no
+    Flux Kustomization reaches as they are; build problems go to `report` as notices."""
     from .render import is_flux_kustomization
 
     if not any(d.obj is not None and is_flux_kustomization(d.obj) for d in documents):

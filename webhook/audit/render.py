@@ -113,9 +113,7 @@ class Renderer:
         self.documents = documents
         self._work = Path(tempfile.mkdtemp(prefix="fluxwarden-render-"))
         self._copy = self._work / "repo"
-        shutil.copytree(
-            self.root, self._copy, symlinks=True, ignore=shutil.ignore_patterns(".git")
-        )
+        shutil.copytree(self.root, self._copy, symlinks=True, ignore=shutil.ignore_patterns(".git"))
         self._values: dict[tuple[str, str, str], dict[str, str] | None] = {}
         for document in documents:
             if document.is_kubernetes_object and document.obj is not None:
@@ -182,7 +180,9 @@ class Renderer:
 
     # --- one build ---
 
-    def _render_one(self, ks: dict[str, Any], where: str, result: Rendering) -> list[RenderedObject]:
+    def _render_one(
+        self, ks: dict[str, Any], where: str, result: Rendering
+    ) -> list[RenderedObject]:
         directory = self._copy / _spec_dir(self.root, ks).relative_to(self.root)
         original: tuple[Path, bytes] | None = None
         existing = next(
@@ -223,8 +223,11 @@ class Renderer:
         if built.returncode != 0:
             message = " ".join(built.stderr.split())[:300]
             result.problems.append(
-                RenderProblem(where, f"kustomize cannot build {_key(ks)} ({message}); "
-                "its files are audited as they are")
+                RenderProblem(
+                    where,
+                    f"kustomize cannot build {_key(ks)} ({message}); "
+                    "its files are audited as they are",
+                )
             )
             return []
         objects: list[RenderedObject] = []
@@ -269,7 +272,7 @@ class Renderer:
 
     def _remember_values(self, obj: dict[str, Any]) -> None:
         kind = obj.get("kind")
-        if kind not in ("ConfigMap", "Secret") or not str(obj.get("apiVersion")) == "v1":
+        if kind not in ("ConfigMap", "Secret") or str(obj.get("apiVersion")) != "v1":
             return
         meta = obj.get("metadata") or {}
         key = (str(kind), str(meta.get("namespace") or ""), str(meta.get("name") or ""))
@@ -279,9 +282,11 @@ class Renderer:
         values: dict[str, str] = {}
         data = obj.get("data") or {}
         if kind == "ConfigMap":
-            values.update({str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {})
+            values.update(
+                {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+            )
         else:
-            for k, v in (data.items() if isinstance(data, dict) else []):
+            for k, v in data.items() if isinstance(data, dict) else []:
                 try:
                     values[str(k)] = base64.b64decode(str(v)).decode("utf-8")
                 except (ValueError, UnicodeDecodeError):
@@ -350,7 +355,9 @@ def substitute_text(
             unknown.append(inner)
             return match.group(0)
         name, operator, default = parsed.groups()
-        if name in variables and not (operator and operator.startswith(":") and not variables[name]):
+        if name in variables and not (
+            operator and operator.startswith(":") and not variables[name]
+        ):
             return variables[name]
         if not all_known:
             unknown.append(name)
