@@ -99,9 +99,22 @@ def _spec(obj: dict[str, Any]) -> dict[str, Any]:
     return spec if isinstance(spec, dict) else {}
 
 
-def _spec_dir(root: Path, obj: dict[str, Any]) -> Path:
-    path = _spec(obj).get("path") or "./"
-    return (root / str(path).lstrip("/")).resolve()
+def _spec_dir(root: Path, obj: dict[str, Any], where: str | Path | None = None) -> Path:
+    """`spec.path` in the source artifact. That is the repo root for a GitRepository; for an
+    OCIRepository pushed from a subdirectory (`flux push artifact --path=./kubernetes`) it is
+    that subdirectory: the nearest directory above the Kustomization's file holding the path."""
+    path = str(_spec(obj).get("path") or "./").lstrip("/")
+    direct = (root / path).resolve()
+    if direct.is_dir() or where is None:
+        return direct
+    file = Path(where).resolve()
+    for base in file.parents:
+        if not base.is_relative_to(root):
+            break
+        candidate = (base / path).resolve()
+        if candidate.is_dir() and candidate.is_relative_to(root):
+            return candidate
+    return direct
 
 
 class Renderer:
@@ -135,9 +148,9 @@ class Renderer:
         raw = [
             d
             for d in self.documents
-            if d.obj is not None and is_flux_kustomization(d.obj) and self._in_repo(d.obj)
+            if d.obj is not None and is_flux_kustomization(d.obj) and self._in_repo(d.obj, d.source)
         ]
-        dirs = {id(d): _spec_dir(self.root, d.obj or {}) for d in raw}
+        dirs = {id(d): _spec_dir(self.root, d.obj or {}, d.source) for d in raw}
 
         def nested(document: Document) -> bool:  # inside another Kustomization's spec.path
             file = Path(document.source).resolve()
@@ -148,42 +161,58 @@ class Renderer:
                 for other in raw
             )
 
-        roots = [d for d in raw if not nested(d)] + [d for d in raw if nested(d)]
-        done: set[str] = set()
-        for document in roots:
+        # Likely parents first (outside the others' paths, shallow files), so that most
+        # children are first seen with their parent's patches; a child rendered from its own
+        # file is rendered again when its parent's version turns up.
+        order = sorted(raw, key=lambda d: (nested(d), len(Path(d.source).parts)))
+        versions: dict[str, str | None] = {}  # key -> parent key (None: from its own file)
+        by_key: dict[str, list[RenderedObject]] = {}
+
+        def drop(key: str) -> None:
+            by_key.pop(key, None)
+            versions.pop(key, None)
+            for child in [k for k, parent in versions.items() if parent == key]:
+                drop(child)
+
+        def reached() -> set[Path]:
+            return {o.source for objs in by_key.values() for o in objs if o.source}
+
+        for document in order:
             assert document.obj is not None
-            if Path(document.source).resolve() in result.reached or _key(document.obj) in done:
+            if Path(document.source).resolve() in reached() or _key(document.obj) in versions:
                 continue  # a parent rendered it (with its patches and namespace): that one counts
-            self._render_tree(document.obj, document.source, result, done)
+            queue: list[tuple[dict[str, Any], str, str | None]] = [
+                (document.obj, document.source, None)
+            ]
+            while queue:
+                ks, where, parent = queue.pop(0)
+                key = _key(ks)
+                if key in versions:
+                    if versions[key] is not None or parent is None:
+                        continue
+                    drop(key)  # its own file's version, now seen as its parent renders it
+                if not self._in_repo(ks, where):
+                    continue
+                versions[key] = parent
+                objects = self._render_one(ks, where, result)
+                by_key[key] = objects
+                for item in objects:
+                    if is_flux_kustomization(item.obj) and _key(item.obj) != key:
+                        queue.append((item.obj, str(item.source or where), key))
+        result.objects = [o for objs in by_key.values() for o in objs]
+        result.reached = reached()
         return result
 
-    def _in_repo(self, obj: dict[str, Any]) -> bool:
-        directory = _spec_dir(self.root, obj)
+    def _in_repo(self, obj: dict[str, Any], where: str) -> bool:
+        directory = _spec_dir(self.root, obj, where)
         return directory.is_relative_to(self.root) and directory.is_dir()
-
-    def _render_tree(
-        self, top: dict[str, Any], source: str, result: Rendering, done: set[str]
-    ) -> None:
-        queue: list[tuple[dict[str, Any], str]] = [(top, source)]
-        while queue:
-            ks, where = queue.pop(0)
-            key = _key(ks)
-            if key in done:
-                continue
-            done.add(key)
-            if not self._in_repo(ks):
-                continue
-            rendered = self._render_one(ks, where, result)
-            for item in rendered:
-                if is_flux_kustomization(item.obj) and _key(item.obj) not in done:
-                    queue.append((item.obj, str(item.source or where)))
 
     # --- one build ---
 
     def _render_one(
         self, ks: dict[str, Any], where: str, result: Rendering
     ) -> list[RenderedObject]:
-        directory = self._copy / _spec_dir(self.root, ks).relative_to(self.root)
+        directory = self._copy / _spec_dir(self.root, ks, where).relative_to(self.root)
         original: tuple[Path, bytes] | None = None
         existing = next(
             (directory / n for n in KUSTOMIZATION_FILES if (directory / n).is_file()), None
@@ -240,11 +269,8 @@ class Renderer:
             unknown: tuple[str, ...] = ()
             if substitute and not _substitution_disabled(obj):
                 obj, unknown = substitute_object(obj, variables, all_known=not unknown_sources)
-            if source is not None:
-                result.reached.add(source)
             objects.append(RenderedObject(obj, source, _key(ks), unknown))
             self._remember_values(obj)
-        result.objects.extend(objects)
         return objects
 
     def _origin(self, obj: dict[str, Any], directory: Path) -> Path | None:
