@@ -642,7 +642,16 @@ def _last_leaf(node: Any) -> tuple[Any, str | int] | None:
         key: str | int = list(node.keys())[-1] if isinstance(node, dict) else len(node) - 1
         found = (node, key)
         node = node[key]
+        if _anchored(node):
+            # An anchored node may be printed here as an alias (`*name`): its entries and
+            # their comments belong to where the anchor is, so do not descend into it.
+            break
     return found
+
+
+def _anchored(node: Any) -> bool:
+    anchor = getattr(node, "anchor", None)
+    return getattr(anchor, "value", None) is not None
 
 
 def _comment_slot(holder: Any) -> int:
