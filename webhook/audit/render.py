@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import base64
 import os
+import queue
 import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,16 @@ def find_kustomize(explicit: str | None = None) -> list[str]:
     if Path(found).name.startswith("kubectl"):
         return [found, "kustomize", "--load-restrictor", "LoadRestrictionsNone"]
     return [found, "build", "--load-restrictor", "LoadRestrictionsNone"]
+
+
+@dataclass(frozen=True)
+class _Build:
+    """kustomize's output for one Flux Kustomization (None and a problem when it failed)."""
+
+    output: str | None
+    problem: str | None
+    directory: Path  # spec.path in the copy it was built in
+    copy: Path
 
 
 @dataclass(frozen=True)
@@ -125,8 +137,13 @@ class Renderer:
         self.command = list(command)
         self.documents = documents
         self._work = Path(tempfile.mkdtemp(prefix="fluxwarden-render-"))
-        self._copy = self._work / "repo"
-        shutil.copytree(self.root, self._copy, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+        # One copy of the repo per concurrent build: a build rewrites a kustomization.yaml.
+        self._copies: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        self.workers = max(1, min(4, os.cpu_count() or 1))
+        for number in range(self.workers):
+            copy = self._work / f"repo-{number}"
+            shutil.copytree(self.root, copy, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+            self._copies.put(copy.resolve())
         self._values: dict[tuple[str, str, str], dict[str, str] | None] = {}
         for document in documents:
             if document.is_kubernetes_object and document.obj is not None:
@@ -181,24 +198,30 @@ class Renderer:
             assert document.obj is not None
             if Path(document.source).resolve() in reached() or _key(document.obj) in versions:
                 continue  # a parent rendered it (with its patches and namespace): that one counts
-            queue: list[tuple[dict[str, Any], str, str | None]] = [
+            pending: list[tuple[dict[str, Any], str, str | None]] = [
                 (document.obj, document.source, None)
             ]
-            while queue:
-                ks, where, parent = queue.pop(0)
-                key = _key(ks)
-                if key in versions:
-                    if versions[key] is not None or parent is None:
+            while pending:  # breadth first; each level's builds run concurrently
+                wave: list[tuple[dict[str, Any], str, str]] = []
+                for ks, where, parent in pending:
+                    key = _key(ks)
+                    if key in versions:
+                        if versions[key] is not None or parent is None:
+                            continue
+                        drop(key)  # its own file's version, now seen as its parent renders it
+                    if not self._in_repo(ks, where):
                         continue
-                    drop(key)  # its own file's version, now seen as its parent renders it
-                if not self._in_repo(ks, where):
-                    continue
-                versions[key] = parent
-                objects = self._render_one(ks, where, result)
-                by_key[key] = objects
-                for item in objects:
-                    if is_flux_kustomization(item.obj) and _key(item.obj) != key:
-                        queue.append((item.obj, str(item.source or where), key))
+                    versions[key] = parent
+                    wave.append((ks, where, key))
+                pending = []
+                with ThreadPoolExecutor(self.workers) as pool:
+                    builds = list(pool.map(lambda item: self._build(item[0], item[1]), wave))
+                for (ks, where, key), built in zip(wave, builds, strict=True):
+                    objects = self._objects(ks, where, built, result)
+                    by_key[key] = objects
+                    for item in objects:
+                        if is_flux_kustomization(item.obj) and _key(item.obj) != key:
+                            pending.append((item.obj, str(item.source or where), key))
         result.objects = [o for objs in by_key.values() for o in objs]
         result.reached = reached()
         return result
@@ -212,7 +235,17 @@ class Renderer:
     def _render_one(
         self, ks: dict[str, Any], where: str, result: Rendering
     ) -> list[RenderedObject]:
-        directory = self._copy / _spec_dir(self.root, ks, where).relative_to(self.root)
+        return self._objects(ks, where, self._build(ks, where), result)
+
+    def _build(self, ks: dict[str, Any], where: str) -> _Build:
+        copy = self._copies.get()
+        try:
+            return self._build_in(ks, where, copy)
+        finally:
+            self._copies.put(copy)
+
+    def _build_in(self, ks: dict[str, Any], where: str, copy: Path) -> _Build:
+        directory = copy / _spec_dir(self.root, ks, where).relative_to(self.root)
         original: tuple[Path, bytes] | None = None
         existing = next(
             (directory / n for n in KUSTOMIZATION_FILES if (directory / n).is_file()), None
@@ -233,7 +266,6 @@ class Renderer:
                 raise ValueError("kustomization file is not a mapping")
             apply_flux_fields(kustomization, ks)
             target.write_text(yaml.safe_dump(kustomization, sort_keys=False), encoding="utf-8")
-            result.builds += 1
             built = subprocess.run(
                 [*self.command, str(directory)],
                 capture_output=True,
@@ -242,8 +274,7 @@ class Renderer:
                 check=False,
             )
         except (OSError, ValueError, yaml.YAMLError, subprocess.TimeoutExpired) as error:
-            result.problems.append(RenderProblem(where, f"cannot build {_key(ks)}: {error}"))
-            return []
+            return _Build(None, f"cannot build {_key(ks)}: {error}", directory, copy)
         finally:
             if original is not None:
                 original[0].write_bytes(original[1])
@@ -251,21 +282,26 @@ class Renderer:
                 (directory / "kustomization.yaml").unlink(missing_ok=True)
         if built.returncode != 0:
             message = " ".join(built.stderr.split())[:300]
-            result.problems.append(
-                RenderProblem(
-                    where,
-                    f"kustomize cannot build {_key(ks)} ({message}); "
-                    "its files are audited as they are",
-                )
+            problem = (
+                f"kustomize cannot build {_key(ks)} ({message}); its files are audited as they are"
             )
+            return _Build(None, problem, directory, copy)
+        return _Build(built.stdout, None, directory, copy)
+
+    def _objects(
+        self, ks: dict[str, Any], where: str, built: _Build, result: Rendering
+    ) -> list[RenderedObject]:
+        result.builds += 1
+        if built.output is None:
+            result.problems.append(RenderProblem(where, built.problem or "cannot build"))
             return []
         objects: list[RenderedObject] = []
         variables, unknown_sources = self._variables(ks)
         substitute = bool(_spec(ks).get("postBuild"))
-        for obj in yaml.load_all(built.stdout, Loader=FastManifestLoader):
+        for obj in yaml.load_all(built.output, Loader=FastManifestLoader):
             if not isinstance(obj, dict):
                 continue
-            source = self._origin(obj, directory)
+            source = self._origin(obj, built.directory, built.copy)
             unknown: tuple[str, ...] = ()
             if substitute and not _substitution_disabled(obj):
                 obj, unknown = substitute_object(obj, variables, all_known=not unknown_sources)
@@ -273,7 +309,7 @@ class Renderer:
             self._remember_values(obj)
         return objects
 
-    def _origin(self, obj: dict[str, Any], directory: Path) -> Path | None:
+    def _origin(self, obj: dict[str, Any], directory: Path, copy: Path) -> Path | None:
         """The repo file kustomize read `obj` from, with the origin annotation removed."""
         meta = obj.get("metadata") or {}
         annotations = meta.get("annotations") or {}
@@ -290,9 +326,9 @@ class Renderer:
         if not isinstance(path, str) or (isinstance(data, dict) and data.get("repo")):
             return None
         copied = (directory / path).resolve()
-        if not copied.is_relative_to(self._copy.resolve()):
+        if not copied.is_relative_to(copy):
             return None
-        return self.root / copied.relative_to(self._copy.resolve())
+        return self.root / copied.relative_to(copy)
 
     # --- postBuild ---
 
