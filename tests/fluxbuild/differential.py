@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from webhook.audit.documents import FastManifestLoader, load
+from webhook.audit.documents import load
 from webhook.audit.render import (
     KUSTOMIZATION_FILES,
     ORIGIN_KEY,
