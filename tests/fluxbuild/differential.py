@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from webhook.audit.documents import load
+from webhook.audit.documents import FastManifestLoader, load
 from webhook.audit.render import (
     KUSTOMIZATION_FILES,
     ORIGIN_KEY,
@@ -103,7 +103,9 @@ def compare(repo: Path, fluxbuild: Path, kustomize: list[str] | None = None) -> 
                         )
                     continue
                 theirs = sorted(
-                    _normal(o) for o in yaml.safe_load_all(built.stdout) if isinstance(o, dict)
+                    _normal(o)
+                    for o in yaml.load_all(built.stdout, Loader=FastManifestLoader)
+                    if isinstance(o, dict)
                 )
                 mine = sorted(_normal(o.obj) for o in ours)
                 if theirs != mine:
