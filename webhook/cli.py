@@ -19,7 +19,21 @@ if TYPE_CHECKING:
     from .audit.findings import AuditReport
     from .certs import CertificateAuthority
 
-SHIPPED_POLICIES = Path(__file__).resolve().parent.parent / "policies" / "flux-best-practices.yaml"
+
+def _shipped_policies() -> Path:
+    """The default policy set: inside the installed package (`webhook.policies`, mapped from the
+    repo's `policies/` by setup.py), else in the source tree next to `webhook/`."""
+    from importlib.util import find_spec
+
+    spec = find_spec("webhook.policies") if find_spec("webhook") else None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "flux-best-practices.yaml"
+        if candidate.is_file():
+            return candidate
+    return Path(__file__).resolve().parent.parent / "policies" / "flux-best-practices.yaml"
+
+
+SHIPPED_POLICIES = _shipped_policies()
 EXIT_USAGE = 2
 
 
@@ -247,10 +261,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
             raise UsageError("give PATH... (files, directories, or - for stdin) or --cluster")
         if args.report:
             raise UsageError("--report needs --cluster")
-        from .audit.documents import load
-        from .audit.offline import audit_documents
+        from .audit.offline import audit_paths
 
-        report = audit_documents(load(args.paths), policy_set=policy_set)
+        report = audit_paths(
+            args.paths,
+            policy_set=policy_set,
+            exclude=args.exclude,
+            render=not args.no_render,
+            kustomize=args.kustomize,
+        )
     color = args.format == "table" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     sys.stdout.write(render(report, args.format, color=color, verbose=args.verbose))
     return report.exit_code(args.fail_on)
@@ -281,14 +300,48 @@ def cmd_fix(args: argparse.Namespace) -> int:
     from .audit.fix import fix_paths
 
     policy_set = load_policies(args)
-    result = fix_paths(args.paths, policy_set=policy_set, write=args.write)
+    if args.write and args.check:
+        raise UsageError("--write and --check go separately")
+    result = fix_paths(
+        args.paths,
+        policy_set=policy_set,
+        write=args.write,
+        exclude=args.exclude,
+        render=not args.no_render,
+        kustomize=args.kustomize,
+    )
     if not args.write:
         sys.stdout.write(result.diff)
     for path in result.changed_files if args.write else []:
         print(f"fixed {path}", file=sys.stderr)
+    for path in result.changed_files if args.check else []:
+        print(f"would fix {path}", file=sys.stderr)
     for problem in result.problems:
         print(f"fluxwarden: {problem.source}:{problem.line}: {problem.message}", file=sys.stderr)
-    return 2 if any(p.error for p in result.problems) else 0
+    if any(p.error for p in result.problems):
+        return 2
+    return 1 if args.check and result.changed_files else 0
+
+
+def _render_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="skip files and directories matching GLOB (relative to PATH; repeatable)",
+    )
+    parser.add_argument(
+        "--no-render",
+        action="store_true",
+        help="audit files as they are, not what Flux Kustomizations build from them",
+    )
+    parser.add_argument(
+        "--kustomize",
+        metavar="PATH",
+        help="kustomize or kubectl binary (also $FLUXWARDEN_KUSTOMIZE; default: kustomize, "
+        "else kubectl on PATH)",
+    )
 
 
 def cmd_manifests(args: argparse.Namespace) -> int:
@@ -372,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("-v", "--verbose", action="store_true", help="also list passes and skips")
     audit.add_argument("--cluster", action="store_true", help="audit the live cluster")
+    _render_options(audit)
     audit.add_argument(
         "--kubeconfig", help="with --cluster (default: in-cluster, then ~/.kube/config)"
     )
@@ -395,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(fix)
     fix.add_argument("paths", nargs="+", metavar="PATH")
     fix.add_argument("--write", action="store_true", help="rewrite the files in place")
+    _render_options(fix)
+    fix.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a file would change (the CI gate, like `ruff format --check`)",
+    )
     fix.set_defaults(func=cmd_fix)
 
     policies = commands.add_parser("policies", help="list the policies, effective modes and why")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,29 @@ ManifestLoader.yaml_implicit_resolvers = {
 }
 
 
+_FAST: Any = getattr(yaml, "CSafeLoader", None)
+
+
+class FastManifestLoader(_FAST or yaml.SafeLoader):  # type: ignore[misc]
+    """ManifestLoader's constructors and resolvers on libyaml's C parser (when PyYAML has it).
+    The C composer rejects a redefined anchor: such documents go to ManifestLoader."""
+
+
+FastManifestLoader.add_multi_constructor("!", _untagged)
+FastManifestLoader.add_multi_constructor("tag:", _untagged)
+FastManifestLoader.yaml_implicit_resolvers = ManifestLoader.yaml_implicit_resolvers
+if _FAST is None:
+    _FAST = yaml.SafeLoader
+
+
 def load_yaml(text: str) -> Any:
+    """One document, parsed by the C parser; the pure-Python ManifestLoader (same result) only
+    for what the C parser cannot take, and for the error message of a broken document."""
+    if FastManifestLoader is not ManifestLoader:
+        try:
+            return yaml.load(text, Loader=FastManifestLoader)
+        except (yaml.YAMLError, ValueError, RecursionError):
+            pass
     return yaml.load(text, Loader=ManifestLoader)
 
 
@@ -129,17 +152,83 @@ def parse_stream(text: str, source: str) -> Iterator[Document]:
         index += 1
 
 
-def yaml_files(path: Path) -> Iterator[Path]:
-    if path.is_dir():
-        for child in sorted(path.rglob("*")):
-            skipped = _SKIPPED_DIRS.intersection(child.relative_to(path).parts)
-            if child.suffix in YAML_SUFFIXES and child.is_file() and not skipped:
-                yield child
-    else:
+@dataclass
+class Skipped:
+    """What a directory walk leaves out on purpose: Helm chart folders (a `Chart.yaml`: its
+    templates are not YAML until Helm renders them), files a kustomization.yaml lists as patches
+    (never objects of their own) and `--exclude` matches."""
+
+    charts: list[Path] = field(default_factory=list)
+    patch_files: set[Path] = field(default_factory=set)
+    excluded: int = 0
+
+
+_KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+
+def patch_files_of(kustomization: Path) -> Iterator[Path]:
+    """The files a kustomization.yaml lists under patches, patchesStrategicMerge,
+    patchesJson6902 (resolved; inline patches are not files)."""
+    try:
+        data = yaml.load(kustomization.read_text(encoding="utf-8"), Loader=_FAST)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError):
+        return
+    if not isinstance(data, dict):
+        return
+    entries: list[Any] = []
+    for key in ("patches", "patchesJson6902"):
+        entries += [e.get("path") for e in data.get(key) or [] if isinstance(e, dict)]
+    entries += [e for e in data.get("patchesStrategicMerge") or [] if isinstance(e, str)]
+    for entry in entries:
+        if isinstance(entry, str) and "\n" not in entry and entry.strip():
+            yield (kustomization.parent / entry).resolve()
+
+
+def yaml_files(
+    path: Path, *, exclude: Sequence[str] = (), skipped: Skipped | None = None
+) -> Iterator[Path]:
+    """YAML files under `path` (or `path` itself), minus Helm charts, patch files and excludes."""
+    skipped = skipped if skipped is not None else Skipped()
+    if not path.is_dir():
         yield path
+        return
+    children = sorted(path.rglob("*"))
+    charts = sorted({c.parent for c in children if c.name == "Chart.yaml" and c.is_file()})
+    skipped.charts.extend(charts)
+    for child in children:
+        if child.name in _KUSTOMIZATION_NAMES and child.is_file():
+            skipped.patch_files.update(patch_files_of(child))
+    for child in children:
+        relative = child.relative_to(path)
+        if child.suffix not in YAML_SUFFIXES or not child.is_file():
+            continue
+        if _SKIPPED_DIRS.intersection(relative.parts):
+            continue
+        if any(child.is_relative_to(chart) for chart in charts):
+            continue
+        if excluded(relative, exclude):
+            skipped.excluded += 1
+            continue
+        if child.resolve() in skipped.patch_files:
+            continue
+        yield child
 
 
-def load(paths: Iterable[str]) -> Iterator[Document]:
+def excluded(relative: Path, patterns: Sequence[str]) -> bool:
+    """Whether `relative` (to the PATH given) matches an --exclude GLOB, or is under a match."""
+    text = relative.as_posix()
+    for pattern in patterns:
+        stripped = pattern.strip("/")
+        if fnmatch(text, stripped) or fnmatch(text, stripped + "/*"):
+            return True
+        if any(fnmatch(part, stripped) for part in relative.parts):
+            return True
+    return False
+
+
+def load(
+    paths: Iterable[str], *, exclude: Sequence[str] = (), skipped: Skipped | None = None
+) -> Iterator[Document]:
     """Documents of every path (files, directories recursively, or `-` for stdin)."""
     for given in paths:
         if given == "-":
@@ -149,7 +238,7 @@ def load(paths: Iterable[str]) -> Iterator[Document]:
         if not path.exists():
             yield Document(given, 0, 0, "", None, "no such file or directory")
             continue
-        for file in yaml_files(path):
+        for file in yaml_files(path, exclude=exclude, skipped=skipped):
             try:
                 text = file.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as error:

@@ -46,10 +46,11 @@ from ruamel.yaml.scalarstring import (
 )
 from ruamel.yaml.tokens import CommentToken
 
-from ..engine import JsonObject, Lookups, PolicySet, evaluate, request_for
+from ..engine import JsonObject, Lookups, PolicySet
 from ..lookups.offline import OfflineLookups
 from .documents import Document, load_yaml, parse_stream, split_documents, yaml_files
-from .findings import InputProblem
+from .findings import AuditReport, InputProblem
+from .offline import AuditObject, evaluate_object, rendered_objects
 
 Patcher = Callable[[JsonObject], list[JsonObject]]
 """The JSONPatch that enforcement would apply to one object ([] when it is compliant)."""
@@ -100,6 +101,9 @@ def fix_paths(
     write: bool = False,
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
+    exclude: Sequence[str] = (),
+    render: bool = True,
+    kustomize: str | None = None,
 ) -> FixResult:
     """Fix the YAML files under `paths`; rewrite those that change when `write`.
 
@@ -113,14 +117,43 @@ def fix_paths(
             InputProblem("-", 0, "- (stdin) must be the only PATH: its fix goes to stdout", True)
         )
         return result
-    sources = _read_sources(paths, stdin=stdin, problems=result.problems)
+    sources = _read_sources(paths, stdin=stdin, problems=result.problems, exclude=exclude)
     parsed = [(source, list(parse_stream(source.text, source.name))) for source in sources]
+    rendered: list[AuditObject] = []
+    report = AuditReport()
+    for given in paths:
+        if render and given != "-" and Path(given).is_dir():
+            documents = [d for s, ds in parsed if _under(s, given) for d in ds]
+            rendered += rendered_objects(given, documents, report, kustomize, exclude)
+    result.problems.extend(p for p in report.problems if not p.message.startswith("skipped"))
     lookups = OfflineLookups(
-        d.obj for _, documents in parsed for d in documents if d.is_kubernetes_object and d.obj
+        [o.obj for o in rendered]
+        + [d.obj for _, documents in parsed for d in documents if d.is_kubernetes_object and d.obj]
     )
-    patcher = engine_patcher(policy_set=policy_set, lookups=lookups)
+    raw_patcher = engine_patcher(policy_set=policy_set, lookups=lookups)
+    as_rendered = {(o.location.source, o.location.kind, o.location.name): o for o in rendered}
+    generated = {s.name for s in sources if is_generated(s.text)}
+    kustomization_ops: dict[Path, list[tuple[JsonObject, list[JsonObject]]]] = {}
     diffs: list[str] = []
     for source, documents in parsed:
+        by_object = {
+            id(d.obj): as_rendered.get((source.name, str(d.obj.get("kind")), _name_of(d.obj)))
+            for d in documents
+            if d.obj is not None
+        }
+
+        def patcher(
+            obj: JsonObject, by_object: Any = by_object, source: _Source = source
+        ) -> list[JsonObject]:
+            item = by_object.get(id(obj))
+            if item is None:
+                return [] if source.name in generated else raw_patcher(obj)
+            patch = normalised_patch(item.obj, raw_patcher(item.obj))
+            if patch and source.name in generated and source.path is not None:
+                kustomization_ops.setdefault(source.path, []).append((item.obj, patch))
+                return []
+            return patch
+
         fixed = fix_text(source.text, source.name, patcher=patcher, documents=documents)
         result.problems.extend(fixed.problems)
         result.fixed_documents += fixed.fixed_documents
@@ -139,8 +172,106 @@ def fix_paths(
                 continue
         result.changed_files.append(source.name)
         diffs.append(text_diff(source.text, fixed.text, source.name))
+    for generated_file, edits in kustomization_ops.items():
+        _patch_kustomization(generated_file, edits, write=write, result=result, diffs=diffs)
     result.diff = "".join(diffs)
     return result
+
+
+def _under(source: _Source, given: str) -> bool:
+    return source.path is not None and source.path.resolve().is_relative_to(Path(given).resolve())
+
+
+def _name_of(obj: JsonObject) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
+
+
+def is_generated(text: str) -> bool:
+    """A file `flux bootstrap` / `flux install --export` writes: `DO NOT EDIT` in its header."""
+    return any("DO NOT EDIT" in line for line in text.splitlines()[:5])
+
+
+def normalised_patch(obj: JsonObject, patch: list[JsonObject]) -> list[JsonObject]:
+    """`patch` with an `add` at a list's end written as `/-` (it then applies on top of other
+    patches that add to the same list, as the Flux docs write them)."""
+    result: list[JsonObject] = []
+    for op in patch:
+        path = str(op.get("path", ""))
+        head, _, last = path.rpartition("/")
+        if op.get("op") == "add" and last.isdigit():
+            try:
+                parent = _resolve(obj, _pointer(head))
+            except (KeyError, IndexError, TypeError, ValueError):
+                parent = None
+            if isinstance(parent, list) and int(last) == len(parent):
+                op = {**op, "path": f"{head}/-"}
+        result.append(op)
+    return result
+
+
+def _including_kustomization(file: Path) -> Path | None:
+    for name in ("kustomization.yaml", "kustomization.yml", "Kustomization"):
+        candidate = file.parent / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _patch_kustomization(
+    generated_file: Path,
+    edits: list[tuple[JsonObject, list[JsonObject]]],
+    *,
+    write: bool,
+    result: FixResult,
+    diffs: list[str],
+) -> None:
+    """Fixes for objects of a generated file, as JSON6902 patches (target kind + name) in the
+    kustomization.yaml that includes it, merged into a patch with the same target; an op
+    already there is never added again."""
+    kustomization = _including_kustomization(generated_file)
+    if kustomization is None:
+        message = "not fixed: generated file (DO NOT EDIT) with no kustomization.yaml to patch"
+        result.problems.append(InputProblem(str(generated_file), 1, message, True))
+        return
+    old = kustomization.read_text(encoding="utf-8")
+    rt = _round_trip(*guess_indent(old))
+    tree = rt.load(old)
+    patches = tree.setdefault("patches", CommentedSeq())
+    for obj, ops in edits:
+        target = {"kind": str(obj.get("kind")), "name": _name_of(obj)}
+        entry = next(
+            (
+                p
+                for p in patches
+                if isinstance(p, dict)
+                and dict(p.get("target") or {}) == target
+                and isinstance(p.get("patch"), str)
+                and isinstance(yaml.safe_load(p["patch"]), list)
+            ),
+            None,
+        )
+        existing = yaml.safe_load(entry["patch"]) if entry is not None else []
+        new_ops = [op for op in ops if op not in existing]
+        if not new_ops:
+            continue
+        text = yaml.safe_dump(existing + new_ops, sort_keys=False, default_flow_style=False)
+        if entry is not None:
+            entry["patch"] = LiteralScalarString(text)
+        else:
+            patches.append(
+                CommentedMap(
+                    [("patch", LiteralScalarString(text)), ("target", CommentedMap(target))]
+                )
+            )
+    out = StringIO()
+    rt.dump(tree, out)
+    new = out.getvalue()
+    if new == old:
+        return
+    if write:
+        _replace_file(kustomization, new)
+    result.changed_files.append(str(kustomization))
+    diffs.append(text_diff(old, new, str(kustomization)))
 
 
 def engine_patcher(*, policy_set: PolicySet, lookups: Lookups) -> Patcher:
@@ -151,9 +282,8 @@ def engine_patcher(*, policy_set: PolicySet, lookups: Lookups) -> Patcher:
     """
 
     def patch_for(obj: JsonObject) -> list[JsonObject]:
-        decision = evaluate(
+        decision = evaluate_object(
             obj,
-            request=request_for(obj),
             policy_set=policy_set,
             lookups=lookups,
             webhook="mutate",
@@ -506,7 +636,16 @@ def _last_leaf(node: Any) -> tuple[Any, str | int] | None:
         key: str | int = list(node.keys())[-1] if isinstance(node, dict) else len(node) - 1
         found = (node, key)
         node = node[key]
+        if _anchored(node):
+            # An anchored node may be printed here as an alias (`*name`): its entries and
+            # their comments belong to where the anchor is, so do not descend into it.
+            break
     return found
+
+
+def _anchored(node: Any) -> bool:
+    anchor = getattr(node, "anchor", None)
+    return getattr(anchor, "value", None) is not None
 
 
 def _comment_slot(holder: Any) -> int:
@@ -551,7 +690,11 @@ def _attach_trailing_comments(parent: Any, key: str | int, tail: str | None) -> 
 
 
 def _read_sources(
-    paths: Sequence[str], *, stdin: TextIO | None, problems: list[InputProblem]
+    paths: Sequence[str],
+    *,
+    stdin: TextIO | None,
+    problems: list[InputProblem],
+    exclude: Sequence[str] = (),
 ) -> list[_Source]:
     sources: list[_Source] = []
     seen: set[Path] = set()
@@ -568,7 +711,7 @@ def _read_sources(
         if not path.exists():
             problems.append(InputProblem(given, 0, "no such file or directory", True))
             continue
-        for file in yaml_files(path):
+        for file in yaml_files(path, exclude=exclude):
             real = file.resolve()
             if real in seen:
                 continue

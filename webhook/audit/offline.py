@@ -1,14 +1,49 @@
-"""`fluxwarden audit PATH...`: the policies over manifests, lookups from the audited set itself."""
+"""`fluxwarden audit PATH...`: the policies over what Flux would apply, lookups from that set.
+
+A directory is rendered as Flux renders it (`render.py`); files no Flux Kustomization reaches,
+single files and stdin are audited as they are.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from ..engine import PolicySet, evaluate, request_for, target_of
+from ..engine import (
+    Decision,
+    JsonObject,
+    Lookups,
+    PolicySet,
+    Webhook,
+    evaluate,
+    request_for,
+    target_of,
+)
 from ..engine.policies import ALL_POLICIES
 from ..lookups.offline import OfflineLookups
-from .documents import Document
+from .documents import Document, Skipped, excluded, load
 from .findings import AuditReport, Finding, InputProblem, ObjectLocation
+from .render import KustomizeNotFound, Renderer, find_kustomize
+
+
+def evaluate_object(
+    obj: JsonObject,
+    *,
+    policy_set: PolicySet,
+    lookups: Lookups,
+    webhook: Webhook = "all",
+) -> Decision:
+    """The one place the audit and fix call the engine: `obj` as a CREATE."""
+    return evaluate(
+        obj,
+        request=request_for(obj),
+        policy_set=policy_set,
+        lookups=lookups,
+        webhook=webhook,
+    )
 
 
 def location_of(document: Document) -> ObjectLocation:
@@ -24,10 +59,24 @@ def location_of(document: Document) -> ObjectLocation:
     )
 
 
+@dataclass(frozen=True)
+class AuditObject:
+    """An object to evaluate, where it is reported, and postBuild variables unknown offline."""
+
+    obj: JsonObject
+    location: ObjectLocation
+    unknown: tuple[str, ...] = ()
+
+
 def audit_documents(documents: Iterable[Document], *, policy_set: PolicySet) -> AuditReport:
     """Evaluate every Kubernetes object in `documents` as a CREATE through both webhooks."""
     report = AuditReport()
-    objects: list[Document] = []
+    objects = _objects_of(documents, report)
+    return _evaluate_all(objects, report, policy_set=policy_set)
+
+
+def _objects_of(documents: Iterable[Document], report: AuditReport) -> list[AuditObject]:
+    objects: list[AuditObject] = []
     for document in documents:
         if document.error is not None:
             report.problems.append(
@@ -43,20 +92,162 @@ def audit_documents(documents: Iterable[Document], *, policy_set: PolicySet) -> 
                 )
             )
         else:
-            objects.append(document)
-    lookups = OfflineLookups(d.obj for d in objects if d.obj is not None)
-    for document in objects:
-        assert document.obj is not None
+            assert document.obj is not None
+            objects.append(AuditObject(document.obj, location_of(document)))
+    return objects
+
+
+def _evaluate_all(
+    objects: Sequence[AuditObject],
+    report: AuditReport,
+    *,
+    policy_set: PolicySet,
+) -> AuditReport:
+    lookups = OfflineLookups(o.obj for o in objects)
+    progress = _Progress(len(objects))
+    for number, item in enumerate(objects):
+        progress.show(number)
         report.objects += 1
-        decision = evaluate(
-            document.obj,
-            request=request_for(document.obj),
-            policy_set=policy_set,
-            lookups=lookups,
-        )
-        location = location_of(document)
-        report.findings.extend(Finding.of(location, result) for result in decision.results)
+        decision = evaluate_object(item.obj, policy_set=policy_set, lookups=lookups)
+        for result in decision.results:
+            finding = Finding.of(item.location, result)
+            if item.unknown and finding.result in ("fail", "warn", "error"):
+                finding = _unknown(finding, item, decision)
+            report.findings.append(finding)
+    progress.done()
     return report
+
+
+def _unknown(finding: Finding, item: AuditObject, decision: Decision) -> Finding:
+    """A finding that depends on a `${VAR}` Flux substitutes from a source not in the repo
+    is reported as unknown (skip), never as a violation."""
+    placeholders = _placeholder_paths(item.obj)
+    touched = [str(op.get("path", "")) for op in decision.patch]
+    depends = any("${" in m for m in finding.messages) or any(
+        p.startswith(t) or t.startswith(p) for p in placeholders for t in touched
+    )
+    if not depends:
+        return finding
+    names = ", ".join(f"${{{v}}}" for v in item.unknown)
+    message = f"unknown offline: depends on {names}, substituted by Flux from outside the repo"
+    return Finding(
+        finding.location, finding.policy, finding.mode, "skip", "none", (message, *finding.messages)
+    )
+
+
+def _placeholder_paths(obj: Any, prefix: str = "") -> list[str]:
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in _placeholder_paths(v, f"{prefix}/{k}")]
+    if isinstance(obj, list):
+        return [p for i, v in enumerate(obj) for p in _placeholder_paths(v, f"{prefix}/{i}")]
+    return [prefix] if isinstance(obj, str) and "${" in obj else []
+
+
+class _Progress:
+    """`audited N/M objects` on stderr, only on a terminal and only for long runs."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.enabled = total >= 2000 and sys.stderr.isatty()
+
+    def show(self, number: int) -> None:
+        if self.enabled and number % 500 == 0:
+            sys.stderr.write(f"\rfluxwarden: audited {number}/{self.total} objects")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+
+
+def audit_paths(
+    paths: Sequence[str],
+    *,
+    policy_set: PolicySet,
+    exclude: Sequence[str] = (),
+    render: bool = True,
+    kustomize: str | None = None,
+) -> AuditReport:
+    """Audit files, directories and `-`: each directory rendered as Flux applies it."""
+    report = AuditReport()
+    objects: list[AuditObject] = []
+    for given in paths:
+        skipped = Skipped()
+        documents = list(load([given], exclude=exclude, skipped=skipped))
+        for chart in skipped.charts:
+            report.problems.append(
+                InputProblem(str(chart), 0, "skipped: Helm chart (Chart.yaml)", False)
+            )
+        if render and given != "-" and Path(given).is_dir():
+            objects += rendered_objects(given, documents, report, kustomize, exclude)
+        else:
+            objects += _objects_of(documents, report)
+    return _evaluate_all(objects, report, policy_set=policy_set)
+
+
+def rendered_objects(
+    given: str,
+    documents: list[Document],
+    report: AuditReport,
+    kustomize: str | None,
+    exclude: Sequence[str],
+) -> list[AuditObject]:
+    """The objects Flux applies from directory `given` (documents: its files), and the files no
+    Flux Kustomization reaches as they are; build problems go to `report` as notices."""
+    from .render import is_flux_kustomization
+
+    if not any(d.obj is not None and is_flux_kustomization(d.obj) for d in documents):
+        return _objects_of(documents, report)
+    try:
+        command = find_kustomize(kustomize)
+    except KustomizeNotFound as error:
+        report.problems.append(InputProblem(given, 0, f"{error}: files audited as they are", False))
+        return _objects_of(documents, report)
+    root = Path(given)
+    with Renderer(root, documents, command) as renderer:
+        rendering = renderer.render_all()
+    for problem in rendering.problems:
+        report.problems.append(InputProblem(problem.source, 0, problem.message, False))
+    lines = _document_lines(documents)
+    objects: list[AuditObject] = []
+    for item in rendering.objects:
+        if item.source and excluded(item.source.relative_to(root.resolve()), exclude):
+            continue
+        source = _display(item.source, root, given) if item.source else given
+        line = lines.get((source, _kind(item.obj), _name(item.obj))) or lines.get(
+            (source, _kind(item.obj), "")
+        )
+        target = target_of(item.obj)
+        location = ObjectLocation(
+            source, line or 0, target.api_version, target.kind, target.namespace, target.name
+        )
+        objects.append(AuditObject(item.obj, location, item.unknown))
+    reached = {str(_display(p, root, given)) for p in rendering.reached}
+    unreached = [d for d in documents if d.source not in reached]
+    return objects + _objects_of(unreached, report)
+
+
+def _display(path: Path, root: Path, given: str) -> str:
+    """`path` as the user would write it: under the PATH they gave."""
+    return str(Path(given) / path.relative_to(root.resolve()))
+
+
+def _kind(obj: JsonObject) -> str:
+    return str(obj.get("kind") or "")
+
+
+def _name(obj: JsonObject) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
+
+
+def _document_lines(documents: Sequence[Document]) -> dict[tuple[str, str, str], int]:
+    lines: dict[tuple[str, str, str], int] = {}
+    for d in documents:
+        if d.obj is None:
+            continue
+        lines.setdefault((d.source, _kind(d.obj), _name(d.obj)), d.line)
+        lines.setdefault((d.source, _kind(d.obj), ""), d.line)
+    return lines
 
 
 def rule_descriptions() -> dict[str, str]:

@@ -1,0 +1,169 @@
+"""Audit renders what Flux applies: a `flux bootstrap`-style repo gives only its true findings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.controlplane.cluster import default_bin_dir
+from webhook.audit.render import substitute_text
+from webhook.cli import main
+
+REPOS = Path(__file__).parent / "repos"
+KUBE_SYSTEM_POLICIES = REPOS / "policies-kube-system.yaml"
+
+
+def kubectl_or_skip() -> Path:
+    """The kubectl the project builds (`make controlplane`): the real kustomize, pinned."""
+    kubectl = default_bin_dir() / "kubectl"
+    if not kubectl.is_file():
+        pytest.skip("no project-built kubectl: run `make controlplane`")
+    return kubectl
+
+
+@pytest.fixture(autouse=True)
+def _kustomize(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLUXWARDEN_KUSTOMIZE", str(kubectl_or_skip()))
+
+
+def _audit(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, object]]:
+    code = main(["audit", "-o", "json", "--policies", str(KUBE_SYSTEM_POLICIES), *args])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def _failing(report: dict[str, object]) -> set[tuple[str, str, str]]:
+    findings = report["findings"]
+    assert isinstance(findings, list)
+    return {
+        (f["policy"], f"{f['kind']}/{f['name']}", f["source"])
+        for f in findings
+        if f["result"] in ("fail", "warn")
+    }
+
+
+def test_bootstrap_repo_has_only_true_findings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "bootstrap"
+    shutil.copytree(REPOS / "bootstrap", repo)
+    code, report = _audit(capsys, str(repo))
+    assert code == 1
+    prefix = str(repo)
+    failing = {(p, o, f.removeprefix(prefix)) for p, o, f in _failing(report)}
+    assert failing == {
+        # upstream source-controller: /tmp is an unbounded emptyDir
+        (
+            "source-controller-storage",
+            "Deployment/source-controller",
+            "/clusters/prod/flux-system/gotk-components.yaml",
+        ),
+        # no defaults patch above infrastructure/
+        (
+            "helmrelease-drift-detection",
+            "HelmRelease/ingress-nginx",
+            "/infrastructure/ingress/release.yaml",
+        ),
+    }
+    # --requeue-dependency comes from the JSON6902 patch in flux-system/kustomization.yaml;
+    # apps/ HelmReleases (kube-system included) get driftDetection from the apps defaults patch;
+    # the strategic-merge patch file is no HelmRelease of its own; the chart is skipped.
+    passed = {
+        (f["policy"], f["name"])
+        for f in report["findings"]  # type: ignore[attr-defined]
+        if f["result"] == "pass"
+    }
+    assert ("controller-requeue-dependency", "kustomize-controller") in passed
+    assert ("controller-requeue-dependency", "helm-controller") in passed
+    assert ("helmrelease-drift-detection", "metrics-server") in passed
+    assert ("helmrelease-drift-detection", "podinfo") in passed
+    assert not any("release-values.yaml" in json.dumps(f) for f in report["findings"])  # type: ignore[attr-defined]
+
+
+def test_without_rendering_the_old_false_positives_come_back(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, report = _audit(capsys, "--no-render", str(REPOS / "bootstrap"))
+    assert code == 1
+    policies = {p for p, _, _ in _failing(report)}
+    assert "controller-requeue-dependency" in policies  # the patch is not seen as files
+
+
+def test_exclude_glob(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = _audit(capsys, "--exclude", "infrastructure", str(REPOS / "bootstrap"))
+    assert code == 1
+    assert not any("ingress-nginx" in o for _, o, _ in _failing(report))
+
+
+def test_substitution_keeps_unknown_variables() -> None:
+    text, unknown = substitute_text(
+        "a: ${known} b: ${gone} c: ${d:=x} e: $${literal}", {"known": "1"}, all_known=False
+    )
+    assert text == "a: 1 b: ${gone} c: ${d:=x} e: ${literal}"
+    assert unknown == ["gone", "d"]
+    text, unknown = substitute_text("b: ${gone} c: ${d:=x}", {}, all_known=True)
+    assert (text, unknown) == ("b:  c: x", [])
+
+
+def _fix(*args: str) -> int:
+    return main(["fix", "--policies", str(KUBE_SYSTEM_POLICIES), *args])
+
+
+def test_fix_writes_where_a_flux_user_edits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "bootstrap"
+    shutil.copytree(REPOS / "bootstrap", repo)
+    flux_system = repo / "clusters/prod/flux-system"
+    # without the docs' requeue patch, fix must add it as a patch, never in the generated file
+    kustomization = flux_system / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text().split("patches:")[0])
+    generated = (flux_system / "gotk-components.yaml").read_bytes()
+    assert _fix("--check", str(repo)) == 1
+    assert _fix("--write", str(repo)) == 0
+    assert _fix("--check", str(repo)) == 0  # a second run changes nothing
+    capsys.readouterr()
+    assert (flux_system / "gotk-components.yaml").read_bytes() == generated
+    assert "driftDetection" in (repo / "infrastructure/ingress/release.yaml").read_text()
+    assert (
+        "# the chart changes rarely" in (repo / "infrastructure/ingress/release.yaml").read_text()
+    )
+    built = subprocess.run(
+        [str(kubectl_or_skip()), "kustomize", str(flux_system)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    deployments = {
+        d["metadata"]["name"]: d
+        for d in yaml.safe_load_all(built)
+        if d and d["kind"] == "Deployment"
+    }
+    for name in ("kustomize-controller", "helm-controller"):
+        args = deployments[name]["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert [a for a in args if a.startswith("--requeue-dependency")] == [
+            "--requeue-dependency=5s"
+        ]
+    volumes = deployments["source-controller"]["spec"]["template"]["spec"]["volumes"]
+    assert {v["name"]: v["emptyDir"] for v in volumes}["temp"] == {"sizeLimit": "2Gi"}
+    code, _ = _audit(capsys, str(repo))
+    assert code == 0
+
+
+def test_fix_keeps_the_docs_patch_and_adds_no_duplicate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "bootstrap"
+    shutil.copytree(REPOS / "bootstrap", repo)
+    kustomization = repo / "clusters/prod/flux-system/kustomization.yaml"
+    before = kustomization.read_text()
+    assert _fix("--write", str(repo)) == 0
+    after = kustomization.read_text()
+    assert after.startswith(before)  # comments and the existing patch kept, one patch added
+    assert after.count("--requeue-dependency") == 1
+    assert _fix("--check", str(repo)) == 0
+    capsys.readouterr()

@@ -1,0 +1,67 @@
+"""The CLI as CI installs it: a wheel in a clean venv, run from a directory outside the repo."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+HELMRELEASE = """\
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: podinfo
+  namespace: apps
+spec:
+  interval: 10m
+  chart:
+    spec:
+      chart: podinfo
+      sourceRef: {kind: HelmRepository, name: podinfo}
+"""
+
+
+def _run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FLUXWARDEN_POLICIES")}
+    return subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_wheel_in_a_clean_venv_audits_and_fixes_outside_the_repo(tmp_path: Path) -> None:
+    source = tmp_path / "src"  # a clean copy: no build/ or egg-info left in the worktree
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "*_cache"))
+    built = _run(
+        sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", tmp_path / "dist", ".", cwd=source
+    )
+    assert built.returncode == 0, built.stderr
+    wheel = next((tmp_path / "dist").glob("fluxwarden-*.whl"))
+    venv.create(tmp_path / "venv", with_pip=True)
+    pip = tmp_path / "venv" / "bin" / "pip"
+    installed = _run(pip, "install", "--quiet", wheel, cwd=tmp_path)
+    assert installed.returncode == 0, installed.stderr
+    cli = tmp_path / "venv" / "bin" / "fluxwarden"
+    work = tmp_path / "repo"
+    work.mkdir()
+    (work / "release.yaml").write_text(HELMRELEASE)
+
+    listed = _run(cli, "policies", cwd=work)
+    assert listed.returncode == 0, listed.stderr
+    assert "helmrelease-drift-detection" in listed.stdout
+    assert "site-packages/webhook/policies/flux-best-practices.yaml" in listed.stdout
+
+    audited = _run(cli, "audit", ".", cwd=work)
+    assert audited.returncode == 1, audited.stdout + audited.stderr
+    assert "helmrelease-drift-detection" in audited.stdout
+
+    checked = _run(cli, "fix", "--check", ".", cwd=work)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    written = _run(cli, "fix", "--write", ".", cwd=work)
+    assert written.returncode == 0, written.stderr
+    assert "driftDetection" in (work / "release.yaml").read_text()
+    assert _run(cli, "fix", "--check", ".", cwd=work).returncode == 0
+    assert _run(cli, "audit", ".", cwd=work).returncode == 0

@@ -1,0 +1,520 @@
+"""What Flux applies: each Flux Kustomization's `spec.path` built with the real kustomize.
+
+Mirrors `github.com/fluxcd/pkg/kustomize` (what kustomize-controller and `flux build
+kustomization` use): in a copy of the repo, the kustomization.yaml of `spec.path` (generated,
+as Flux's generator does, when the directory has none) gets the Flux Kustomization's
+`targetNamespace`, `namePrefix`/`nameSuffix`, `patches`, `patchesStrategicMerge`,
+`patchesJson6902`, `components` and `images`; `kustomize build` (load restrictions off, as Flux)
+renders it; then `postBuild.substitute`/`substituteFrom` are applied to every object not
+marked `kustomize.toolkit.fluxcd.io/substitute: disabled`. Flux Kustomizations found in a
+rendered output are rendered in turn (with their parent's patches and substitutions applied).
+
+kustomize's `originAnnotations` build metadata says which file each object came from; it is
+removed from the objects before they are evaluated.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import queue
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .documents import Document, FastManifestLoader, load_yaml, parse_stream
+
+FLUX_KUSTOMIZE_GROUP = "kustomize.toolkit.fluxcd.io"
+SUBSTITUTE_KEY = "kustomize.toolkit.fluxcd.io/substitute"
+ORIGIN_KEY = "config.kubernetes.io/origin"
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+_VAR_NAME = re.compile(r"^[_a-zA-Z][_a-zA-Z0-9]*$")
+_EXPRESSION = re.compile(r"\$\$|\$\{([^}]*)\}")
+_DEFAULTS = re.compile(r"^([_a-zA-Z][_a-zA-Z0-9]*)(?:(:?[-=])(.*))?$", re.DOTALL)
+_BUILD_TIMEOUT = 120
+
+
+class KustomizeNotFound(Exception):
+    """Neither `kustomize` nor `kubectl` is available (and none was given)."""
+
+
+def find_kustomize(explicit: str | None = None) -> list[str]:
+    """The build command: `--kustomize PATH` / $FLUXWARDEN_KUSTOMIZE, else `kustomize` on PATH,
+    else `kubectl kustomize`. A path whose name starts with `kubectl` runs as `kubectl kustomize`."""
+    given = explicit or os.environ.get("FLUXWARDEN_KUSTOMIZE") or None
+    found = given or shutil.which("kustomize") or shutil.which("kubectl")
+    if not found:
+        raise KustomizeNotFound("neither kustomize nor kubectl found on PATH (see --kustomize)")
+    if Path(found).name.startswith("kubectl"):
+        return [found, "kustomize", "--load-restrictor", "LoadRestrictionsNone"]
+    return [found, "build", "--load-restrictor", "LoadRestrictionsNone"]
+
+
+@dataclass(frozen=True)
+class _Build:
+    """kustomize's output for one Flux Kustomization (None and a problem when it failed)."""
+
+    output: str | None
+    problem: str | None
+    directory: Path  # spec.path in the copy it was built in
+    copy: Path
+
+
+@dataclass(frozen=True)
+class RenderedObject:
+    """One object as Flux would apply it, with the file it came from (None: generated)."""
+
+    obj: dict[str, Any]
+    source: Path | None  # the file in the repo (absolute), None for generated objects
+    kustomization: str  # namespace/name of the Flux Kustomization that renders it
+    unknown: tuple[str, ...] = ()  # postBuild variables that cannot be known offline
+
+
+@dataclass
+class RenderProblem:
+    source: str
+    message: str
+
+
+@dataclass
+class Rendering:
+    objects: list[RenderedObject] = field(default_factory=list)
+    reached: set[Path] = field(default_factory=set)  # repo files some build read
+    problems: list[RenderProblem] = field(default_factory=list)
+    builds: int = 0
+
+
+def is_flux_kustomization(obj: Any) -> bool:
+    return (
+        isinstance(obj, dict)
+        and obj.get("kind") == "Kustomization"
+        and isinstance(obj.get("apiVersion"), str)
+        and obj["apiVersion"].startswith(FLUX_KUSTOMIZE_GROUP + "/")
+    )
+
+
+def _key(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"
+
+
+def _spec(obj: dict[str, Any]) -> dict[str, Any]:
+    spec = obj.get("spec")
+    return spec if isinstance(spec, dict) else {}
+
+
+def _spec_dir(root: Path, obj: dict[str, Any], where: str | Path | None = None) -> Path:
+    """`spec.path` in the source artifact. That is the repo root for a GitRepository; for an
+    OCIRepository pushed from a subdirectory (`flux push artifact --path=./kubernetes`) it is
+    that subdirectory: the nearest directory above the Kustomization's file holding the path."""
+    path = str(_spec(obj).get("path") or "./").lstrip("/")
+    direct = (root / path).resolve()
+    if direct.is_dir() or where is None:
+        return direct
+    file = Path(where).resolve()
+    for base in file.parents:
+        if not base.is_relative_to(root):
+            break
+        candidate = (base / path).resolve()
+        if candidate.is_dir() and candidate.is_relative_to(root):
+            return candidate
+    return direct
+
+
+class Renderer:
+    """Renders the Flux Kustomizations of one repo; `root` is the repo root (spec.path base)."""
+
+    def __init__(self, root: Path, documents: Sequence[Document], command: Sequence[str]) -> None:
+        self.root = root.resolve()
+        self.command = list(command)
+        self.documents = documents
+        self._work = Path(tempfile.mkdtemp(prefix="fluxwarden-render-"))
+        # One copy of the repo per concurrent build: a build rewrites a kustomization.yaml.
+        self._copies: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        self.workers = max(1, min(4, os.cpu_count() or 1))
+        for number in range(self.workers):
+            copy = self._work / f"repo-{number}"
+            shutil.copytree(self.root, copy, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+            self._copies.put(copy.resolve())
+        self._values: dict[tuple[str, str, str], dict[str, str] | None] = {}
+        for document in documents:
+            if document.is_kubernetes_object and document.obj is not None:
+                self._remember_values(document.obj)
+
+    def close(self) -> None:
+        shutil.rmtree(self._work, ignore_errors=True)
+
+    def __enter__(self) -> Renderer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # --- which Kustomizations, in which order ---
+
+    def render_all(self) -> Rendering:
+        result = Rendering()
+        raw = [
+            d
+            for d in self.documents
+            if d.obj is not None and is_flux_kustomization(d.obj) and self._in_repo(d.obj, d.source)
+        ]
+        dirs = {id(d): _spec_dir(self.root, d.obj or {}, d.source) for d in raw}
+
+        def nested(document: Document) -> bool:  # inside another Kustomization's spec.path
+            file = Path(document.source).resolve()
+            return any(
+                other is not document
+                and dirs[id(other)] != dirs[id(document)]
+                and file.is_relative_to(dirs[id(other)])
+                for other in raw
+            )
+
+        # Likely parents first (outside the others' paths, shallow files), so that most
+        # children are first seen with their parent's patches; a child rendered from its own
+        # file is rendered again when its parent's version turns up.
+        order = sorted(raw, key=lambda d: (nested(d), len(Path(d.source).parts)))
+        versions: dict[str, str | None] = {}  # key -> parent key (None: from its own file)
+        by_key: dict[str, list[RenderedObject]] = {}
+
+        def drop(key: str) -> None:
+            by_key.pop(key, None)
+            versions.pop(key, None)
+            for child in [k for k, parent in versions.items() if parent == key]:
+                drop(child)
+
+        def reached() -> set[Path]:
+            return {o.source for objs in by_key.values() for o in objs if o.source}
+
+        for document in order:
+            assert document.obj is not None
+            if Path(document.source).resolve() in reached() or _key(document.obj) in versions:
+                continue  # a parent rendered it (with its patches and namespace): that one counts
+            pending: list[tuple[dict[str, Any], str, str | None]] = [
+                (document.obj, document.source, None)
+            ]
+            while pending:  # breadth first; each level's builds run concurrently
+                wave: list[tuple[dict[str, Any], str, str]] = []
+                for ks, where, parent in pending:
+                    key = _key(ks)
+                    if key in versions:
+                        if versions[key] is not None or parent is None:
+                            continue
+                        drop(key)  # its own file's version, now seen as its parent renders it
+                    if not self._in_repo(ks, where):
+                        continue
+                    versions[key] = parent
+                    wave.append((ks, where, key))
+                pending = []
+                with ThreadPoolExecutor(self.workers) as pool:
+                    builds = list(pool.map(lambda item: self._build(item[0], item[1]), wave))
+                for (ks, where, key), built in zip(wave, builds, strict=True):
+                    objects = self._objects(ks, where, built, result)
+                    by_key[key] = objects
+                    for item in objects:
+                        if is_flux_kustomization(item.obj) and _key(item.obj) != key:
+                            pending.append((item.obj, str(item.source or where), key))
+        result.objects = [o for objs in by_key.values() for o in objs]
+        result.reached = reached()
+        return result
+
+    def _in_repo(self, obj: dict[str, Any], where: str) -> bool:
+        directory = _spec_dir(self.root, obj, where)
+        return directory.is_relative_to(self.root) and directory.is_dir()
+
+    # --- one build ---
+
+    def _render_one(
+        self, ks: dict[str, Any], where: str, result: Rendering
+    ) -> list[RenderedObject]:
+        return self._objects(ks, where, self._build(ks, where), result)
+
+    def _build(self, ks: dict[str, Any], where: str) -> _Build:
+        copy = self._copies.get()
+        try:
+            return self._build_in(ks, where, copy)
+        finally:
+            self._copies.put(copy)
+
+    def _build_in(self, ks: dict[str, Any], where: str, copy: Path) -> _Build:
+        directory = copy / _spec_dir(self.root, ks, where).relative_to(self.root)
+        original: tuple[Path, bytes] | None = None
+        existing = next(
+            (directory / n for n in KUSTOMIZATION_FILES if (directory / n).is_file()), None
+        )
+        try:
+            if existing is not None:
+                original = (existing, existing.read_bytes())
+                kustomization = load_yaml(original[1].decode("utf-8")) or {}
+                target = existing
+            else:
+                kustomization = {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "resources": generated_resources(directory),
+                }
+                target = directory / "kustomization.yaml"
+            if not isinstance(kustomization, dict):
+                raise ValueError("kustomization file is not a mapping")
+            apply_flux_fields(kustomization, ks)
+            target.write_text(yaml.safe_dump(kustomization, sort_keys=False), encoding="utf-8")
+            built = subprocess.run(
+                [*self.command, str(directory)],
+                capture_output=True,
+                text=True,
+                timeout=_BUILD_TIMEOUT,
+                check=False,
+            )
+        except (OSError, ValueError, yaml.YAMLError, subprocess.TimeoutExpired) as error:
+            return _Build(None, f"cannot build {_key(ks)}: {error}", directory, copy)
+        finally:
+            if original is not None:
+                original[0].write_bytes(original[1])
+            elif existing is None:
+                (directory / "kustomization.yaml").unlink(missing_ok=True)
+        if built.returncode != 0:
+            message = " ".join(built.stderr.split())[:300]
+            problem = (
+                f"kustomize cannot build {_key(ks)} ({message}); its files are audited as they are"
+            )
+            return _Build(None, problem, directory, copy)
+        return _Build(built.stdout, None, directory, copy)
+
+    def _objects(
+        self, ks: dict[str, Any], where: str, built: _Build, result: Rendering
+    ) -> list[RenderedObject]:
+        result.builds += 1
+        if built.output is None:
+            result.problems.append(RenderProblem(where, built.problem or "cannot build"))
+            return []
+        objects: list[RenderedObject] = []
+        variables, unknown_sources = self._variables(ks)
+        substitute = bool(_spec(ks).get("postBuild"))
+        for obj in yaml.load_all(built.output, Loader=FastManifestLoader):
+            if not isinstance(obj, dict):
+                continue
+            source = self._origin(obj, built.directory, built.copy)
+            unknown: tuple[str, ...] = ()
+            if substitute and not _substitution_disabled(obj):
+                obj, unknown = substitute_object(obj, variables, all_known=not unknown_sources)
+            objects.append(RenderedObject(obj, source, _key(ks), unknown))
+            self._remember_values(obj)
+        return objects
+
+    def _origin(self, obj: dict[str, Any], directory: Path, copy: Path) -> Path | None:
+        """The repo file kustomize read `obj` from, with the origin annotation removed."""
+        meta = obj.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        origin = annotations.pop(ORIGIN_KEY, None)
+        if not annotations and "annotations" in meta:
+            del meta["annotations"]
+        if not isinstance(origin, str):
+            return None
+        try:
+            data = yaml.safe_load(origin)
+        except yaml.YAMLError:
+            return None
+        path = data.get("path") if isinstance(data, dict) else None
+        if not isinstance(path, str) or (isinstance(data, dict) and data.get("repo")):
+            return None
+        copied = (directory / path).resolve()
+        if not copied.is_relative_to(copy):
+            return None
+        return self.root / copied.relative_to(copy)
+
+    # --- postBuild ---
+
+    def _remember_values(self, obj: dict[str, Any]) -> None:
+        kind = obj.get("kind")
+        if kind not in ("ConfigMap", "Secret") or str(obj.get("apiVersion")) != "v1":
+            return
+        meta = obj.get("metadata") or {}
+        key = (str(kind), str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        if kind == "Secret" and ("sops" in obj or _has_placeholder(obj)):
+            self._values.setdefault(key, None)  # encrypted: unknown offline
+            return
+        values: dict[str, str] = {}
+        data = obj.get("data") or {}
+        if kind == "ConfigMap":
+            values.update(
+                {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+            )
+        else:
+            for k, v in data.items() if isinstance(data, dict) else []:
+                try:
+                    values[str(k)] = base64.b64decode(str(v)).decode("utf-8")
+                except (ValueError, UnicodeDecodeError):
+                    self._values[key] = None
+                    return
+            string_data = obj.get("stringData") or {}
+            if isinstance(string_data, dict):
+                values.update({str(k): str(v) for k, v in string_data.items()})
+        self._values[key] = values
+
+    def _variables(self, ks: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+        """(known variables, references whose values cannot be known offline)."""
+        post = _spec(ks).get("postBuild") or {}
+        namespace = str((ks.get("metadata") or {}).get("namespace") or "")
+        variables: dict[str, str] = {}
+        unknown: list[str] = []
+        for ref in post.get("substituteFrom") or []:
+            if not isinstance(ref, dict):
+                continue
+            kind, name = str(ref.get("kind")), str(ref.get("name"))
+            values = self._values.get((kind, namespace, name))
+            if values is None:
+                values = self._values.get((kind, "", name))
+            if values is None:
+                if not (ref.get("optional") and (kind, namespace, name) not in self._values):
+                    unknown.append(f"{kind}/{name}")
+                continue
+            variables.update({k: v.replace("\n", "") for k, v in values.items()})
+        inline = post.get("substitute") or {}
+        if isinstance(inline, dict):
+            variables.update({str(k): str(v).replace("\n", "") for k, v in inline.items()})
+        return variables, unknown
+
+
+def _substitution_disabled(obj: dict[str, Any]) -> bool:
+    meta = obj.get("metadata") or {}
+    return any(
+        isinstance(m, dict) and m.get(SUBSTITUTE_KEY) == "disabled"
+        for m in (meta.get("labels"), meta.get("annotations"))
+    )
+
+
+def _has_placeholder(obj: Any) -> bool:
+    if isinstance(obj, dict):
+        return any(_has_placeholder(v) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_has_placeholder(v) for v in obj)
+    return isinstance(obj, str) and "${" in obj
+
+
+def substitute_text(
+    text: str, variables: dict[str, str], *, all_known: bool
+) -> tuple[str, list[str]]:
+    """Flux's envsubst over `text`: `${VAR}`, `${VAR:=default}`, `${VAR:-default}`,
+    `${VAR=default}`, `${VAR-default}`, `$$` for `$`. A variable that cannot be known
+    offline (its source is not in the repo) stays `${...}` and is returned as unknown; with
+    every source known, a missing variable is empty, as Flux makes it."""
+    unknown: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        inner = match.group(1)
+        parsed = _DEFAULTS.match(inner)
+        if parsed is None:  # an expression Flux supports and this does not: keep it, unknown
+            unknown.append(inner)
+            return match.group(0)
+        name, operator, default = parsed.groups()
+        if name in variables and not (
+            operator and operator.startswith(":") and not variables[name]
+        ):
+            return variables[name]
+        if not all_known:
+            unknown.append(name)
+            return match.group(0)
+        if operator:
+            return default or ""
+        return ""
+
+    return _EXPRESSION.sub(replace, text), unknown
+
+
+def substitute_object(
+    obj: dict[str, Any], variables: dict[str, str], *, all_known: bool
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    if not variables and all_known:
+        return obj, ()  # Flux substitutes only when there are variables
+    for name in variables:
+        if not _VAR_NAME.match(name):
+            return obj, ()
+    text = yaml.safe_dump(obj, sort_keys=False, width=1 << 20)
+    if "$" not in text:
+        return obj, ()
+    new_text, unknown = substitute_text(text, variables, all_known=all_known)
+    try:
+        new = load_yaml(new_text)
+    except yaml.YAMLError:
+        return obj, tuple(dict.fromkeys(unknown))
+    return (new if isinstance(new, dict) else obj), tuple(dict.fromkeys(unknown))
+
+
+def apply_flux_fields(kustomization: dict[str, Any], ks: dict[str, Any]) -> None:
+    """What Flux's generator adds to the kustomization.yaml of `spec.path`, plus kustomize's
+    origin annotations so each object names its file."""
+    spec = _spec(ks)
+    if isinstance(spec.get("targetNamespace"), str):
+        kustomization["namespace"] = spec["targetNamespace"]
+    for name in ("namePrefix", "nameSuffix"):
+        if isinstance(spec.get(name), str):
+            kustomization[name] = spec[name]
+    for name in ("patches", "patchesStrategicMerge", "patchesJson6902", "components"):
+        extra = spec.get(name)
+        if isinstance(extra, list) and extra:
+            if name == "patchesJson6902":
+                extra = [
+                    {**p, "patch": yaml.safe_dump(p.get("patch"))} if isinstance(p, dict) else p
+                    for p in extra
+                ]
+            kustomization[name] = [*(kustomization.get(name) or []), *extra]
+    images = spec.get("images")
+    if isinstance(images, list):
+        merged = list(kustomization.get("images") or [])
+        for image in images:
+            if not isinstance(image, dict):
+                continue
+            same = next((m for m in merged if m.get("name") == image.get("name")), None)
+            if same is None:
+                merged.append(dict(image))
+                continue
+            if image.get("newName"):
+                same["newName"] = image["newName"]
+            if image.get("newTag") or image.get("digest"):
+                same["newTag"], same["digest"] = image.get("newTag", ""), image.get("digest", "")
+                for key in ("newTag", "digest"):
+                    if not same[key]:
+                        del same[key]
+        kustomization["images"] = merged
+    metadata = list(kustomization.get("buildMetadata") or [])
+    if "originAnnotations" not in metadata:
+        metadata.append("originAnnotations")
+    kustomization["buildMetadata"] = metadata
+
+
+def generated_resources(directory: Path) -> list[str]:
+    """Flux's generator for a directory without a kustomization.yaml: every YAML file that
+    holds Kubernetes objects, recursively; a subdirectory with its own kustomization.yaml is
+    one resource and is not descended into."""
+    resources: list[str] = []
+
+    def walk(current: Path) -> Iterator[Path]:
+        for child in sorted(current.iterdir()):
+            if child.is_dir():
+                if any((child / n).is_file() for n in KUSTOMIZATION_FILES):
+                    yield child
+                else:
+                    yield from walk(child)
+            elif child.suffix in (".yaml", ".yml"):
+                yield child
+
+    for path in walk(directory):
+        if path.is_file():
+            try:
+                documents = list(parse_stream(path.read_text(encoding="utf-8"), str(path)))
+            except (OSError, UnicodeDecodeError):
+                continue
+            if not documents or not all(d.is_kubernetes_object for d in documents):
+                continue
+        resources.append("./" + path.relative_to(directory).as_posix())
+    return resources
