@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from .documents import Document, ManifestLoader
+from .documents import Document, FastManifestLoader, ManifestLoader
 
 
 def _leading_lines(text: str) -> int:
@@ -26,9 +26,12 @@ def field_line(document: Document, pointer_paths: Sequence[str]) -> int:
     if not pointer_paths or not document.text:
         return document.line
     try:
-        node = yaml.compose(document.text, Loader=ManifestLoader)
+        node = yaml.compose(document.text, Loader=FastManifestLoader)
     except yaml.YAMLError:
-        return document.line
+        try:  # a redefined anchor: only the pure-Python loader takes it
+            node = yaml.compose(document.text, Loader=ManifestLoader)
+        except yaml.YAMLError:
+            return document.line
     start = document.line - _leading_lines(document.text)
     line: int | None = None
     parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer_paths[0].split("/")[1:]]
