@@ -198,7 +198,7 @@ def test_sarif_results_are_the_findings_that_need_attention(report: AuditReport)
     ]
     assert got == [
         ("helmrelease-interval", "warning", "manifests/helmreleases.yaml", 17),
-        ("irc-single-replica", "error", "manifests/irc.yaml", 2),
+        ("irc-single-replica", "error", "manifests/irc.yaml", 8),
         ("kustomization-dependencies", "error", "manifests/mixed.yaml", 2),
         (INPUT_ERROR_RULE, "error", "manifests/mixed.yaml", 21),
     ]
@@ -474,7 +474,7 @@ def clean_file(tmp_path: Path) -> Path:
 def test_cli_findings_exit_1() -> None:
     result = run_audit("manifests/irc.yaml")
     assert result.returncode == 1, result.stderr
-    assert "FAIL   manifests/irc.yaml:2" in result.stdout
+    assert "FAIL   manifests/irc.yaml:8" in result.stdout
     assert result.stderr == ""
 
 
@@ -511,7 +511,9 @@ def test_cli_reads_stdin() -> None:
     assert result.returncode == 1, result.stderr
     (finding,) = json.loads(result.stdout)["runs"][0]["results"]
     assert finding["ruleId"] == "irc-single-replica"
-    assert finding["locations"][0]["physicalLocation"]["region"]["startLine"] == 2
+    assert (
+        finding["locations"][0]["physicalLocation"]["region"]["startLine"] == 8
+    )  # the `replicas: 2` line the fix changes
 
 
 def test_cli_nonexistent_path_exits_2_naming_it() -> None:

@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -36,7 +37,7 @@ import jsonpatch
 import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import CommentMark
+from ruamel.yaml.error import CommentMark, ReusedAnchorWarning
 from ruamel.yaml.error import YAMLError as RoundTripError
 from ruamel.yaml.scalarstring import (
     DoubleQuotedScalarString,
@@ -389,7 +390,9 @@ def rewrite_document(chunk: str, obj: Any, patch: list[JsonObject]) -> str:
     original = chunk.replace("\r\n", "\n") if crlf else chunk
     expected = jsonpatch.apply_patch(obj, patch)
     try:
-        tree = _round_trip(2, 2, 0).load(original)
+        with warnings.catch_warnings():  # a redefined anchor is valid YAML 1.2, as Flux reads it
+            warnings.simplefilter("ignore", ReusedAnchorWarning)
+            tree = _round_trip(2, 2, 0).load(original)
     except RoundTripError as error:
         raise NotFixable(f"ruamel.yaml cannot load it: {_first_line(error)}") from error
     try:

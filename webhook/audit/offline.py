@@ -6,6 +6,7 @@ single files and stdin are audited as they are.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from ..lookups.offline import OfflineLookups
 from .documents import Document, Skipped, excluded, load
 from .findings import AuditReport, Finding, InputProblem, ObjectLocation
 from .render import KustomizeNotFound, Renderer, find_kustomize
+from .sources import field_line
 
 
 def evaluate_object(
@@ -66,6 +68,7 @@ class AuditObject:
     obj: JsonObject
     location: ObjectLocation
     unknown: tuple[str, ...] = ()
+    document: Document | None = None  # the source document, to point at a field's line
 
 
 def audit_documents(documents: Iterable[Document], *, policy_set: PolicySet) -> AuditReport:
@@ -93,7 +96,7 @@ def _objects_of(documents: Iterable[Document], report: AuditReport) -> list[Audi
             )
         else:
             assert document.obj is not None
-            objects.append(AuditObject(document.obj, location_of(document)))
+            objects.append(AuditObject(document.obj, location_of(document), (), document))
     return objects
 
 
@@ -109,8 +112,14 @@ def _evaluate_all(
         progress.show(number)
         report.objects += 1
         decision = evaluate_object(item.obj, policy_set=policy_set, lookups=lookups)
+        mutating = [r for r in decision.results if r.result == "fail" and r.action == "mutated"]
         for result in decision.results:
-            finding = Finding.of(item.location, result)
+            location = item.location
+            if item.document is not None and len(mutating) == 1 and result is mutating[0]:
+                paths = [str(op.get("path", "")) for op in decision.patch]
+                line = field_line(item.document, paths)
+                location = dataclasses.replace(location, line=line)
+            finding = Finding.of(location, result)
             if item.unknown and finding.result in ("fail", "warn", "error"):
                 finding = _unknown(finding, item, decision)
             report.findings.append(finding)
@@ -209,6 +218,7 @@ def rendered_objects(
     for problem in rendering.problems:
         report.problems.append(InputProblem(problem.source, 0, problem.message, False))
     lines = _document_lines(documents)
+    by_name = {(d.source, _kind(d.obj), _name(d.obj)): d for d in documents if d.obj is not None}
     objects: list[AuditObject] = []
     for item in rendering.objects:
         if item.source and excluded(item.source.relative_to(root.resolve()), exclude):
@@ -221,7 +231,8 @@ def rendered_objects(
         location = ObjectLocation(
             source, line or 0, target.api_version, target.kind, target.namespace, target.name
         )
-        objects.append(AuditObject(item.obj, location, item.unknown))
+        document = by_name.get((source, _kind(item.obj), _name(item.obj)))
+        objects.append(AuditObject(item.obj, location, item.unknown, document))
     reached = {str(_display(p, root, given)) for p in rendering.reached}
     unreached = [d for d in documents if d.source not in reached]
     return objects + _objects_of(unreached, report)
