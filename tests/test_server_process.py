@@ -86,10 +86,14 @@ def _stale_metrics_dir(base: Path) -> Path:
 
 @contextlib.contextmanager
 def running_server(
-    certs: Path, *args: str, env: dict[str, str] | None = None, policies: Path | None = None
+    certs: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    policies: Path | None = None,
+    port: int | None = None,
 ) -> Iterator[Server]:
     """`fluxwarden serve` on 127.0.0.1 in its own process group; stopped (SIGTERM) on exit."""
-    port = free_port()
+    port = port or free_port()
     log = certs / f"server-{port}.log"
     argv = [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--lookups", "none", "--cert-file", str(certs / "tls.crt")]

@@ -70,6 +70,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # The workers are gevent's: patch before anything imports ssl or urllib3 (the kubeconfig
+    # check below does), or the lookups' TLS breaks (RecursionError) in every worker.
+    from gevent import monkey
+
+    monkey.patch_all()
     from .server.run import ServeOptions, serve
 
     if bool(args.cert_file) != bool(args.key_file):

@@ -17,6 +17,7 @@ rotation). This worker does the TLS itself, with the reloading context, and boun
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import time
 from collections.abc import Callable
@@ -42,11 +43,19 @@ class _Waiting:
     def __enter__(self) -> _Waiting:
         self.timeout.start()
         self.worker.waiting[self.greenlet] = (time.monotonic(), self.timeout)
+        self._socket_timeout(None)  # this phase has its own total limit
         return self
 
     def __exit__(self, *exc: object) -> bool | None:
         self.worker.waiting.pop(self.greenlet, None)
+        self._socket_timeout(self.worker.io_timeout)
         return self.timeout.__exit__(*exc)  # type: ignore[no-any-return]
+
+    def _socket_timeout(self, seconds: float | None) -> None:
+        sock = self.worker.sockets_of.get(self.greenlet)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(seconds)
 
 
 class HardenedWorker(GeventWorker):  # type: ignore[misc]
@@ -62,6 +71,7 @@ class HardenedWorker(GeventWorker):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.waiting: dict[Any, tuple[float, gevent.Timeout]] = {}
         self.served: dict[Any, int] = {}
+        self.sockets_of: dict[Any, Any] = {}
 
     def timeout_ctx(self) -> _Waiting:
         """Around each wait for request headers: the first one, then the keep-alive idle time."""
@@ -75,13 +85,15 @@ class HardenedWorker(GeventWorker):  # type: ignore[misc]
         try:
             self._evict_if_crowded()
             client.settimeout(self.io_timeout)
+            self.sockets_of[me] = client
             if self.tls_context is not None:
-                with _Waiting(self, self.handshake_timeout) as waiting:
+                with _Waiting(self, self.handshake_timeout):
                     client = self.tls_context().wrap_socket(
                         client, server_side=True, do_handshake_on_connect=False
                     )
                     client.do_handshake()
-                if waiting.timeout.pending is False and not _handshake_done(client):
+                    self.sockets_of[me] = client
+                if not _handshake_done(client):
                     client.close()
                     return
             AsyncWorker.handle(self, listener, client, addr)
@@ -90,6 +102,7 @@ class HardenedWorker(GeventWorker):  # type: ignore[misc]
         finally:
             self.served.pop(me, None)
             self.waiting.pop(me, None)
+            self.sockets_of.pop(me, None)
 
     def _evict_if_crowded(self) -> None:
         pool = getattr(self, "_pool", None)
