@@ -149,3 +149,60 @@ def timed_admissions(
             failures += 1
         latencies.append(time.perf_counter() - started)
     return latencies, failures
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def main() -> None:
+    """`python -m bench.hostile [--count N] [--admissions M]`: admission latency on new TLS
+    connections with N hostile connections open, against `fluxwarden serve` (2 workers)."""
+    import argparse
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from tests.conftest import IRC_DEPLOYMENT, admission_review
+    from tests.test_server_process import _write_certs, running_server
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--count", type=int, default=256)
+    parser.add_argument("--admissions", type=int, default=200)
+    parser.add_argument("--connections", type=int, default=1000, help="per worker")
+    options = parser.parse_args()
+
+    def body() -> bytes:
+        return json.dumps(admission_review(IRC_DEPLOYMENT)).encode()
+
+    with tempfile.TemporaryDirectory(prefix="fluxwarden-hostile-") as tmp:
+        certs = Path(tmp)
+        _write_certs(certs)
+        args: tuple[str, ...] = ("--workers", "2")
+        if options.connections != 1000:  # the default; older servers have no such flag
+            args += ("--connections", str(options.connections))
+        with running_server(certs, *args) as server:
+            quiet, _ = timed_admissions(
+                "127.0.0.1", server.port, server.context(), body, count=options.admissions
+            )
+            with hostile_connections(
+                "127.0.0.1", server.port, server.context(), count=options.count, duration=120
+            ) as hostiles:
+                loud, failures = timed_admissions(
+                    "127.0.0.1", server.port, server.context(), body, count=options.admissions
+                )
+                reopened = hostiles.reopened
+    for label, values in (("no hostile clients", quiet), (f"{options.count} hostile", loud)):
+        print(
+            f"| {label} | {_percentile(values, 0.5) * 1000:.1f} | "
+            f"{_percentile(values, 0.99) * 1000:.1f} | {max(values) * 1000:.1f} | "
+            f"{sum(v > 1 for v in values)} |"
+        )
+    print(
+        f"failures: {failures}, hostile connections closed by the server and reopened: {reopened}"
+    )
+
+
+if __name__ == "__main__":
+    main()
