@@ -12,7 +12,6 @@ from pathlib import Path
 from flask import Flask
 
 from webhook.engine import NoLookups
-from webhook.server import metrics
 from webhook.server.app import ServerConfig
 from webhook.server.app import create_app as _create_app
 from webhook.server.decisionlog import configure_logging
@@ -24,5 +23,5 @@ SHIPPED_POLICIES = Path(__file__).resolve().parent.parent / "policies" / "flux-b
 def create_app() -> Flask:
     configure_logging(os.environ.get("FLUXWARDEN_LOG_LEVEL", "INFO"))
     path = Path(os.environ.get("FLUXWARDEN_POLICIES") or SHIPPED_POLICIES)
-    store = PolicyStore(path, on_error=lambda error: metrics.POLICY_LOAD_ERRORS.inc())
+    store = PolicyStore(path)
     return _create_app(ServerConfig(policies=store, lookups=NoLookups()))

@@ -84,7 +84,7 @@ class ServerKind:
                 "--policies", str(policies),
                 "--cert-file", str(certs.cert), "--key-file", str(certs.key),
                 "--host", HOST, "--port", str(port),
-                "--workers", "2", "--threads", "4",
+                "--workers", "2",
                 "--lookups", "none",
             ]  # fmt: skip
         if self.name.startswith("granian"):

@@ -247,3 +247,21 @@ def test_metric_labels_stay_bounded_whatever_kinds_clients_send(
     text = client.get("/metrics").get_data(as_text=True)
     assert "Made" not in text
     assert 'kind="other"' in text
+
+
+def test_a_lone_surrogate_in_a_dependency_name_is_answered_not_500(
+    store: PolicyStore, review_of: Review
+) -> None:
+    from webhook.lookups.offline import OfflineLookups
+
+    client = create_app(ServerConfig(policies=store, lookups=OfflineLookups([]))).test_client()
+    hr = {
+        "apiVersion": "helm.toolkit.fluxcd.io/v2",
+        "kind": "HelmRelease",
+        "metadata": {"name": "app", "namespace": "flux-system"},
+        "spec": {"interval": "5m", "dependsOn": [{"name": "\ud800"}]},
+    }
+    reply = _post(client, "/validate", review_of(hr))  # json.dumps escapes it as \\ud800
+    assert reply.status_code == 200
+    warnings = reply.get_json()["response"]["warnings"]
+    assert any("not found: flux-system/?" in w for w in warnings), warnings

@@ -60,11 +60,19 @@ class _FakeAPI(BaseHTTPRequestHandler):
     requests: list[str] = []  # noqa: RUF012 - shared by the handler instances on purpose
     objects: dict[str, Any] = {}  # noqa: RUF012
 
+    delay = 0.0
+    forbidden: set[str] = set()  # noqa: RUF012
+
     def do_GET(self) -> None:
         type(self).requests.append(self.path)
-        body = self.objects.get(self.path)
-        payload = json.dumps(body or {"kind": "Status", "code": 404, "reason": "NotFound"}).encode()
-        self.send_response(200 if body else 404)
+        time.sleep(self.delay)
+        path = self.path.split("?")[0]
+        body = self.objects.get(path)
+        status = 403 if path in self.forbidden else 200 if body else 404
+        payload = json.dumps(
+            body if status == 200 else {"kind": "Status", "code": status, "reason": "No"}
+        ).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -76,7 +84,7 @@ class _FakeAPI(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_api() -> Iterator[tuple[int, type[_FakeAPI]]]:
-    handler = type("Handler", (_FakeAPI,), {"requests": [], "objects": {}})
+    handler = type("Handler", (_FakeAPI,), {"requests": [], "objects": {}, "forbidden": set()})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -182,3 +190,156 @@ def test_answers_are_cached_and_missing_objects_are_none(
     assert lookups.deployment("cattle-fleet-system", "absent") is None
     # A Kustomization not found in any served version is unknown (None), not an error.
     assert lookups.dependencies("Kustomization", ObjectRef("flux-system", "nope")) is None
+
+
+KS_API = "/apis/kustomize.toolkit.fluxcd.io/v1/namespaces"
+
+
+def _ks(name: str, namespace: str, *deps: tuple[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+        "kind": "Kustomization",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"dependsOn": [{"name": n, "namespace": ns} for ns, n in deps]},
+    }
+
+
+def _serve_kustomizations(handler: type[_FakeAPI], objects: list[dict[str, Any]]) -> None:
+    by_namespace: dict[str, list[dict[str, Any]]] = {}
+    for obj in objects:
+        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        by_namespace.setdefault(namespace, []).append(obj)
+        handler.objects[f"{KS_API}/{namespace}/kustomizations/{name}"] = obj
+    for namespace, items in by_namespace.items():
+        handler.objects[f"{KS_API}/{namespace}/kustomizations"] = {
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+            "kind": "KustomizationList",
+            "metadata": {},
+            "items": items,
+        }
+
+
+def _decide(obj: dict[str, Any], policies: PolicySet, lookups: Any) -> Any:
+    return evaluate(obj, request=request_for(obj), policy_set=policies, lookups=lookups)
+
+
+def test_a_namespace_of_dependencies_is_one_list_not_one_get_per_name(
+    fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, tmp_path: Path
+) -> None:
+    port, handler = fake_api
+    names = [f"dep-{i}" for i in range(199)]
+    _serve_kustomizations(handler, [_ks(n, "flux-system") for n in names])
+    me = _ks("apps", "flux-system", *[("flux-system", n) for n in names])
+    lookups = KubeLookups(api_client(port, tmp_path)).for_request(time.monotonic() + 2.5)
+    decision = _decide(me, shipped_policies, lookups)
+    assert decision.allowed
+    assert decision.warnings == []
+    assert [r.split("?")[0] for r in handler.requests] == [f"{KS_API}/flux-system/kustomizations"]
+
+
+def test_a_cycle_across_namespaces_is_still_found(
+    fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, tmp_path: Path
+) -> None:
+    port, handler = fake_api
+    _serve_kustomizations(
+        handler, [_ks("b", "team-b", ("team-c", "c")), _ks("c", "team-c", ("team-a", "a"))]
+    )
+    me = _ks("a", "team-a", ("team-b", "b"))
+    decision = _decide(me, shipped_policies, KubeLookups(api_client(port, tmp_path)))
+    assert not decision.allowed
+    assert "team-a/a -> team-b/b -> team-c/c -> team-a/a" in decision.deny_reasons[0]
+
+
+def test_where_listing_is_forbidden_objects_are_read_one_by_one(
+    fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, tmp_path: Path
+) -> None:
+    port, handler = fake_api
+    _serve_kustomizations(handler, [_ks("b", "flux-system", ("flux-system", "a"))])
+    handler.forbidden.add(f"{KS_API}/flux-system/kustomizations")
+    me = _ks("a", "flux-system", ("flux-system", "b"))
+    decision = _decide(me, shipped_policies, KubeLookups(api_client(port, tmp_path)))
+    assert not decision.allowed
+    assert handler.requests[-1] == f"{KS_API}/flux-system/kustomizations/b"
+
+
+def test_a_slow_api_costs_one_request_deadline_not_one_timeout_per_lookup(
+    fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, tmp_path: Path
+) -> None:
+    port, handler = fake_api
+    handler.delay = 0.3  # every answer; each lookup alone is well within its 2 s timeout
+    chain = [_ks(f"k{i}", f"ns-{i}", (f"ns-{i + 1}", f"k{i + 1}")) for i in range(1, 12)]
+    _serve_kustomizations(handler, chain)
+    me = _ks("k0", "ns-0", ("ns-1", "k1"))
+    lookups = KubeLookups(api_client(port, tmp_path), timeout=2.0)
+    started = time.monotonic()
+    decision = _decide(me, shipped_policies, lookups.for_request(started + 1.0))
+    elapsed = time.monotonic() - started
+    assert decision.allowed
+    assert decision.warnings == [
+        "fluxwarden: kustomization-dependencies: could not check dependsOn for cycles: "
+        "request deadline reached before the Kubernetes API answered"
+    ]
+    assert elapsed < 1.5  # the deadline, plus one answer in flight (bounded, not a benchmark)
+    assert len(handler.requests) <= 4
+
+
+def test_a_hung_api_is_given_no_more_than_the_request_deadline(
+    silent_port: int, shipped_policies: PolicySet, tmp_path: Path
+) -> None:
+    lookups = KubeLookups(api_client(silent_port, tmp_path), timeout=2.0)
+    started = time.monotonic()
+    decision = _decide(
+        _ks("apps", "flux-system", ("flux-system", "infra")),
+        shipped_policies,
+        lookups.for_request(started + 0.5),
+    )
+    assert time.monotonic() - started < 1.2
+    assert decision.allowed
+    assert "could not check dependsOn for cycles" in decision.warnings[0]
+    # Cut short by the request's deadline: not a verdict on the API, the next request asks again.
+    with pytest.raises(LookupUnavailable, match="deadline reached"):
+        lookups.for_request(time.monotonic() + 0.3).dependencies(
+            "Kustomization", ObjectRef("flux-system", "infra")
+        )
+
+
+def test_fan_out_is_capped_per_request(
+    fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, tmp_path: Path
+) -> None:
+    port, handler = fake_api
+    spread = [_ks(f"k{i}", f"ns-{i}") for i in range(30)]
+    _serve_kustomizations(handler, spread)
+    me = _ks("apps", "flux-system", *[(f"ns-{i}", f"k{i}") for i in range(30)])
+    lookups = KubeLookups(api_client(port, tmp_path), max_calls=8)
+    decision = _decide(me, shipped_policies, lookups.for_request(time.monotonic() + 2.5))
+    assert decision.allowed
+    assert decision.warnings == [
+        "fluxwarden: kustomization-dependencies: could not check dependsOn for cycles: "
+        "more than 8 Kubernetes API calls needed for one request"
+    ]
+    assert len(handler.requests) == 8
+
+
+def test_identical_concurrent_lookups_are_made_once(
+    fake_api: tuple[int, type[_FakeAPI]], tmp_path: Path
+) -> None:
+    port, handler = fake_api
+    handler.delay = 0.3
+    path = "/apis/apps/v1/namespaces/cattle-fleet-system/deployments/fleet-controller"
+    spec = {"selector": {}, "template": {"spec": {"containers": []}}}
+    handler.objects[path] = {"metadata": {"name": "fleet-controller"}, "spec": spec}
+    lookups = KubeLookups(api_client(port, tmp_path))
+    answers: list[object] = []
+
+    def ask() -> None:
+        view = lookups.for_request(time.monotonic() + 2.5)
+        answers.append(view.deployment("cattle-fleet-system", "fleet-controller"))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(answers) == 8
+    assert all(a == {"metadata": {"name": "fleet-controller"}, "spec": spec} for a in answers)
+    assert handler.requests == [path]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -83,52 +84,62 @@ def _stale_metrics_dir(base: Path) -> Path:
     return metrics / "not-yet-created"
 
 
+@contextlib.contextmanager
+def running_server(
+    certs: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    policies: Path | None = None,
+    port: int | None = None,
+) -> Iterator[Server]:
+    """`fluxwarden serve` on 127.0.0.1 in its own process group; stopped (SIGTERM) on exit."""
+    port = port or free_port()
+    log = certs / f"server-{port}.log"
+    argv = [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--lookups", "none", "--cert-file", str(certs / "tls.crt")]
+    argv += ["--key-file", str(certs / "tls.key"), *args]
+    if policies:
+        argv += ["--policies", str(policies)]
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
+    running = Server(port, certs, process, log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if '"ready"' in running.get("/readyz"):
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield running
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    assert code == 0, log.read_text()[-2000:]
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     certs = tmp_path_factory.mktemp("certs")
     _write_certs(certs)
-    port = free_port()
-    log = certs / "server.log"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "webhook",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--lookups",
-            "none",
-            "--cert-file",
-            str(certs / "tls.crt"),
-            "--key-file",
-            str(certs / "tls.key"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-        start_new_session=True,
-        # As the shipped Deployment runs it: a metrics directory that does not exist yet, plus a
-        # stale file a previous container left in the (surviving) emptyDir.
-        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(_stale_metrics_dir(certs))},
-    )
-    running = Server(port, certs, process, log)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if '"ready"' in running.get("/readyz"):
-                break
-        except OSError:
-            pass
-        assert process.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
-    yield running
-    os.killpg(process.pid, signal.SIGTERM)
-    assert process.wait(timeout=30) == 0, log.read_text()[-2000:]
+    # As the shipped Deployment runs it: a metrics directory that does not exist yet, plus a
+    # stale file a previous container left in the (surviving) emptyDir.
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(_stale_metrics_dir(certs))}
+    with running_server(certs, "--workers", "2", env=env) as running:
+        yield running
 
 
 def test_answers_over_tls_and_logs_one_json_line_per_decision(server: Server) -> None:

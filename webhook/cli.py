@@ -85,13 +85,22 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # The workers are gevent's: patch before anything imports ssl or urllib3 (the kubeconfig
+    # check below does), or the lookups' TLS breaks (RecursionError) in every worker.
+    from gevent import monkey
+
+    monkey.patch_all()
     from .server.run import ServeOptions, serve
 
     if bool(args.cert_file) != bool(args.key_file):
         raise UsageError("--cert-file and --key-file go together")
     override = mode_override(args)
     load_policies(args)
-    for path in (args.cert_file, args.key_file):
+    if args.client_ca_file and not args.cert_file:
+        raise UsageError("--client-ca-file needs --cert-file and --key-file (mTLS is over TLS)")
+    if not 0 < args.deadline <= 30:
+        raise UsageError("--deadline must be between 0 and 30 seconds")
+    for path in (args.cert_file, args.key_file, args.client_ca_file):
         if path and not Path(path).is_file():
             raise UsageError(f"no such file: {path}")
     if args.lookups == "kube":
@@ -104,12 +113,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
-            threads=args.threads,
+            connections=args.connections,
             mode_override=override,
             kubeconfig=args.kubeconfig,
             context=args.context,
             lookups=args.lookups,
             log_level=args.log_level,
+            client_ca_file=Path(args.client_ca_file) if args.client_ca_file else None,
+            deadline=args.deadline,
         )
     )
     return 0
@@ -363,7 +374,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8443)
     serve.add_argument("--workers", type=int, default=2, help="worker processes")
-    serve.add_argument("--threads", type=int, default=4, help="threads per worker")
+    serve.add_argument(
+        "--connections", type=int, default=1000, help="open connections per worker (the cap)"
+    )
+    serve.add_argument(
+        "--client-ca-file",
+        metavar="PATH",
+        help="mTLS: admissions only from clients with a certificate from this CA (the API "
+        "server's, see README); probes and /metrics stay open",
+    )
+    serve.add_argument(
+        "--deadline",
+        type=float,
+        default=2.5,
+        metavar="SECONDS",
+        help="answer every admission within this time, lookups included; keep it below the "
+        "webhook timeout (default 2.5)",
+    )
     serve.add_argument(
         "--kubeconfig", help="for lookups (default: in-cluster, then ~/.kube/config)"
     )

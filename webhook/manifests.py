@@ -36,7 +36,10 @@ REPORT_RULES: tuple[JsonObject, ...] = (
         "verbs": ["get", "list", "create", "update", "patch", "delete"],
     },
 )
-LOOKUP_VERBS = ["get"]  # the lookups GET single objects; they never list, watch or write
+# The lookups GET named objects; reads of any name (the dependsOn walk) list one namespace at a
+# time instead of one GET per object. Never watch, never write.
+NAMED_READ_VERBS = ("get",)
+ANY_NAME_READ_VERBS = ("get", "list")
 
 
 @dataclass(frozen=True)
@@ -334,7 +337,14 @@ def _lookups_role(policy_set: PolicySet) -> JsonObject:
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
         "metadata": {"name": f"{SERVICE}-lookups"},
-        "rules": [_rule(read.kind, list(LOOKUP_VERBS), read.names) for read in reads],
+        "rules": [
+            _rule(
+                read.kind,
+                list(NAMED_READ_VERBS if read.names else ANY_NAME_READ_VERBS),
+                read.names,
+            )
+            for read in reads
+        ],
     }
 
 

@@ -101,7 +101,8 @@ def test_the_lookups_role_grants_exactly_the_reads() -> None:
         "resourceNames": ["image-reflector-controller", "my-fleet"],
         "verbs": ["get"],
     }
-    assert all(rule["verbs"] == ["get"] for rule in role["rules"])
+    # The dependsOn walk lists one namespace at a time; named reads are GETs only.
+    assert [rule["verbs"] for rule in role["rules"][1:]] == [["get", "list"], ["get", "list"]]
 
 
 CONFIGMAPS = ResourceKind("", ("v1",), "configmaps", "ConfigMap")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import jsonpatch
-
 from .model import (
     EXEMPT_ANNOTATION,
     Action,
@@ -20,6 +18,7 @@ from .model import (
     Result,
     Webhook,
 )
+from .patch import make_patch
 from .policies import Policy, Report
 from .policyset import ConfiguredPolicy, PolicySet
 
@@ -122,7 +121,7 @@ def _evaluate(
     patch: list[JsonObject] = []
     if allowed and working is not obj:
         try:
-            patch = jsonpatch.make_patch(obj, working).patch
+            patch = make_patch(obj, working)
         except Exception as error:  # e.g. RecursionError on absurdly deep objects: fail open
             warnings.append(
                 f"{WARNING_PREFIX}: patch not computed, request allowed: {_failure(error)}"
@@ -244,10 +243,12 @@ def _render(
 
 
 def _cut(text: str, limit: int) -> str:
-    """At most `limit` bytes of UTF-8 (the API server counts bytes), never a split character."""
-    data = text.encode()
+    """At most `limit` bytes of UTF-8 (the API server counts bytes), never a split character.
+
+    Lone surrogates (valid in JSON strings, not in UTF-8) become "?"."""
+    data = text.encode(errors="replace")
     if len(data) <= limit:
-        return text
+        return data.decode()
     return data[: limit - 3].decode(errors="ignore") + "..."
 
 

@@ -3,6 +3,9 @@
 The only module that imports `kubernetes` at request time. A slow or unreachable API server turns
 into `LookupUnavailable` (a warning), never a hang or a denial; after a failure the API is not
 asked again for `backoff` seconds so a dead API server does not slow every admission request.
+Each admission request has a deadline and a number of API calls shared by all its lookups
+(`for_request`); identical lookups of concurrent requests are made once; dependsOn graphs are
+read one namespace list at a time.
 """
 
 from __future__ import annotations
@@ -54,7 +57,58 @@ def load_api_client(
     return client.ApiClient(configuration)
 
 
+# Per admission request: API calls at most (a list page or a GET each). With namespace listing a
+# dependsOn graph costs one call per namespace it spans, so this is generous.
+MAX_CALLS_PER_REQUEST = 16
+LIST_PAGE = 500
+MIN_TIMEOUT = 0.05  # less time than this left: do not start a call
+
+
+class Budget:
+    """One admission request's share of the API: a deadline and a number of calls."""
+
+    def __init__(
+        self, deadline: float, *, max_calls: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.deadline, self.max_calls, self._clock = deadline, max_calls, clock
+        self.calls = 0
+
+    def remaining(self) -> float:
+        return self.deadline - self._clock()
+
+    def spend(self) -> float:
+        """Take one call; the seconds it may last. LookupUnavailable when nothing is left."""
+        left = self.remaining()
+        if left < MIN_TIMEOUT:
+            raise LookupUnavailable("request deadline reached before the Kubernetes API answered")
+        if self.calls >= self.max_calls:
+            raise LookupUnavailable(
+                f"more than {self.max_calls} Kubernetes API calls needed for one request"
+            )
+        self.calls += 1
+        return left
+
+
+class _Flight:
+    """One fetch in progress; identical concurrent lookups wait for it instead of asking again."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: LookupUnavailable | None = None
+
+
+class _Forbidden(Exception):
+    """Listing is not allowed (RBAC): look objects up one by one instead."""
+
+
 class KubeLookups:
+    """Shared by all requests of a process: cache, back-off, coalescing of identical lookups.
+
+    `for_request(deadline)` gives the view one admission request uses: every lookup it makes
+    shares that deadline and `max_calls`, so a request is answered in time whatever the API does.
+    """
+
     def __init__(
         self,
         api_client: client.ApiClient,
@@ -62,16 +116,35 @@ class KubeLookups:
         ttl: float = 1.0,
         timeout: float = 2.0,
         backoff: float = 10.0,
+        max_calls: int = MAX_CALLS_PER_REQUEST,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._apps = client.AppsV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
         self._ttl, self._timeout, self._backoff, self._clock = ttl, timeout, backoff, clock
+        self._max_calls = max_calls
         self._cache: dict[object, tuple[float, Any]] = {}
+        self._flights: dict[object, _Flight] = {}
         self._down_until = 0.0
+        self._list_forbidden_until = 0.0
         self._lock = threading.Lock()
 
-    def _cached(self, key: object, fetch: Callable[[], T]) -> T:
+    def for_request(self, deadline: float) -> RequestLookups:
+        return RequestLookups(self, Budget(deadline, max_calls=self._max_calls, clock=self._clock))
+
+    def _budget(self) -> Budget:
+        # Not a request's: each call may take the whole timeout.
+        deadline = self._clock() + 2 * self._timeout
+        return Budget(deadline, max_calls=self._max_calls, clock=self._clock)
+
+    # The Lookups protocol, for callers without a request (each call gets the plain timeout).
+    def deployment(self, namespace: str, name: str) -> JsonObject | None:
+        return self.deployment_within(namespace, name, self._budget())
+
+    def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
+        return self.dependencies_within(kind, ref, self._budget())
+
+    def _cached(self, key: object, fetch: Callable[[float], T], budget: Budget) -> T:
         now = self._clock()
         with self._lock:
             hit = self._cache.get(key)
@@ -79,34 +152,64 @@ class KubeLookups:
                 return hit[1]  # type: ignore[no-any-return]
             if now < self._down_until:
                 raise LookupUnavailable("Kubernetes API unavailable (recent failure, backing off)")
+            flight = self._flights.get(key)
+        if flight is not None:  # the same lookup is in progress for another request: share it
+            if not flight.done.wait(max(budget.remaining(), 0)):
+                raise LookupUnavailable("request deadline reached waiting for the Kubernetes API")
+            if flight.error is not None:
+                raise flight.error
+            return flight.value  # type: ignore[no-any-return]
+        left = budget.spend()
+        timeout = min(self._timeout, left)
+        flight = _Flight()
+        with self._lock:
+            self._flights[key] = flight
         try:
-            value = fetch()
+            flight.value = self._fetch(fetch, timeout, cut_short=left < self._timeout)
+        except LookupUnavailable as error:
+            flight.error = error
+            raise
+        finally:
+            with self._lock:
+                self._flights.pop(key, None)
+            flight.done.set()
+        with self._lock:
+            if len(self._cache) >= MAX_CACHE_ENTRIES:
+                self._cache.clear()  # crude but bounded: a full cache only costs a few GETs
+            self._cache[key] = (self._clock(), flight.value)
+        return flight.value  # type: ignore[no-any-return]
+
+    def _fetch(self, fetch: Callable[[float], T], timeout: float, *, cut_short: bool) -> T:
+        try:
+            return fetch(timeout)
+        except (LookupUnavailable, _Forbidden):
+            raise
         except ApiException as error:
             self._mark_down()
             raise LookupUnavailable(
                 f"Kubernetes API error {error.status}: {error.reason}"
             ) from error
         except Exception as error:  # urllib3 timeouts, refused connections, TLS errors
+            # A call cut short by this request's deadline says nothing about the API's health.
+            if cut_short:
+                raise LookupUnavailable(
+                    "request deadline reached before the Kubernetes API answered"
+                ) from error
             self._mark_down()
             cause = getattr(error, "reason", None) or error  # urllib3's MaxRetryError wraps it
             raise LookupUnavailable(
                 f"Kubernetes API unreachable: {type(cause).__name__}"
             ) from error
-        with self._lock:
-            if len(self._cache) >= MAX_CACHE_ENTRIES:
-                self._cache.clear()  # crude but bounded: a full cache only costs a few GETs
-            self._cache[key] = (self._clock(), value)
-        return value
 
     def _mark_down(self) -> None:
         with self._lock:
             self._down_until = self._clock() + self._backoff
 
-    def deployment(self, namespace: str, name: str) -> JsonObject | None:
-        def fetch() -> JsonObject | None:
+    def deployment_within(self, namespace: str, name: str, budget: Budget) -> JsonObject | None:
+        def fetch(timeout: float) -> JsonObject | None:
             try:
                 found: Any = self._apps.read_namespaced_deployment(
-                    name, namespace, _request_timeout=self._timeout
+                    name, namespace, _request_timeout=timeout
                 )
             except ApiException as error:
                 if error.status == 404:
@@ -115,15 +218,69 @@ class KubeLookups:
             plain: JsonObject = self._apps.api_client.sanitize_for_serialization(found)
             return {"metadata": plain.get("metadata", {}), "spec": plain.get("spec", {})}
 
-        return self._cached(("deployment", namespace, name), fetch)
+        return self._cached(("deployment", namespace, name), fetch, budget)
 
-    def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
-        # One GET per visited object, cached only briefly: a graph cached for long would miss an
-        # object created a moment ago (a missed cycle) or keep an edge already removed (a false
-        # denial). Dependency walks are short, and the short cache absorbs `kubectl apply` bursts.
-        return self._cached(("dependsOn", kind, ref), lambda: self._depends_on(kind, ref))
+    def dependencies_within(
+        self, kind: DependencyKind, ref: ObjectRef, budget: Budget
+    ) -> list[ObjectRef] | None:
+        # Cached only briefly: a graph cached for long would miss an object created a moment
+        # ago (a missed cycle) or keep an edge already removed (a false denial).
+        # One list of the namespace's objects answers every name in it (a 199-name dependsOn
+        # is one call, not 199); where RBAC does not allow listing, one GET per object.
+        if self._clock() >= self._list_forbidden_until:
+            try:
+                graph = self._cached(
+                    ("dependsOn-list", kind, ref.namespace),
+                    lambda timeout: self._list_depends_on(kind, ref.namespace, budget, timeout),
+                    budget,
+                )
+                return graph.get(ref.name)
+            except _Forbidden:
+                with self._lock:
+                    self._list_forbidden_until = self._clock() + 300
+        return self._cached(
+            ("dependsOn", kind, ref),
+            lambda timeout: self._depends_on(kind, ref, timeout),
+            budget,
+        )
 
-    def _depends_on(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
+    def _list_depends_on(
+        self, kind: DependencyKind, namespace: str, budget: Budget, timeout: float
+    ) -> dict[str, list[ObjectRef]]:
+        api = DEPENDENCY_APIS[kind]
+        for version in api.versions:
+            graph: dict[str, list[ObjectRef]] = {}
+            token: str | None = None
+            try:
+                while True:
+                    page: Any = self._custom.list_namespaced_custom_object(
+                        api.group,
+                        version,
+                        namespace,
+                        api.plural,
+                        limit=LIST_PAGE,
+                        _continue=token,
+                        _request_timeout=timeout,
+                    )
+                    for obj in page.get("items") or []:
+                        name = (obj.get("metadata") or {}).get("name")
+                        if isinstance(name, str):
+                            graph[name] = depends_on(obj, namespace)
+                    token = (page.get("metadata") or {}).get("continue")
+                    if not token:
+                        return graph
+                    timeout = min(self._timeout, budget.spend())  # each page is a call
+            except ApiException as error:
+                if error.status == 404:
+                    continue  # this version is not served: try the next
+                if error.status == 403:
+                    raise _Forbidden from error
+                raise
+        return {}
+
+    def _depends_on(
+        self, kind: DependencyKind, ref: ObjectRef, timeout: float
+    ) -> list[ObjectRef] | None:
         api = DEPENDENCY_APIS[kind]
         for version in api.versions:
             try:
@@ -133,7 +290,7 @@ class KubeLookups:
                     ref.namespace,
                     api.plural,
                     ref.name,
-                    _request_timeout=self._timeout,
+                    _request_timeout=timeout,
                 )
             except ApiException as error:
                 if error.status == 404:
@@ -141,3 +298,16 @@ class KubeLookups:
                 raise
             return depends_on(obj, ref.namespace)
         return None
+
+
+class RequestLookups:
+    """The lookups of one admission request: all share its `Budget`."""
+
+    def __init__(self, shared: KubeLookups, budget: Budget) -> None:
+        self.shared, self.budget = shared, budget
+
+    def deployment(self, namespace: str, name: str) -> JsonObject | None:
+        return self.shared.deployment_within(namespace, name, self.budget)
+
+    def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
+        return self.shared.dependencies_within(kind, ref, self.budget)

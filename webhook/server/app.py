@@ -6,9 +6,10 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from typing import IO, Any, Protocol, cast
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..admission import BadRequest, parse_json, review
 from ..engine import Decision, Lookups, Mode, PolicyResult
@@ -23,12 +24,65 @@ log = logging.getLogger("fluxwarden.server")
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
+# Total time to receive a body: the API server sends it at once; a client dribbling it is not.
+BODY_TIMEOUT = 5.0
+CHUNK = 64 * 1024
+
+
+class RequestScoped(Protocol):
+    """Lookups that can hand out a per-request view sharing one deadline (`KubeLookups`)."""
+
+    def for_request(self, deadline: float) -> Lookups: ...
+
+
 @dataclass
 class ServerConfig:
     policies: PolicyStore
     lookups: Lookups
     mode_override: Mode | None = None
     max_body_bytes: int = MAX_BODY_BYTES
+    # Seconds from receipt to answer, lookups included (below the webhook's timeout).
+    deadline: float = 2.5
+    body_timeout: float = BODY_TIMEOUT
+    # mTLS: admissions only from clients that presented a certificate the TLS layer verified.
+    require_client_cert: bool = False
+
+    def lookups_for(self, deadline: float) -> Lookups:
+        scoped = getattr(self.lookups, "for_request", None)
+        return cast("RequestScoped", self.lookups).for_request(deadline) if scoped else self.lookups
+
+
+def read_body(stream: IO[bytes], *, limit: int, deadline: float) -> bytes:
+    """At most `limit` bytes within `deadline` (monotonic), chunked or not.
+
+    BadRequest 413 past the limit, 408 when the client is too slow or goes away mid-body.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise BadRequest("request body not received in time", 408)
+        try:
+            chunk = stream.read(min(CHUNK, limit + 1 - size))
+        except RequestEntityTooLarge as error:
+            raise BadRequest(f"request body larger than {limit} bytes", 413) from error
+        except Exception as error:  # timeouts, resets, broken chunking (each server its own type)
+            raise BadRequest(f"request body not received: {type(error).__name__}", 408) from error
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(f"request body larger than {limit} bytes", 413)
+        chunks.append(chunk)
+
+
+def _has_client_cert(environ: dict[str, Any]) -> bool:
+    sock = environ.get("gunicorn.socket")
+    getpeercert = getattr(sock, "getpeercert", None)
+    try:
+        return bool(getpeercert and getpeercert())  # {} unless a certificate was verified
+    except (OSError, ValueError):
+        return False
 
 
 def _json(payload: object, status: int) -> Response:
@@ -65,15 +119,24 @@ def create_app(config: ServerConfig) -> Flask:
 
     def admit(webhook: str) -> Response:
         started = time.perf_counter()
+        received = time.monotonic()
+        if config.require_client_cert and not _has_client_cert(request.environ):
+            return _error("a client certificate is required", 403)
         if request.mimetype != "application/json":
             return _error(f"content type must be application/json, got {request.mimetype!r}", 415)
         try:
-            payload = parse_json(request.get_data(cache=False))
+            body = read_body(
+                request.stream,
+                limit=config.max_body_bytes,
+                deadline=received + config.body_timeout,
+            )
+            payload = parse_json(body)
+            del body  # the parsed review is what we need now; do not hold both
             policy_set = config.policies.current().with_ceiling(config.mode_override)
             response, admission, decision = review(
                 payload,
                 policy_set=policy_set,
-                lookups=config.lookups,
+                lookups=config.lookups_for(received + config.deadline),
                 webhook="mutate" if webhook == "mutate" else "validate",
             )
         except BadRequest as error:

@@ -1,6 +1,7 @@
 """The policy set in force, reloaded when its file changes (as a mounted ConfigMap does).
 
-An invalid new file keeps the old set, is logged, and counts a policy load error.
+An invalid new file keeps the old set, is logged, and counts a policy load error (once, however
+many worker processes notice it).
 """
 
 from __future__ import annotations
@@ -35,8 +36,54 @@ def load_policy_file(path: Path) -> PolicySet:
     return parse_policy_set(text, source=str(path))
 
 
+class LastGood:
+    """The last policy set text that loaded, in a directory all worker processes share.
+
+    A worker that (re)starts while the mounted file is invalid starts from this copy instead of
+    failing to boot (gunicorn's master would exit, and every replica crash-loop). The directory
+    also records which bad files were already counted, so the load-error metric counts a bad
+    file once, not once per worker.
+    """
+
+    FILE = "last-good-policies.yaml"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def save(self, text: str) -> None:
+        target = self.directory / self.FILE
+        try:
+            if target.read_text(encoding="utf-8") == text:
+                return
+        except OSError:
+            pass
+        tmp = self.directory / f".{self.FILE}.{os.getpid()}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(target)  # atomic: a worker reading it never sees half a file
+
+    def load(self, source: Path) -> PolicySet:
+        text = (self.directory / self.FILE).read_text(encoding="utf-8")
+        return parse_policy_set(text, source=f"{source} (last good copy)")
+
+    def first_to_report(self, stamp: FileStamp | None) -> bool:
+        """True for exactly one caller per bad file version, across processes."""
+        name = "error-" + "-".join(str(part) for part in stamp or (0, 0, 0))
+        try:
+            os.close(os.open(self.directory / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        except OSError:
+            return True  # cannot record it: count it rather than lose it
+        return True
+
+
 class PolicyStore:
-    """Hands out the current policy set; checks the file at most every `interval` seconds."""
+    """Hands out the current policy set; checks the file at most every `interval` seconds.
+
+    With `state_dir` (the server), a file that does not load at start-up falls back to the last
+    good copy there; without it (tests, one process) the first load must succeed.
+    """
 
     def __init__(
         self,
@@ -44,14 +91,22 @@ class PolicyStore:
         *,
         interval: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        state_dir: Path | None = None,
     ) -> None:
         self.path = path
         self._interval, self._clock = interval, clock
-        self._stamp = _stamp(path)
-        self._current = load_policy_file(path)  # the first load must succeed: fail at start-up
-        self._checked = clock()
+        self._last_good = LastGood(state_dir) if state_dir else None
         self._lock = threading.Lock()
         self.last_error: str | None = None
+        self._stamp = _stamp(path)
+        try:
+            self._current = self._load()
+        except PolicySetError as error:
+            if self._last_good is None:
+                raise  # no fallback: fail at start-up
+            self._current = self._last_good.load(path)
+            self._failed(error)
+        self._checked = clock()
 
     def current(self) -> PolicySet:
         now = self._clock()
@@ -62,19 +117,33 @@ class PolicyStore:
                     self._reload_if_changed()
         return self._current
 
+    def _load(self) -> PolicySet:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise PolicySetError(f"{self.path}: cannot read: {error}") from error
+        loaded = parse_policy_set(text, source=str(self.path))
+        if self._last_good is not None:
+            self._last_good.save(text)
+        return loaded
+
+    def _failed(self, error: PolicySetError) -> None:
+        self.last_error = str(error)
+        log.error("policy set not loaded, keeping the last good one: %s", error)
+        if self._last_good is None or self._last_good.first_to_report(self._stamp):
+            from . import metrics  # here, not at import: the CLI loads policies without metrics
+
+            metrics.POLICY_LOAD_ERRORS.inc()
+
     def _reload_if_changed(self) -> None:
         stamp = _stamp(self.path)
         if stamp == self._stamp or stamp is None:
             return
         self._stamp = stamp
         try:
-            self._current = load_policy_file(self.path)
+            self._current = self._load()
         except PolicySetError as error:
-            self.last_error = str(error)
-            log.error("policy set not reloaded, keeping the previous one: %s", error)
-            from . import metrics  # here, not at import: the CLI loads policies without metrics
-
-            metrics.POLICY_LOAD_ERRORS.inc()
+            self._failed(error)
             return
         self.last_error = None
         log.info("policy set reloaded from %s (pid %d)", self.path, os.getpid())

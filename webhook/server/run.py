@@ -1,13 +1,16 @@
 """`fluxwarden serve`: the Flask app under gunicorn with TLS that follows certificate rotation.
 
-gunicorn was chosen by measurement over granian (see bench/README.md): it lets us hand every new
-connection the current TLS context, which is what rotation without a restart needs.
+gunicorn with our gevent worker (`worker.py`) was chosen by measurement (see bench/README.md):
+hostile connections cost a greenlet each and every phase of a connection is bounded in time; the
+worker hands every new connection the current TLS context (rotation without a restart); the
+gunicorn master restarts dead workers and drains on SIGTERM.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import ssl
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,13 @@ from .decisionlog import configure_logging
 
 log = logging.getLogger("fluxwarden.server")
 
+# Connection phases, in seconds. The API server sends a request right after connecting and reuses
+# idle connections within its own idle timeout; nothing legitimate is slower than these.
+HANDSHAKE_TIMEOUT = 5.0
+HEADER_TIMEOUT = 5.0
+IDLE_TIMEOUT = 30
+IO_TIMEOUT = 5.0
+
 
 @dataclass
 class ServeOptions:
@@ -29,12 +39,15 @@ class ServeOptions:
     host: str = "0.0.0.0"
     port: int = 8443
     workers: int = 2
-    threads: int = 4
+    connections: int = 1000  # per worker
     mode_override: Mode | None = None
     kubeconfig: str | None = None
     context: str | None = None
     lookups: str = "auto"  # auto | kube | none
     log_level: str = "INFO"
+    client_ca_file: Path | None = None
+    deadline: float = 2.5  # seconds per admission request, lookups included
+    state_dir: Path | None = None  # last good policy set, shared by the workers
 
 
 def _make_lookups(options: ServeOptions) -> Lookups:
@@ -54,32 +67,41 @@ def _make_lookups(options: ServeOptions) -> Lookups:
 
 
 class _Server(BaseApplication):  # type: ignore[misc]
-    def __init__(self, options: ServeOptions) -> None:
-        self.options = options
+    def __init__(self, options: ServeOptions, state_dir: Path) -> None:
+        self.options, self.state_dir = options, state_dir
         super().__init__()
 
     def load_config(self) -> None:
+        from .worker import worker_class
+
         o = self.options
+        tls = (
+            _tls_holder(o.cert_file, o.key_file, o.client_ca_file)
+            if o.cert_file and o.key_file
+            else None
+        )
         settings: dict[str, Any] = {
             "bind": [f"[{o.host}]:{o.port}" if ":" in o.host else f"{o.host}:{o.port}"],
             "workers": o.workers,
-            "worker_class": "gthread",
-            "threads": o.threads,
+            # TLS is done by the worker (current context per connection), not by gunicorn.
+            "worker_class": worker_class(
+                tls.current if tls else None,
+                handshake_timeout=HANDSHAKE_TIMEOUT,
+                header_timeout=HEADER_TIMEOUT,
+                idle_timeout=IDLE_TIMEOUT,
+                io_timeout=IO_TIMEOUT,
+            ),
+            "worker_connections": o.connections,
+            "keepalive": IDLE_TIMEOUT,
             "graceful_timeout": 20,
-            "keepalive": 30,
+            # A worker whose hub is blocked this long (a runaway request) is restarted.
+            "timeout": 30,
             "accesslog": None,
             "control_socket_disable": True,  # a read-only root filesystem has nowhere to put it
             "loglevel": o.log_level.lower(),
             "child_exit": _child_exit,
             "post_worker_init": lambda worker: configure_logging(o.log_level),
         }
-        if o.cert_file and o.key_file:
-            tls = _tls_holder(o.cert_file, o.key_file)
-            settings |= {
-                "certfile": str(o.cert_file),
-                "keyfile": str(o.key_file),
-                "ssl_context": lambda conf, default_factory: tls.current(),
-            }
         for key, value in settings.items():
             self.cfg.set(key, value)
 
@@ -87,24 +109,27 @@ class _Server(BaseApplication):  # type: ignore[misc]
         from .app import ServerConfig, create_app
         from .policystore import PolicyStore
 
-        store = PolicyStore(self.options.policies)
+        store = PolicyStore(self.options.policies, state_dir=self.state_dir)
         config = ServerConfig(
             policies=store,
             lookups=_make_lookups(self.options),
             mode_override=self.options.mode_override,
+            deadline=self.options.deadline,
+            require_client_cert=self.options.client_ca_file is not None,
         )
         return create_app(config)
 
 
 class _TLSHolder:
-    """Creates the reloading TLS context lazily, once per worker process."""
+    """Creates the reloading TLS context lazily, once per worker process (after gevent's
+    monkey patching, so that the context makes cooperative sockets)."""
 
-    def __init__(self, cert_file: Path, key_file: Path) -> None:
-        self.cert_file, self.key_file = cert_file, key_file
+    def __init__(self, cert_file: Path, key_file: Path, client_ca_file: Path | None) -> None:
+        self.cert_file, self.key_file, self.client_ca_file = cert_file, key_file, client_ca_file
         self._tls: Any = None
         self._pid = 0
 
-    def current(self) -> Any:
+    def current(self) -> ssl.SSLContext:
         if self._tls is None or self._pid != os.getpid():
             from . import metrics
             from .tls import ReloadingTLS
@@ -112,18 +137,20 @@ class _TLSHolder:
             self._tls = ReloadingTLS(
                 self.cert_file,
                 self.key_file,
+                client_ca_file=self.client_ca_file,
                 on_load=lambda expiry: metrics.CERT_EXPIRY.set(expiry.timestamp()),
             )
             self._pid = os.getpid()
-        return self._tls.current()
+        context: ssl.SSLContext = self._tls.current()
+        return context
 
 
-def _tls_holder(cert_file: Path, key_file: Path) -> _TLSHolder:
-    # Fail at start-up, not at the first connection, when the pair does not load.
+def _tls_holder(cert_file: Path, key_file: Path, client_ca_file: Path | None) -> _TLSHolder:
+    # Fail at start-up, not at the first connection, when the files do not load.
     from .tls import ReloadingTLS
 
-    ReloadingTLS(cert_file, key_file)
-    return _TLSHolder(cert_file, key_file)
+    ReloadingTLS(cert_file, key_file, client_ca_file=client_ca_file)
+    return _TLSHolder(cert_file, key_file, client_ca_file)
 
 
 def _child_exit(server: Any, worker: Any) -> None:
@@ -145,8 +172,10 @@ def serve(options: ServeOptions) -> None:
             stale.unlink()
     else:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fluxwarden-metrics-")
-    # Fail fast on a bad policy file before forking workers.
-    from .policystore import load_policy_file
+    # Start only with a good policy set: it becomes the last good set the workers fall back to.
+    from .policystore import LastGood, load_policy_file
 
+    state_dir = options.state_dir or Path(tempfile.mkdtemp(prefix="fluxwarden-state-"))
     load_policy_file(options.policies)
-    _Server(options).run()
+    LastGood(state_dir).save(options.policies.read_text(encoding="utf-8"))
+    _Server(options, state_dir).run()

@@ -3,7 +3,8 @@
 cert-manager rewrites the mounted Secret; each new connection asks `current()`, which checks (at
 most once a second) whether the files changed and, if so, loads a fresh context. Connections
 already established keep theirs, so in-flight requests never fail. A half-written pair that does
-not load is ignored until the next check.
+not load is ignored until the next check. With a client CA file (mTLS), that file is followed
+the same way.
 """
 
 from __future__ import annotations
@@ -39,13 +40,15 @@ class ReloadingTLS:
         cert_file: Path,
         key_file: Path,
         *,
+        client_ca_file: Path | None = None,
         interval: float = 1.0,
         on_load: Callable[[datetime.datetime], None] = lambda expiry: None,
     ) -> None:
-        self.cert_file, self.key_file = cert_file, key_file
+        self.cert_file, self.key_file, self.client_ca_file = cert_file, key_file, client_ca_file
         self._interval, self._on_load = interval, on_load
         self._lock = threading.Lock()
-        self._stamp = _stamp(cert_file, key_file)
+        self._files = (cert_file, key_file, *([client_ca_file] if client_ca_file else []))
+        self._stamp = _stamp(*self._files)
         self._checked = time.monotonic()
         self.context = self._load()  # the first load must succeed
 
@@ -53,6 +56,12 @@ class ReloadingTLS:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.cert_file, self.key_file)
+        if self.client_ca_file:
+            # mTLS: a certificate, when presented, must come from this CA. Optional at the TLS
+            # layer so that kubelet probes (no client certificate) still reach /healthz and
+            # /readyz; the app refuses admissions from clients without one (`app.py`).
+            context.verify_mode = ssl.CERT_OPTIONAL
+            context.load_verify_locations(cafile=str(self.client_ca_file))
         self._on_load(certificate_expiry(self.cert_file))
         return context
 
@@ -68,7 +77,7 @@ class ReloadingTLS:
             return
         with self._lock:
             self._checked = now
-            stamp = _stamp(self.cert_file, self.key_file)
+            stamp = _stamp(*self._files)
             if stamp is None or stamp == self._stamp:
                 return
             try:

@@ -1,0 +1,208 @@
+"""Hostile clients on loopback: connections that hold the server's attention and send nothing
+useful, kept open (reopened when the server closes them) while admissions are timed.
+
+Kinds: `idle-tls` (handshake done, no request), `slow-headers` (handshake, then one header byte
+every 0.5 s, never finishing), `silent-tcp` (connected, no TLS handshake). Used by
+`python -m bench --hostile` and by `tests/test_hostile_clients.py`. Bounded: `count`
+connections, `duration` seconds at most, everything closed on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+KINDS = ("idle-tls", "slow-headers", "silent-tcp")
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass
+class _Conn:
+    kind: str
+    sock: socket.socket
+    next_byte: float = 0.0
+
+
+@dataclass
+class Hostiles:
+    """The hostile connections; `reopened` counts those the server closed (and we reopened)."""
+
+    host: str
+    port: int
+    context: ssl.SSLContext
+    conns: list[_Conn] = field(default_factory=list)
+    reopened: int = 0
+    failed_opens: int = 0
+
+    def open(self, kind: str) -> _Conn | None:
+        raw = socket.create_connection((self.host, self.port), timeout=5)
+        try:
+            if kind == "silent-tcp":
+                return _Conn(kind, raw)
+            tls = self.context.wrap_socket(raw, server_hostname=self.host)
+            if kind == "slow-headers":
+                tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: x\r\n")
+            return _Conn(kind, tls, time.monotonic() + 0.5)
+        except (OSError, ssl.SSLError):
+            raw.close()
+            self.failed_opens += 1
+            return None
+
+    def tend(self) -> None:
+        """One round: reopen connections the server closed, feed the slow ones a byte."""
+        readable, _, _ = select.select([c.sock for c in self.conns], [], [], 0.1)
+        closed = set()
+        for sock in readable:
+            try:
+                sock.setblocking(False)
+                data = sock.recv(1)
+                if not data:
+                    closed.add(sock)
+            except ssl.SSLWantReadError:
+                pass
+            except OSError:
+                closed.add(sock)
+            finally:
+                with contextlib.suppress(OSError):
+                    sock.setblocking(True)
+        now = time.monotonic()
+        for index, conn in enumerate(self.conns):
+            if conn.kind == "slow-headers" and conn.sock not in closed and now >= conn.next_byte:
+                try:
+                    conn.sock.sendall(b"X")
+                    conn.next_byte = now + 0.5
+                except OSError:
+                    closed.add(conn.sock)
+            if conn.sock in closed:
+                conn.sock.close()
+                again = self.open(conn.kind)
+                if again is not None:
+                    self.conns[index] = again
+                    self.reopened += 1
+
+    def close(self) -> None:
+        for conn in self.conns:
+            conn.sock.close()
+        self.conns.clear()
+
+
+@contextlib.contextmanager
+def hostile_connections(
+    host: str, port: int, context: ssl.SSLContext, *, count: int, duration: float
+) -> Iterator[Hostiles]:
+    """`count` hostile connections (kinds in turn), tended by a thread for at most `duration`."""
+    if host not in LOOPBACK:
+        raise ValueError(f"hostile clients target loopback only, not {host}")
+    hostiles = Hostiles(host, port, context)
+    for index in range(count):
+        conn = hostiles.open(KINDS[index % len(KINDS)])
+        if conn is not None:
+            hostiles.conns.append(conn)
+    stop = threading.Event()
+    ends = time.monotonic() + duration
+
+    def tend() -> None:
+        while not stop.is_set() and time.monotonic() < ends and hostiles.conns:
+            hostiles.tend()
+
+    tender = threading.Thread(target=tend, daemon=True)
+    tender.start()
+    try:
+        time.sleep(0.5)  # let the server take them all in
+        yield hostiles
+    finally:
+        stop.set()
+        tender.join(timeout=5)
+        hostiles.close()
+
+
+def timed_admissions(
+    host: str,
+    port: int,
+    context: ssl.SSLContext,
+    body: Callable[[], bytes],
+    *,
+    count: int,
+    timeout: float = 5.0,
+) -> tuple[list[float], int]:
+    """`count` admissions, each on a new TLS connection: (seconds each, failures)."""
+    latencies: list[float] = []
+    failures = 0
+    for _ in range(count):
+        started = time.perf_counter()
+        try:
+            conn = http.client.HTTPSConnection(host, port, context=context, timeout=timeout)
+            conn.request("POST", "/mutate", body(), {"Content-Type": "application/json"})
+            reply = conn.getresponse()
+            reply.read()
+            conn.close()
+            if reply.status != 200:
+                failures += 1
+        except OSError:
+            failures += 1
+        latencies.append(time.perf_counter() - started)
+    return latencies, failures
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def main() -> None:
+    """`python -m bench.hostile [--count N] [--admissions M]`: admission latency on new TLS
+    connections with N hostile connections open, against `fluxwarden serve` (2 workers)."""
+    import argparse
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from tests.conftest import IRC_DEPLOYMENT, admission_review
+    from tests.test_server_process import _write_certs, running_server
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--count", type=int, default=256)
+    parser.add_argument("--admissions", type=int, default=200)
+    parser.add_argument("--connections", type=int, default=1000, help="per worker")
+    options = parser.parse_args()
+
+    def body() -> bytes:
+        return json.dumps(admission_review(IRC_DEPLOYMENT)).encode()
+
+    with tempfile.TemporaryDirectory(prefix="fluxwarden-hostile-") as tmp:
+        certs = Path(tmp)
+        _write_certs(certs)
+        args: tuple[str, ...] = ("--workers", "2")
+        if options.connections != 1000:  # the default; older servers have no such flag
+            args += ("--connections", str(options.connections))
+        with running_server(certs, *args) as server:
+            quiet, _ = timed_admissions(
+                "127.0.0.1", server.port, server.context(), body, count=options.admissions
+            )
+            with hostile_connections(
+                "127.0.0.1", server.port, server.context(), count=options.count, duration=120
+            ) as hostiles:
+                loud, failures = timed_admissions(
+                    "127.0.0.1", server.port, server.context(), body, count=options.admissions
+                )
+                reopened = hostiles.reopened
+    for label, values in (("no hostile clients", quiet), (f"{options.count} hostile", loud)):
+        print(
+            f"| {label} | {_percentile(values, 0.5) * 1000:.1f} | "
+            f"{_percentile(values, 0.99) * 1000:.1f} | {max(values) * 1000:.1f} | "
+            f"{sum(v > 1 for v in values)} |"
+        )
+    print(
+        f"failures: {failures}, hostile connections closed by the server and reopened: {reopened}"
+    )
+
+
+if __name__ == "__main__":
+    main()

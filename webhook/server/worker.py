@@ -1,0 +1,169 @@
+"""The gunicorn worker `fluxwarden serve` runs: gevent, so a silent connection costs a greenlet,
+not a thread, with every phase of a connection bounded in time.
+
+gunicorn's own gevent worker lets a client that never finishes the TLS handshake hold its slot
+forever and wraps every connection with the context it made at start-up (no certificate
+rotation). This worker does the TLS itself, with the reloading context, and bounds:
+
+- the TLS handshake (`handshake_timeout`, total),
+- the first request's headers (`header_timeout`, total) and the idle time between keep-alive
+  requests (`idle_timeout`),
+- every single socket read or write (`io_timeout`); the body's total read time is bounded by the
+  app (`app.read_body`),
+- the number of connections (`worker_connections`): when the pool is nearly full, the
+  connections that have been waiting longest for a handshake or a request line are closed first,
+  so hostile clients cannot fill it; a connection in the middle of a request is never closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+from gevent import Greenlet
+from gunicorn.workers.base_async import AsyncWorker
+from gunicorn.workers.ggevent import GeventWorker
+
+# Fraction of `worker_connections` in use above which waiting connections are closed.
+HIGH_WATER = 0.75
+
+
+class _Waiting:
+    """A phase in which the client owes us bytes (handshake, request headers): bounded in time
+    and, while it lasts, evictable by a new connection."""
+
+    def __init__(self, worker: HardenedWorker, seconds: float) -> None:
+        self.worker, self.timeout = worker, gevent.Timeout(seconds, False)
+        self.greenlet = gevent.getcurrent()
+
+    def __enter__(self) -> _Waiting:
+        self.timeout.start()
+        self.worker.waiting[self.greenlet] = (time.monotonic(), self.timeout)
+        self._socket_timeout(None)  # this phase has its own total limit
+        return self
+
+    def __exit__(self, *exc: object) -> bool | None:
+        self.worker.waiting.pop(self.greenlet, None)
+        self._socket_timeout(self.worker.io_timeout)
+        return self.timeout.__exit__(*exc)  # type: ignore[no-any-return]
+
+    def _socket_timeout(self, seconds: float | None) -> None:
+        sock = self.worker.sockets_of.get(self.greenlet)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(seconds)
+
+
+class HardenedWorker(GeventWorker):  # type: ignore[misc]
+    """Set by `worker_class()`: the TLS context source (None = plain HTTP) and the limits."""
+
+    tls_context: Callable[[], ssl.SSLContext] | None = None
+    handshake_timeout = 5.0
+    header_timeout = 5.0
+    idle_timeout = 30.0
+    io_timeout = 5.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting: dict[Any, tuple[float, gevent.Timeout]] = {}
+        self.served: dict[Any, int] = {}
+        self.sockets_of: dict[Any, Any] = {}
+
+    def timeout_ctx(self) -> _Waiting:
+        """Around each wait for request headers: the first one, then the keep-alive idle time."""
+        me = gevent.getcurrent()
+        first = self.served.get(me, 0) == 0
+        self.served[me] = self.served.get(me, 0) + 1
+        return _Waiting(self, self.header_timeout if first else self.idle_timeout)
+
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        me = gevent.getcurrent()
+        try:
+            self._evict_if_crowded()
+            client.settimeout(self.io_timeout)
+            self.sockets_of[me] = client
+            if self.tls_context is not None:
+                with _Waiting(self, self.handshake_timeout):
+                    client = self.tls_context().wrap_socket(
+                        client, server_side=True, do_handshake_on_connect=False
+                    )
+                    client.do_handshake()
+                    self.sockets_of[me] = client
+                if not _handshake_done(client):
+                    client.close()
+                    return
+            AsyncWorker.handle(self, listener, client, addr)
+        except (OSError, ssl.SSLError):
+            client.close()  # a failed or abandoned handshake: nothing to answer
+        finally:
+            self.served.pop(me, None)
+            self.waiting.pop(me, None)
+            self.sockets_of.pop(me, None)
+
+    def _evict_if_crowded(self) -> None:
+        pool = getattr(self, "_pool", None)
+        size = self.worker_connections
+        in_use = len(self.served) + len(self.waiting)
+        if pool is not None:
+            in_use = pool.size - pool.free_count()
+        excess = in_use - int(size * HIGH_WATER)
+        if excess <= 0 or not self.waiting:
+            return
+        oldest = sorted(self.waiting.items(), key=lambda item: item[1][0])[: max(excess, 1)]
+        for greenlet, (_, timeout) in oldest:
+            self.waiting.pop(greenlet, None)
+            if isinstance(greenlet, Greenlet):
+                greenlet.kill(timeout, block=False)  # ends its wait as if it had timed out
+
+    def run(self) -> None:
+        # Keep a handle on the pool(s) gunicorn creates, to know how full they are.
+        from gevent import pool as gevent_pool
+
+        original = gevent_pool.Pool
+        worker = self
+
+        class _Pool(original):  # type: ignore[misc,valid-type]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                worker._pool = self
+
+        import gunicorn.workers.ggevent as ggevent
+
+        ggevent.Pool = _Pool
+        try:
+            super().run()
+        finally:
+            ggevent.Pool = original
+
+
+def _handshake_done(sock: Any) -> bool:
+    try:
+        return sock.version() is not None  # None until the handshake completed
+    except (OSError, ValueError):
+        return False
+
+
+def worker_class(
+    tls_context: Callable[[], ssl.SSLContext] | None,
+    *,
+    handshake_timeout: float,
+    header_timeout: float,
+    idle_timeout: float,
+    io_timeout: float,
+) -> type[HardenedWorker]:
+    """A worker class bound to these settings (gunicorn instantiates it in each worker)."""
+    return type(
+        "FluxwardenWorker",
+        (HardenedWorker,),
+        {
+            "tls_context": staticmethod(tls_context) if tls_context else None,
+            "handshake_timeout": handshake_timeout,
+            "header_timeout": header_timeout,
+            "idle_timeout": idle_timeout,
+            "io_timeout": io_timeout,
+        },
+    )
