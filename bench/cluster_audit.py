@@ -36,7 +36,7 @@ BATCH = 500
 def _measure(kubeconfig: str, *, traced: bool, report: bool) -> dict[str, Any]:
     from webhook.audit.cluster import audit_cluster, write_reports
     from webhook.cli import SHIPPED_POLICIES
-    from webhook.lookups.kube import load_api_client
+    from webhook.kube.lookups import load_api_client
     from webhook.server.policystore import load_policy_file
 
     policy_set = load_policy_file(SHIPPED_POLICIES)

@@ -3,7 +3,7 @@ useful, kept open (reopened when the server closes them) while admissions are ti
 
 Kinds: `idle-tls` (handshake done, no request), `slow-headers` (handshake, then one header byte
 every 0.5 s, never finishing), `silent-tcp` (connected, no TLS handshake). Used by
-`python -m bench --hostile` and by `tests/test_hostile_clients.py`. Bounded: `count`
+`python -m bench --hostile` and by `tests/server/test_hostile_clients.py`. Bounded: `count`
 connections, `duration` seconds at most, everything closed on exit.
 """
 
@@ -165,7 +165,7 @@ def main() -> None:
     from pathlib import Path
 
     from tests.conftest import IRC_DEPLOYMENT, admission_review
-    from tests.test_server_process import _write_certs, running_server
+    from tests.server.test_server_process import _write_certs, running_server
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--count", type=int, default=256)

@@ -138,8 +138,8 @@ def _read_input(source: str) -> bytes:
 def _api_client(args: argparse.Namespace, *, retries: int | None = None) -> Any:
     """The Kubernetes ApiClient for --kubeconfig/--context (default: in-cluster, then
     ~/.kube/config); a missing or broken config is a usage error. (Typed Any: only
-    webhook.lookups.kube imports `kubernetes`.)"""
-    from .lookups.kube import load_api_client
+    webhook.kube imports `kubernetes`.)"""
+    from .kube.lookups import load_api_client
 
     try:
         return load_api_client(args.kubeconfig, args.context, retries=retries)
@@ -159,7 +159,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         payload = parse_json(body)
         lookups: Lookups
         if args.kubeconfig:
-            from .lookups.kube import KubeLookups
+            from .kube.lookups import KubeLookups
 
             lookups = KubeLookups(_api_client(args, retries=0))
         else:

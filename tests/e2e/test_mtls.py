@@ -24,7 +24,7 @@ from tests.e2e.harness import (
     wait_until,
     webhook_configurations,
 )
-from tests.test_server_process import Server, _write_certs, running_server
+from tests.server.test_server_process import Server, _write_certs, running_server
 from webhook.certs import CertificateAuthority
 
 pytestmark = pytest.mark.e2e

@@ -21,8 +21,8 @@ from ..engine.resources import HELMRELEASES, KUSTOMIZATIONS, ResourceKind
 from ..engine.scope import listing_plan
 from ..kube import ApiClient
 from ..kube.lister import ApiUnreachable, Lister, ListFailed, NotServed
+from ..kube.lookups import KubeLookups
 from ..kube.reports import ClusterObjectLocation, ReportWriteError, write_reports
-from ..lookups.kube import KubeLookups
 from .findings import AuditReport, Finding, InputProblem
 
 __all__ = [

@@ -55,7 +55,7 @@ def _make_lookups(options: ServeOptions) -> Lookups:
 
     if options.lookups == "none":
         return NoLookups()
-    from ..lookups.kube import KubeLookups, load_api_client
+    from ..kube.lookups import KubeLookups, load_api_client
 
     try:
         return KubeLookups(load_api_client(options.kubeconfig, options.context, retries=0))

@@ -17,7 +17,7 @@ import yaml
 from kubernetes import client
 
 from webhook.engine import LookupUnavailable, ObjectRef, PolicySet, evaluate, request_for
-from webhook.lookups.kube import KubeLookups, load_api_client
+from webhook.kube.lookups import KubeLookups, load_api_client
 
 
 def api_client(port: int, tmp_path: Path) -> client.ApiClient:

@@ -18,7 +18,7 @@ import pytest
 
 from bench.hostile import hostile_connections, timed_admissions
 from tests.conftest import IRC_DEPLOYMENT, admission_review
-from tests.test_server_process import Server, _write_certs, running_server
+from tests.server.test_server_process import Server, _write_certs, running_server
 from webhook.cli import SHIPPED_POLICIES
 
 
