@@ -43,9 +43,8 @@ unit: setup ## Run the tests that need no control plane
 test: setup lint controlplane ## Lint, then run every test, end-to-end ones against the real API server
 	$(BIN)/pytest
 
-golden: setup ## Rewrite the golden files (policy cases, audit output formats) from the code; review the diff
+golden: setup ## Rewrite every golden file (policy cases, audit formats, fix cases) from the code; review the diff
 	$(BIN)/python -m tests.golden
-	$(BIN)/python -m tests.audit.test_formats --regen
 
 generate: setup ## Regenerate manifests/base/generated.yaml (webhooks, ClusterRoles) from the policy set
 	$(BIN)/fluxwarden manifests --policies policies/flux-best-practices.yaml > manifests/base/generated.yaml

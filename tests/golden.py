@@ -133,6 +133,9 @@ def expected_files(case: Case, decision: Decision) -> dict[str, str | None]:
 
 
 def regenerate() -> None:
+    """Every golden file of the project: policy cases, audit output formats, fix cases."""
+    from tests.audit import test_fix, test_formats
+
     for case in load_cases():
         for name, text in expected_files(case, case.decide()).items():
             target = case.path / name
@@ -141,6 +144,8 @@ def regenerate() -> None:
             else:
                 target.write_text(text)
         print(f"regenerated {case.id}")
+    for path in [*test_formats.regenerate(), *test_fix.regenerate()]:
+        print(f"regenerated {path}")
 
 
 if __name__ == "__main__":

@@ -317,21 +317,21 @@ def test_junit_structure_and_counts(report: AuditReport) -> None:
     assert _counts(root) == {"tests": 10, "failures": 2, "errors": 1, "skipped": 2}
     assert len(report.findings) + len(report.problems) == 10
 
-    cases = {case.get("name"): case for case in root.iter("testcase")}
-    irc = cases["Deployment/flux-system/image-reflector-controller irc-single-replica"]
+    by_name = {case.get("name"): case for case in root.iter("testcase")}
+    irc = by_name["Deployment/flux-system/image-reflector-controller irc-single-replica"]
     failure = irc.find("failure")
     assert failure is not None
     assert failure.get("type") == "fail"
     assert "set spec.replicas to 1 (was 2)" in failure.get("message", "")
-    hasty = cases["HelmRelease/apps/hasty helmrelease-interval"]
+    hasty = by_name["HelmRelease/apps/hasty helmrelease-interval"]
     assert list(hasty) == [hasty.find("system-out")]  # a warning passes, with the advice
     assert "shorter than 1m" in (hasty.findtext("system-out") or "")
-    broken = cases["document at line 21"].find("error")
+    broken = by_name["document at line 21"].find("error")
     assert broken is not None
     assert broken.get("type") == "input-error"
     assert broken.get("message") == "invalid YAML: mapping values are not allowed here"
-    assert cases["HelmRelease/apps/legacy helmrelease-interval"].find("skipped") is not None
-    assert list(cases["HelmRelease/apps/podinfo helmrelease-interval"]) == []
+    assert by_name["HelmRelease/apps/legacy helmrelease-interval"].find("skipped") is not None
+    assert list(by_name["HelmRelease/apps/podinfo helmrelease-interval"]) == []
 
 
 def test_junit_every_result() -> None:

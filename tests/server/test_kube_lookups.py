@@ -326,7 +326,7 @@ def test_identical_concurrent_lookups_are_made_once(
     port, handler = fake_api
     handler.delay = 0.3
     path = "/apis/apps/v1/namespaces/cattle-fleet-system/deployments/fleet-controller"
-    spec = {"selector": {}, "template": {"spec": {"containers": []}}}
+    spec: dict[str, Any] = {"selector": {}, "template": {"spec": {"containers": []}}}
     handler.objects[path] = {"metadata": {"name": "fleet-controller"}, "spec": spec}
     lookups = KubeLookups(api_client(port, tmp_path))
     answers: list[object] = []
