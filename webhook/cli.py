@@ -114,7 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             connections=args.connections,
-            mode_override=override,
+            ceiling=override,
             kubeconfig=args.kubeconfig,
             context=args.context,
             lookups=args.lookups,

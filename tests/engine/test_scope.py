@@ -251,3 +251,22 @@ def test_the_generated_files_are_valid_yaml_documents() -> None:
         "ClusterRole",
     ]
     assert Path(GENERATED).read_text().startswith("# DO NOT EDIT")
+
+
+def test_fluxwarden_audit_reports_a_kube_system_helmrelease(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from webhook.cli import main
+
+    release = {
+        "apiVersion": "helm.toolkit.fluxcd.io/v2",
+        "kind": "HelmRelease",
+        "metadata": {"name": "cilium", "namespace": "kube-system"},
+        "spec": {"interval": "10m", "chart": {"spec": {"chart": "cilium"}}},
+    }
+    (tmp_path / "cilium.yaml").write_text(yaml.safe_dump(release))
+    assert main(["audit", str(tmp_path / "cilium.yaml"), "-o", "json"]) == 1
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    assert [(f["policy"], f["result"]) for f in findings if f["result"] == "fail"] == [
+        ("helmrelease-drift-detection", "fail")
+    ]

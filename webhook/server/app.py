@@ -12,7 +12,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..admission import BadRequest, parse_json, review
-from ..engine import Decision, Lookups, Mode, PolicyResult
+from ..engine import Decision, Lookups, PolicyResult
 from ..engine.scope import known_kinds
 from . import metrics
 from .decisionlog import log_decision
@@ -39,7 +39,6 @@ class RequestScoped(Protocol):
 class ServerConfig:
     policies: PolicyStore
     lookups: Lookups
-    mode_override: Mode | None = None
     max_body_bytes: int = MAX_BODY_BYTES
     # Seconds from receipt to answer, lookups included (below the webhook's timeout).
     deadline: float = 2.5
@@ -132,7 +131,7 @@ def create_app(config: ServerConfig) -> Flask:
             )
             payload = parse_json(body)
             del body  # the parsed review is what we need now; do not hold both
-            policy_set = config.policies.current().with_ceiling(config.mode_override)
+            policy_set = config.policies.current()
             response, admission, decision = review(
                 payload,
                 policy_set=policy_set,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..engine import PolicySet, PolicySetError, parse_policy_set
+from ..engine import Mode, PolicySet, PolicySetError, parse_policy_set
 
 log = logging.getLogger("fluxwarden.policies")
 
@@ -92,8 +92,10 @@ class PolicyStore:
         interval: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         state_dir: Path | None = None,
+        ceiling: Mode | None = None,
     ) -> None:
         self.path = path
+        self._ceiling = ceiling  # --mode / FLUXWARDEN_MODE: applied once per load
         self._interval, self._clock = interval, clock
         self._last_good = LastGood(state_dir) if state_dir else None
         self._lock = threading.Lock()
@@ -104,7 +106,7 @@ class PolicyStore:
         except PolicySetError as error:
             if self._last_good is None:
                 raise  # no fallback: fail at start-up
-            self._current = self._last_good.load(path)
+            self._current = self._last_good.load(path).with_ceiling(ceiling)
             self._failed(error)
         self._checked = clock()
 
@@ -122,7 +124,7 @@ class PolicyStore:
             text = self.path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise PolicySetError(f"{self.path}: cannot read: {error}") from error
-        loaded = parse_policy_set(text, source=str(self.path))
+        loaded = parse_policy_set(text, source=str(self.path)).with_ceiling(self._ceiling)
         if self._last_good is not None:
             self._last_good.save(text)
         return loaded

@@ -40,7 +40,7 @@ class ServeOptions:
     port: int = 8443
     workers: int = 2
     connections: int = 1000  # per worker
-    mode_override: Mode | None = None
+    ceiling: Mode | None = None  # --mode / FLUXWARDEN_MODE
     kubeconfig: str | None = None
     context: str | None = None
     lookups: str = "auto"  # auto | kube | none
@@ -109,11 +109,12 @@ class _Server(BaseApplication):  # type: ignore[misc]
         from .app import ServerConfig, create_app
         from .policystore import PolicyStore
 
-        store = PolicyStore(self.options.policies, state_dir=self.state_dir)
+        store = PolicyStore(
+            self.options.policies, state_dir=self.state_dir, ceiling=self.options.ceiling
+        )
         config = ServerConfig(
             policies=store,
             lookups=_make_lookups(self.options),
-            mode_override=self.options.mode_override,
             deadline=self.options.deadline,
             require_client_cert=self.options.client_ca_file is not None,
         )
