@@ -9,7 +9,7 @@
 #   tests/controlplane/flux/build.sh --print-dir  print the dir, build nothing
 set -euo pipefail
 
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FLUX_VERSION=v2.9.5
 CACHE_ROOT=${FLUXWARDEN_CACHE:-$HOME/.cache/fluxwarden}
 OUT="$CACHE_ROOT/controlplane/flux-$FLUX_VERSION"
