@@ -167,3 +167,44 @@ def test_negative_control_dry_run_without_mutation_is_perpetual_drift(
     later = outputs[1:]
     assert len(later) >= RECONCILIATIONS
     assert all(output.get(irc) == "configured" for output in later), later
+
+
+def _ks_child(name: str, depends_on: str) -> dict[str, Any]:
+    child = kustomization(name, interval="10m")
+    child["spec"]["dependsOn"] = [{"name": depends_on}]
+    child["spec"]["sourceRef"] = {"kind": "ExternalArtifact", "name": "unused"}
+    return child
+
+
+def test_dependson_cycle_in_the_repo_is_denied_and_shown_on_the_kustomization(
+    flux_cluster: ControlPlane, tmp_path: Path
+) -> None:
+    server = WebhookServer(flux_cluster, tmp_path / "fw").start()
+    files = {"cycle.yaml": dump(_ks_child("cycle-a", "cycle-b"), _ks_child("cycle-b", "cycle-a"))}
+    try:
+        register(flux_cluster, server)
+        wait_for_webhook(flux_cluster, server)
+        with ArtifactServer(tmp_path / "artifacts") as artifacts:
+            artifacts.publish(flux_cluster, name="cycle", namespace=NS, files=files)
+            controller = KustomizeController(flux_cluster, tmp_path / "kc").start()
+            try:
+                flux_cluster.kubectl("apply", "-f", "-", input=json.dumps(kustomization("cycle")))
+
+                def ready_message() -> str:
+                    got = json.loads(
+                        flux_cluster.kubectl(
+                            "get", "kustomization", "cycle", "-n", NS, "-o", "json"
+                        ).stdout
+                    )
+                    for condition in got.get("status", {}).get("conditions", []):
+                        if condition["type"] == "Ready" and condition["status"] == "False":
+                            return str(condition["message"])
+                    return ""
+
+                message = wait_for("Ready=False", ready_message, timeout=90)
+            finally:
+                controller.stop()
+    finally:
+        server.stop()
+    assert "fluxwarden denied the request" in message, message
+    assert "kustomization-dependencies" in message or "cycle" in message, message
