@@ -4,6 +4,7 @@ fluxwarden: the stored objects carry the mutations and later reconciliations cha
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -208,3 +209,44 @@ def test_dependson_cycle_in_the_repo_is_denied_and_shown_on_the_kustomization(
         server.stop()
     assert "fluxwarden denied the request" in message, message
     assert "kustomization-dependencies" in message or "cycle" in message, message
+
+
+def test_outage_heals_on_the_next_reconciliation(
+    flux_cluster: ControlPlane, tmp_path: Path
+) -> None:
+    """fluxwarden down (failurePolicy Ignore): Flux stores an unfixed HelmRelease; once
+    fluxwarden is back the next reconciliation stores the fixed one."""
+    release = json.loads(json.dumps(HELMRELEASE))
+    release["metadata"]["name"] = "heal"
+
+    def drift_mode() -> str | None:
+        got = flux_cluster.kubectl(
+            "get", "helmrelease", "heal", "-n", NS, "-o", "json", check=False
+        )
+        if got.returncode != 0:
+            return None
+        mode: str | None = json.loads(got.stdout)["spec"].get("driftDetection", {}).get("mode")
+        return mode or "absent"
+
+    down = WebhookServer(flux_cluster, tmp_path / "fw-down").start()
+    register(flux_cluster, down, failure_policy="Ignore")
+    wait_for_webhook(flux_cluster, down)
+    down.stop()
+    with ArtifactServer(tmp_path / "artifacts") as artifacts:
+        artifacts.publish(flux_cluster, name="heal", namespace=NS, files={"hr.yaml": dump(release)})
+        controller = KustomizeController(flux_cluster, tmp_path / "kc").start()
+        try:
+            flux_cluster.kubectl("apply", "-f", "-", input=json.dumps(kustomization("heal")))
+            assert wait_for("the unfixed HelmRelease", drift_mode, timeout=90) == "absent"
+            up = WebhookServer(flux_cluster, tmp_path / "fw-up").start()
+            try:
+                register(flux_cluster, up, failure_policy="Ignore")
+                started = time.monotonic()
+                wait_for("the fix", lambda: drift_mode() == "enabled", timeout=90)
+                healed = time.monotonic() - started
+            finally:
+                up.stop()
+        finally:
+            controller.stop()
+    print(f"\nfluxwarden back -> fixed object stored in {healed:.1f}s (Kustomization interval 2s)")
+    assert healed < 60
