@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install fluxwarden with its dev tools
 
-controlplane: ## Build kube-apiserver, etcd and kubectl from Go modules (once per machine, ~5 min cold)
+controlplane: ## Build kube-apiserver, etcd, kubectl, kustomize-controller and the Flux CRDs from Go modules (once per machine)
 	tests/controlplane/build.sh > /dev/null
+	tests/controlplane/flux/build.sh > /dev/null
 
 demo: setup controlplane ## The main job: fluxwarden in front of a local kube-apiserver, as kubectl shows it (DEMO_ARGS=--keep)
 	$(BIN)/python -m tests.e2e.demo $(DEMO_ARGS)

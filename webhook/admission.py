@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -117,10 +118,15 @@ def parse_admission_review(payload: Any) -> AdmissionRequest:
     )
 
 
+# TEST-ONLY (tests/e2e/flux negative control): answer dry-run requests without the patch,
+# the bug DESIGN.md forbids, to show the "never fights Flux" test can fail. Never set it.
+_TEST_SKIP_DRYRUN_MUTATION = os.environ.get("FLUXWARDEN_TEST_SKIP_DRYRUN_MUTATION") == "1"
+
+
 def build_response(admission: AdmissionRequest, decision: Decision) -> JsonObject:
     """The AdmissionReview the API server expects back (same apiVersion as the request)."""
     response: JsonObject = {"uid": admission.uid, "allowed": decision.allowed}
-    if decision.patch:
+    if decision.patch and not (_TEST_SKIP_DRYRUN_MUTATION and admission.request.dry_run):
         encoded = json.dumps(decision.patch, separators=(",", ":")).encode()
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(encoded).decode()
