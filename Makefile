@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install fluxwarden with its dev tools
 
-controlplane: ## Build kube-apiserver, etcd, kubectl, kustomize-controller and the Flux CRDs from Go modules (once per machine)
+controlplane: ## Build kube-apiserver, etcd, kubectl, kustomize-controller, the Flux CRDs and Flux's build library (test-only) from Go modules (once per machine)
 	tests/controlplane/build.sh > /dev/null
 	tests/controlplane/flux/build.sh > /dev/null
+	tests/fluxbuild/build.sh > /dev/null
 
 demo: setup controlplane ## The main job: fluxwarden in front of a local kube-apiserver, as kubectl shows it (DEMO_ARGS=--keep)
 	$(BIN)/python -m tests.e2e.demo $(DEMO_ARGS)

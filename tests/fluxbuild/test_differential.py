@@ -16,7 +16,7 @@ def test_bootstrap_repo_renders_as_flux_builds_it() -> None:
     binary = fluxbuild_binary()
     kubectl = default_bin_dir() / "kubectl"
     if binary is None or not kubectl.is_file():
-        pytest.skip("run tests/fluxbuild/build.sh and make controlplane")
+        pytest.fail("Flux's build library or kubectl is not built: run `make controlplane`")
     assert (
         compare(
             REPOS / "bootstrap",
