@@ -103,7 +103,7 @@ class ServerKind:
         raise ValueError(self.name)
 
 
-GUNICORN = ServerKind("gunicorn", "gunicorn gthread 2w x 4t (fluxwarden serve)")
+GUNICORN = ServerKind("gunicorn", "gunicorn gevent 2w (fluxwarden serve)")
 GRANIAN = ServerKind("granian", "granian wsgi 2w (default blocking threads)")
 GRANIAN_4T = ServerKind("granian-4t", "granian wsgi 2w x 4 blocking threads")
 KINDS = {k.name: k for k in (GUNICORN, GRANIAN, GRANIAN_4T)}
