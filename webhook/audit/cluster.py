@@ -38,8 +38,6 @@ LOOKUP_TTL = 300.0  # a batch audit may reuse a looked-up object for its whole r
 SOURCE = "cluster"
 DEPENDENCY_POLICY = "kustomization-dependencies"  # the policy whose lookups walk dependsOn
 
-Kind = ResourceKind
-
 
 class _Progress:
     """A one-line counter (a bar when the API server says how many remain) on stderr."""
@@ -71,7 +69,7 @@ class _Progress:
             self.stream.flush()
 
 
-def _location(kind: Kind, version: str, obj: JsonObject) -> ClusterObjectLocation:
+def _location(kind: ResourceKind, version: str, obj: JsonObject) -> ClusterObjectLocation:
     meta = obj.get("metadata") or {}
     return ClusterObjectLocation(
         SOURCE,
@@ -130,7 +128,7 @@ class DependencyGraph:
 
 def _list_each(
     lister: Lister,
-    kind: Kind,
+    kind: ResourceKind,
     where: tuple[str | None, ...],
     visit: Callable[[str, JsonObject], None],
     *,
@@ -225,7 +223,7 @@ def audit_cluster(
     for listing in plan:
         kind = listing.kind
 
-        def visit(version: str, obj: JsonObject, kind: Kind = kind) -> None:
+        def visit(version: str, obj: JsonObject, kind: ResourceKind = kind) -> None:
             _evaluate(
                 report,
                 kind,
@@ -258,7 +256,7 @@ def audit_cluster(
 
 def _evaluate(
     report: AuditReport,
-    kind: Kind,
+    kind: ResourceKind,
     version: str,
     obj: JsonObject,
     *,
