@@ -180,6 +180,9 @@ class _NoReads:
     def dependencies(self, kind: Any, ref: Any) -> None:
         return None
 
+    def persistent_volume_claim(self, namespace: str, name: str) -> None:
+        return None
+
 
 class _RecordingAPI(BaseHTTPRequestHandler):
     paths: ClassVar[list[str]] = []
