@@ -25,6 +25,7 @@ controlplane: ## Build kube-apiserver, etcd, kubectl, kustomize-controller, the 
 	tests/controlplane/build.sh > /dev/null
 	tests/controlplane/flux/build.sh > /dev/null
 	tests/fluxbuild/build.sh > /dev/null
+	tests/controlplane/prometheus/build.sh > /dev/null
 
 demo: setup controlplane ## The main job: fluxwarden in front of a local kube-apiserver, as kubectl shows it (DEMO_ARGS=--keep)
 	$(BIN)/python -m tests.e2e.demo $(DEMO_ARGS)
