@@ -45,7 +45,12 @@ from webhook.server.policystore import load_policy_file
 
 from .hostile import hostile_connections
 from .report import markdown_table, percentile
-from .scenarios import flux_controller, helm_release, kustomization_with_dependencies
+from .scenarios import (
+    admission_review,
+    flux_controller,
+    helm_release,
+    kustomization_with_dependencies,
+)
 from .servers import SHIPPED_POLICIES, _group_cpu
 
 JsonObject = dict[str, Any]
@@ -122,6 +127,7 @@ class TargetedApply:
     shows_effect: Callable[[Answer], bool]  # fluxwarden's mutation or warning is in the answer
     log_kind: str  # the decision log's `kind` and name prefix: the webhook's own time
     log_name: str
+    webhook_path: str | None  # where the API server sends it (None: no webhook call)
 
 
 def _dig(obj: Any, *keys: str) -> Any:
@@ -238,6 +244,7 @@ APPLIES: tuple[TargetedApply, ...] = (
         lambda a: _dig(a.body, "spec", "driftDetection", "mode") == "enabled",
         "helm.toolkit.fluxcd.io/v2/HelmRelease",
         "podinfo-",
+        "/mutate",
     ),
     TargetedApply(
         "kustomize-controller-update",
@@ -248,6 +255,7 @@ APPLIES: tuple[TargetedApply, ...] = (
         _requeue_set,
         "apps/v1/Deployment",
         "kustomize-controller",
+        "/mutate",
     ),
     TargetedApply(
         "irc-update",
@@ -257,6 +265,7 @@ APPLIES: tuple[TargetedApply, ...] = (
         lambda a: _dig(a.body, "spec", "replicas") == 1,
         "apps/v1/Deployment",
         "image-reflector-controller",
+        "/mutate",
     ),
     TargetedApply(
         "fleet-cronjob-update",
@@ -266,6 +275,7 @@ APPLIES: tuple[TargetedApply, ...] = (
         _fleet_toleration_inherited,
         "batch/v1/CronJob",
         "fleet-cleanup-gitrepo-jobs",
+        "/mutate",
     ),
     TargetedApply(
         "kustomization-create",
@@ -275,6 +285,7 @@ APPLIES: tuple[TargetedApply, ...] = (
         _fluxwarden_warned,
         "kustomize.toolkit.fluxcd.io/v1/Kustomization",
         "apps-",
+        "/validate",
     ),
     TargetedApply(
         "configmap-update",
@@ -284,6 +295,7 @@ APPLIES: tuple[TargetedApply, ...] = (
         _fluxwarden_warned,
         "v1/ConfigMap",
         "podinfo-config",
+        None,
     ),
 )
 
@@ -385,6 +397,7 @@ CONFIGURATIONS: list[Configuration] = [
     ),
 ]
 BASELINE = "none"
+DIRECT = "direct"  # not a configuration: fluxwarden called without the API server
 
 
 # --------------------------------------------------------------------------- measuring
@@ -464,6 +477,34 @@ def measure_latency(
                 expected = apply.shows_effect(answer) == config.expects_effect(apply)
                 result.latency.setdefault(apply.name, []).append(
                     Sample(seconds, expected and answer.status < 300, answer.status)
+                )
+    finally:
+        conn.close()
+
+
+def measure_direct(bench: Bench, seq: SequenceNumbers, per_op: int, result: Result) -> None:
+    """The same objects as CREATE AdmissionReviews POSTed straight to fluxwarden (one client,
+    keep-alive TLS): the webhook's share of the added latency, without the API server."""
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", bench.fluxwarden.port, context=bench.fluxwarden_context(), timeout=10
+    )
+    try:
+        for _ in range(per_op):
+            for apply in APPLIES:
+                if apply.webhook_path is None:
+                    continue
+                _, obj = apply.request(seq.take())
+                group, _, version = obj["apiVersion"].rpartition("/")
+                review = admission_review(obj, group=group, version=version)
+                review["request"]["uid"] = f"direct-{seq.take()}"
+                body = json.dumps(review).encode()
+                started = time.perf_counter()
+                conn.request("POST", apply.webhook_path, body, {"Content-Type": "application/json"})
+                reply = conn.getresponse()
+                reply.read()
+                seconds = time.perf_counter() - started
+                result.latency.setdefault(apply.name, []).append(
+                    Sample(seconds, reply.status == 200, reply.status)
                 )
     finally:
         conn.close()
@@ -559,6 +600,7 @@ def run(
     seconds: float,
 ) -> dict[str, Result]:
     results = {config.name: Result() for config in configs}
+    results[DIRECT] = Result()
     seq = SequenceNumbers()
     pids = _control_plane_pids(bench.cluster)
     for round_index in range(rounds):
@@ -596,6 +638,7 @@ def run(
                 file=sys.stderr,
                 flush=True,
             )
+        measure_direct(bench, seq, per_op, results[DIRECT])
     return results
 
 
@@ -609,7 +652,7 @@ def _ms(seconds: float) -> str:
 def latency_table(results: dict[str, Result], configs: Sequence[Configuration]) -> str:
     base = results[BASELINE]
     header = ["apply", "configuration", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms"]
-    header += ["webhook in-app p50 ms", "over 1 s", "n", "effect missing/unexpected"]
+    header += ["in-app p50 ms", "direct p50 ms", "over 1 s", "n", "effect missing/unexpected"]
     rows = []
     for apply in APPLIES:
         base_values = [s.seconds for s in base.latency.get(apply.name, [])]
@@ -619,6 +662,8 @@ def latency_table(results: dict[str, Result], configs: Sequence[Configuration]) 
             values = [s.seconds for s in samples]
             p50, p99 = percentile(values, 50), percentile(values, 99)
             in_app = results[config.name].in_app_ms.get(apply.name, [])
+            direct = [s.seconds for s in results[DIRECT].latency.get(apply.name, [])]
+            show_direct = bool(direct) and config.name != BASELINE
             rows.append(
                 [
                     apply.name,
@@ -628,6 +673,7 @@ def latency_table(results: dict[str, Result], configs: Sequence[Configuration]) 
                     "" if config.name == BASELINE else f"{(p50 - base_p50) * 1000:+.1f}",
                     "" if config.name == BASELINE else f"{(p99 - base_p99) * 1000:+.1f}",
                     f"{percentile(in_app, 50):.2f}" if in_app else "",
+                    _ms(percentile(direct, 50)) if show_direct else "",
                     str(sum(v > SLOW for v in values)),
                     str(len(values)),
                     str(sum(not s.effect_as_expected for s in samples)),

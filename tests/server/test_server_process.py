@@ -91,8 +91,10 @@ def running_server(
     env: dict[str, str] | None = None,
     policies: Path | None = None,
     port: int | None = None,
+    expected_exit: int = 0,
 ) -> Iterator[Server]:
-    """`fluxwarden serve` on 127.0.0.1 in its own process group; stopped (SIGTERM) on exit."""
+    """`fluxwarden serve` on 127.0.0.1 in its own process group; stopped (SIGTERM) on exit,
+    when the test has not stopped it; its exit code must be `expected_exit`."""
     port = port or free_port()
     log = certs / f"server-{port}.log"
     argv = [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -128,7 +130,7 @@ def running_server(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             raise
-    assert code == 0, log.read_text()[-2000:]
+    assert code == expected_exit, log.read_text()[-2000:]
 
 
 @pytest.fixture(scope="module")

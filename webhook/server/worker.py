@@ -13,6 +13,8 @@ rotation). This worker does the TLS itself, with the reloading context, and boun
 - the number of connections (`worker_connections`): when the pool is nearly full, the
   connections that have been waiting longest for a handshake or a request line are closed first,
   so hostile clients cannot fill it; a connection in the middle of a request is never closed.
+
+On SIGTERM it stops accepting, answers the requests in flight and closes the waiting ones.
 """
 
 from __future__ import annotations
@@ -134,10 +136,24 @@ class HardenedWorker(GeventWorker):  # type: ignore[misc]
         import gunicorn.workers.ggevent as ggevent
 
         ggevent.Pool = _Pool
+        gevent.spawn(self._end_waits_when_stopping)
         try:
             super().run()
         finally:
             ggevent.Pool = original
+
+    def _end_waits_when_stopping(self) -> None:
+        """After SIGTERM, close the connections that have no request in flight (waiting for a
+        handshake or for a request, idle keep-alives included): the drain then waits only for
+        requests being answered, not for the API server's pooled idle connections to time out."""
+        while self.alive:
+            gevent.sleep(0.1)
+        while True:  # until the worker exits: a connection may go idle after its last answer
+            for greenlet, (_, timeout) in list(self.waiting.items()):
+                self.waiting.pop(greenlet, None)
+                if isinstance(greenlet, Greenlet):
+                    greenlet.kill(timeout, block=False)
+            gevent.sleep(0.1)
 
 
 def _handshake_done(sock: Any) -> bool:
