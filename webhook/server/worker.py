@@ -68,12 +68,28 @@ class HardenedWorker(GeventWorker):  # type: ignore[misc]
     header_timeout = 5.0
     idle_timeout = 30.0
     io_timeout = 5.0
+    sockets: list[Any]  # gunicorn's listeners (set by the base class)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.waiting: dict[Any, tuple[float, gevent.Timeout]] = {}
         self.served: dict[Any, int] = {}
         self.sockets_of: dict[Any, Any] = {}
+
+    def patch(self) -> None:
+        """gunicorn's patch, minus a second `patch_all` when the master already patched:
+        patching again walks every object (`gc.get_objects`), which writes to the pages the
+        preloaded app shares with the master and makes them this worker's own."""
+        import socket
+
+        from gevent import monkey
+
+        if not monkey.is_module_patched("socket"):
+            monkey.patch_all()
+        self.sockets = [
+            socket.socket(s.FAMILY, socket.SOCK_STREAM, fileno=s.sock.detach())
+            for s in self.sockets
+        ]
 
     def timeout_ctx(self) -> _Waiting:
         """Around each wait for request headers: the first one, then the keep-alive idle time."""
