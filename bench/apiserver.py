@@ -25,6 +25,7 @@ import copy
 import http.client
 import json
 import ssl
+import subprocess
 import sys
 import tempfile
 import threading
@@ -44,6 +45,7 @@ from webhook.manifests import generate
 from webhook.server.policystore import load_policy_file
 
 from .hostile import hostile_connections
+from .nullwebhook import MARKER
 from .report import markdown_table, percentile
 from .scenarios import (
     admission_review,
@@ -51,7 +53,7 @@ from .scenarios import (
     helm_release,
     kustomization_with_dependencies,
 )
-from .servers import SHIPPED_POLICIES, _group_cpu
+from .servers import ROOT, SHIPPED_POLICIES, _group_cpu, free_port, port_in_use
 
 JsonObject = dict[str, Any]
 FIELD_MANAGER = "fluxwarden-bench"
@@ -311,8 +313,9 @@ class Bench:
     fluxwarden: WebhookServer
     hostile_count: int
 
-    def webhook_configurations(self) -> list[JsonObject]:
-        """The generated Mutating/ValidatingWebhookConfigurations, pointed at the local server."""
+    def webhook_configurations(self, url: str | None = None) -> list[JsonObject]:
+        """The generated Mutating/ValidatingWebhookConfigurations, pointed at the local server
+        (or at `url`, a server with a certificate from the same CA)."""
         objects = generate(load_policy_file(SHIPPED_POLICIES))
         configs = [o for o in objects if o["kind"].endswith("WebhookConfiguration")]
         for config in configs:
@@ -320,7 +323,7 @@ class Bench:
             for hook in config["webhooks"]:
                 path = hook["clientConfig"]["service"]["path"]
                 hook["clientConfig"] = {
-                    "url": f"{self.fluxwarden.url}{path}",
+                    "url": f"{url or self.fluxwarden.url}{path}",
                     "caBundle": self.fluxwarden.ca_bundle,
                 }
         return configs
@@ -346,6 +349,15 @@ class Configuration:
     description: str
     set_up: Callable[[Bench], AbstractContextManager[object]]
     expects_effect: Callable[[TargetedApply], bool]
+    marker_warning: str | None = None  # a warning every targeted apply's answer must carry
+
+    def as_expected(self, apply: TargetedApply, answer: Answer) -> bool:
+        if answer.status >= 300 or apply.shows_effect(answer) != self.expects_effect(apply):
+            return False
+        if self.marker_warning is None:
+            return True
+        marked = any(self.marker_warning in warning for warning in answer.warnings)
+        return marked == apply.touched
 
 
 @contextlib.contextmanager
@@ -380,12 +392,43 @@ def fluxwarden_webhook_hostile(bench: Bench) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def null_webhook(bench: Bench) -> Iterator[None]:
+    """The same webhook configurations, pointed at a server that allows everything at once
+    (`bench.nullwebhook`): what the API server spends on calling a webhook at all."""
+    port = free_port()
+    certs = bench.fluxwarden.certs
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.nullwebhook", str(port), str(certs / "tls.crt"),
+         str(certs / "tls.key")],
+        cwd=ROOT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until("the null webhook", lambda: port_in_use(port), 10)
+        configs = bench.webhook_configurations(f"https://127.0.0.1:{port}")
+        bench.apply(configs)
+        try:
+            yield
+        finally:
+            bench.delete(configs)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def _touched(apply: TargetedApply) -> bool:
     return apply.touched
 
 
 CONFIGURATIONS: list[Configuration] = [
     Configuration("none", "no admission webhooks or policies", no_admission, lambda a: False),
+    Configuration(
+        "null-webhook",
+        "the generated configurations pointed at a webhook that only allows",
+        null_webhook,
+        lambda a: False,
+        marker_warning=MARKER,
+    ),
     Configuration(
         "webhook", "fluxwarden webhook (generated configurations)", fluxwarden_webhook, _touched
     ),
@@ -451,7 +494,7 @@ def wait_for_effect(bench: Bench, config: Configuration, timeout: float = 60.0) 
         for apply in APPLIES:
             path, obj = apply.request(0)
             answer = conn.apply(path, obj, dry_run=True)
-            if answer.status >= 300 or apply.shows_effect(answer) != config.expects_effect(apply):
+            if not config.as_expected(apply, answer):
                 streak, mismatch = 0, f"{apply.name}: {answer.status} {answer.warnings}"
                 return False
         streak += 1
@@ -474,9 +517,8 @@ def measure_latency(
                 started = time.perf_counter()
                 answer = conn.apply(path, obj)
                 seconds = time.perf_counter() - started
-                expected = apply.shows_effect(answer) == config.expects_effect(apply)
                 result.latency.setdefault(apply.name, []).append(
-                    Sample(seconds, expected and answer.status < 300, answer.status)
+                    Sample(seconds, config.as_expected(apply, answer), answer.status)
                 )
     finally:
         conn.close()

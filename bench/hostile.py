@@ -41,6 +41,7 @@ class Hostiles:
     conns: list[_Conn] = field(default_factory=list)
     reopened: int = 0
     failed_opens: int = 0
+    closed_by_server: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
 
     def open(self, kind: str) -> _Conn | None:
         raw = socket.create_connection((self.host, self.port), timeout=5)
@@ -82,6 +83,7 @@ class Hostiles:
                 except OSError:
                     closed.add(conn.sock)
             if conn.sock in closed:
+                self.closed_by_server[conn.kind] += 1
                 conn.sock.close()
                 again = self.open(conn.kind)
                 if again is not None:
@@ -184,6 +186,12 @@ def main() -> None:
     parser.add_argument(
         "--give-up-after", type=int, default=10, help="failed admissions before a run stops"
     )
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=12.0,
+        help="seconds the hostile connections stay open at least (to see which the server closes)",
+    )
     options = parser.parse_args()
     if not 0 <= options.count <= 1024 or not 1 <= options.admissions <= 1000:
         raise SystemExit("--count 0..1024, --admissions 1..1000")
@@ -205,22 +213,32 @@ def main() -> None:
                     with hostile_connections(
                         HOST, server.port, context, count=options.count, duration=300
                     ) as hostiles:
-                        opened = len(hostiles.conns)
+                        opened, opened_at = len(hostiles.conns), time.monotonic()
                         loud = timed_admissions(
                             HOST, server.port, context, body, count=options.admissions,
                             give_up_after=options.give_up_after,
                         )  # fmt: skip
-                        reopened = hostiles.reopened
+                        time.sleep(max(0.0, options.hold - (time.monotonic() - opened_at)))
+                        closed = ", ".join(
+                            f"{kind}: {n}" for kind, n in hostiles.closed_by_server.items()
+                        )
                     runs.append((str(options.count), *loud))
                 for hostile, values, failures in runs:
                     rows.append(
                         f"| {kind.name} | {hostile} | {_percentile(values, 0.5) * 1000:.1f} | "
                         f"{_percentile(values, 0.99) * 1000:.1f} | {max(values) * 1000:.1f} | "
                         f"{sum(v > 1 for v in values)} of {len(values)} | {failures} | "
-                        + (f"{opened} open, {reopened} reopened |" if hostile != "0" else "|")
+                        + (
+                            f"{opened} open; closed by the server: {closed} |"
+                            if hostile != "0"
+                            else "|"
+                        )
                     )
                 print(rows[-2], rows[-1], sep="\n", flush=True)
-    print("\n| server | hostile | p50 ms | p99 ms | max ms | over 1 s | failed | hostile conns |")
+    print(
+        f"\n| server | hostile | p50 ms | p99 ms | max ms | over 1 s | failed "
+        f"| hostile connections (held {options.hold:.0f} s) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     print("\n".join(rows))
 
