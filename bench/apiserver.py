@@ -109,6 +109,16 @@ class ApiConnection:
             return Answer(reply.status, json.loads(data), reply.headers.get_all("Warning") or [])
         raise AssertionError("unreachable")
 
+    def get_text(self, path: str) -> str:
+        self.close()  # a fresh connection: simple, and this is not on a timed path
+        self._conn = http.client.HTTPSConnection(
+            self._host, self._port, context=self._context, timeout=REQUEST_TIMEOUT
+        )
+        self._conn.request("GET", path)
+        text = self._conn.getresponse().read().decode()
+        self.close()
+        return text
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -466,6 +476,9 @@ class Result:
     fluxwarden_cpu: float = 0.0
     webhook_calls: float = 0.0
     targeted_writes: int = 0
+    # The API server's webhook call time (its metric) during the latency phases, per webhook.
+    api_webhook_seconds: dict[str, float] = field(default_factory=dict)
+    api_webhook_calls: dict[str, float] = field(default_factory=dict)
     in_app_ms: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -550,6 +563,25 @@ def measure_direct(bench: Bench, seq: SequenceNumbers, per_op: int, result: Resu
                 )
     finally:
         conn.close()
+
+
+WEBHOOK_DURATION = "apiserver_admission_webhook_admission_duration_seconds"
+
+
+def webhook_call_totals(cluster: ControlPlane) -> dict[str, tuple[float, float]]:
+    """The API server's own account of its webhook calls: (seconds, calls) per webhook name,
+    summed over operation/type/rejected, from its `/metrics`."""
+    conn = ApiConnection(cluster)
+    totals: dict[str, tuple[float, float]] = {}
+    for line in conn.get_text("/metrics").splitlines():
+        for suffix, index in (("_sum{", 0), ("_count{", 1)):
+            if line.startswith(WEBHOOK_DURATION + suffix):
+                labels, _, value = line.rpartition(" ")
+                name = labels.split('name="', 1)[1].split('"', 1)[0]
+                pair = list(totals.get(name, (0.0, 0.0)))
+                pair[index] += float(value)
+                totals[name] = (pair[0], pair[1])
+    return totals
 
 
 def _control_plane_pids(cluster: ControlPlane) -> list[int]:
@@ -653,7 +685,18 @@ def run(
                 wait_for_effect(bench, config)
                 calls_before = bench.fluxwarden.metric_total("fluxwarden_admission_requests_total")
                 offset = bench.fluxwarden.log.stat().st_size
+                api_before = webhook_call_totals(bench.cluster)
                 measure_latency(bench, config, seq, per_op, result)
+                for name, (seconds_after, calls_after) in webhook_call_totals(
+                    bench.cluster
+                ).items():
+                    seconds_before, calls_before_ = api_before.get(name, (0.0, 0.0))
+                    result.api_webhook_seconds[name] = (
+                        result.api_webhook_seconds.get(name, 0.0) + seconds_after - seconds_before
+                    )
+                    result.api_webhook_calls[name] = (
+                        result.api_webhook_calls.get(name, 0.0) + calls_after - calls_before_
+                    )
                 time.sleep(0.3)  # the last decision-log lines reach the file
                 calls = bench.fluxwarden.metric_total("fluxwarden_admission_requests_total")
                 result.webhook_calls += calls - calls_before
@@ -750,6 +793,20 @@ def throughput_table(results: dict[str, Result], configs: Sequence[Configuration
             ]
         )
     return markdown_table(header, rows, text_columns=1)
+
+
+def webhook_call_table(results: dict[str, Result], configs: Sequence[Configuration]) -> str:
+    """Mean duration of the API server's call to each webhook, by its own metric."""
+    header = ["configuration", "webhook", "calls", "API server's call mean ms"]
+    rows = []
+    for config in configs:
+        result = results[config.name]
+        for name in sorted(result.api_webhook_calls):
+            calls = result.api_webhook_calls[name]
+            if calls:
+                mean = result.api_webhook_seconds[name] / calls * 1000
+                rows.append([config.name, name, f"{calls:.0f}", f"{mean:.2f}"])
+    return markdown_table(header, rows)
 
 
 def to_json(results: dict[str, Result]) -> JsonObject:
@@ -875,6 +932,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(latency_table(results, configs))
     print()
     print(throughput_table(results, configs))
+    print()
+    print(webhook_call_table(results, configs))
     if args.json:
         args.json.write_text(json.dumps(to_json(results), indent=1))
     return 0
