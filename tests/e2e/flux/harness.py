@@ -23,25 +23,13 @@ from typing import Any
 import yaml
 
 from tests.controlplane.cluster import ControlPlane
-
-REPO = Path(__file__).resolve().parents[3]
-FLUX_BUILD = REPO / "tests" / "controlplane" / "flux" / "build.sh"
-
-
-def flux_dir() -> Path:
-    """Where flux/build.sh puts kustomize-controller, controller-gen and crds/."""
-    out = subprocess.run([str(FLUX_BUILD), "--print-dir"], capture_output=True, text=True)
-    return Path(out.stdout.strip())
+from tests.e2e.harness import flux_dir, free_port
 
 
 def missing() -> list[str]:
     directory = flux_dir()
     needed = [directory / "kustomize-controller", directory / "crds" / ".complete"]
     return [str(path) for path in needed if not path.exists()]
-
-
-def generated_crds() -> list[Path]:
-    return sorted((flux_dir() / "crds").glob("*.yaml"))
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -146,8 +134,6 @@ class KustomizeController:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> KustomizeController:
-        from tests.e2e.harness import free_port
-
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = dict(self.cluster.kubectl_env(), RUNTIME_NAMESPACE="flux-system")
         self.process = subprocess.Popen(
