@@ -49,13 +49,19 @@ class ArtifactServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._count = 0
 
-    def __enter__(self) -> ArtifactServer:
+    def start(self) -> ArtifactServer:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def __enter__(self) -> ArtifactServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def publish(
         self, cluster: ControlPlane, *, name: str, namespace: str, files: dict[str, str]
