@@ -51,6 +51,7 @@ HERE = Path(__file__).resolve().parent
 VERSION_FILE = HERE / "VERSION"
 BINARIES = ("kube-apiserver", "kubectl", "etcd")
 SCHEDULING_BINARIES = ("kube-scheduler", "kube-controller-manager")
+NODE_MONITOR_GRACE_SECONDS = 15
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 _STOP_GRACE_SECONDS = 5.0
@@ -413,6 +414,9 @@ class ControlPlane:
                     f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                     # The HPA controller's default sync period is 15 s; tests wait for it.
                     "--horizontal-pod-autoscaler-sync-period=2s",
+                    # A node silent for 15 s (default 50 s) is NotReady: short enough that a
+                    # test module outlives it, so ReadyNodes' heartbeat is what keeps them Ready.
+                    f"--node-monitor-grace-period={NODE_MONITOR_GRACE_SECONDS}s",
                 ],
                 self.workdir / "kube-controller-manager.log",
             )
@@ -607,7 +611,8 @@ def _now(micro: bool = False) -> str:
 class ReadyNodes:
     """Node objects with the given taints, kept Ready the way a kubelet keeps its node: a
     Lease in ``kube-node-lease`` renewed and the Ready condition's heartbeat refreshed every
-    ``heartbeat`` seconds from a daemon thread.  No kubelet: pods are bound, never run.
+    ``heartbeat`` seconds from a daemon thread (``None``: never, the node goes NotReady after
+    the controller-manager's grace period).  No kubelet: pods are bound, never run.
 
         with ControlPlane(scheduling=True) as cp, ReadyNodes(cp, 2, taints=[...]):
             ...
@@ -619,7 +624,7 @@ class ReadyNodes:
         count: int,
         *,
         taints: Sequence[dict[str, str]],
-        heartbeat: float = 5.0,
+        heartbeat: float | None = 5.0,
         prefix: str = "node",
     ) -> None:
         self.cluster = cluster
@@ -638,12 +643,14 @@ class ReadyNodes:
                 "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
                 self._lease(name),
             )
-        self._thread.start()
+        if self.heartbeat is not None:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=15)
+        if self._thread.is_alive():
+            self._thread.join(timeout=15)
 
     def _conditions(self) -> list[dict[str, str]]:
         now = _now()
@@ -714,6 +721,7 @@ class ReadyNodes:
         self.beats += 1
 
     def _run(self) -> None:
+        assert self.heartbeat is not None
         while not self._stop.wait(self.heartbeat):
             with contextlib.suppress(ControlPlaneError, OSError):
                 self.beat()

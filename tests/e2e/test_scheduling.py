@@ -16,7 +16,13 @@ from typing import Any
 
 import pytest
 
-from tests.controlplane.cluster import ControlPlane, ReadyNodes, default_bin_dir, missing_binaries
+from tests.controlplane.cluster import (
+    NODE_MONITOR_GRACE_SECONDS,
+    ControlPlane,
+    ReadyNodes,
+    default_bin_dir,
+    missing_binaries,
+)
 from tests.e2e.harness import (
     WEBHOOK_KINDS,
     WebhookServer,
@@ -401,3 +407,30 @@ def test_an_hpa_cannot_raise_irc_through_the_real_controller_manager(
     hpa = _json(cluster, "get", "hpa", "image-reflector-controller", "-n", FLUX_NS)
     assert hpa["status"].get("desiredReplicas") == 3  # what the controller asked for
     assert _settled_pods(cluster, "image-reflector-controller") == 1
+
+
+def test_the_heartbeat_keeps_the_nodes_ready_while_a_silent_node_goes_not_ready(
+    scheduling_cluster: ControlPlane,
+) -> None:
+    """Negative control for the Ready nodes above: the node lifecycle controller does mark a
+    node nobody renews NotReady after the grace period; the heartbeat nodes stay Ready."""
+
+    def ready_status(node: dict[str, Any]) -> str:
+        return str(next(c for c in node["status"]["conditions"] if c["type"] == "Ready")["status"])
+
+    with ReadyNodes(scheduling_cluster, 1, taints=[NODE_TAINT], heartbeat=None, prefix="silent"):
+        wait_until(
+            "the silent node to go NotReady",
+            lambda: ready_status(_json(scheduling_cluster, "get", "node", "silent-0")) != "True",
+            timeout=NODE_MONITOR_GRACE_SECONDS * 4,
+        )
+        silent = _json(scheduling_cluster, "get", "node", "silent-0")
+        assert ready_status(silent) == "Unknown"  # "Kubelet stopped posting node status"
+        # The heartbeat nodes have now been up longer than the grace period.
+        nodes = _json(scheduling_cluster, "get", "nodes")["items"]
+        beating = [n for n in nodes if n["metadata"]["name"].startswith("node-")]
+        assert len(beating) == NODES
+        for node in beating:
+            assert ready_status(node) == "True"
+            assert node["spec"]["taints"] == [NODE_TAINT]
+    scheduling_cluster.kubectl("delete", "node", "silent-0")
