@@ -734,12 +734,24 @@ def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _taint(text: str) -> dict[str, str]:
+    """``key=value:Effect`` or ``key:Effect`` -> a Node taint."""
+    key_value, _, effect = text.rpartition(":")
+    key, _, value = key_value.partition("=")
+    if not key or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise argparse.ArgumentTypeError(f"not a taint (key=value:Effect): {text}")
+    return {"key": key, **({"value": value} if value else {}), "effect": effect}
+
+
 def _up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     signal.signal(signal.SIGHUP, _raise_keyboard_interrupt)
-    cp = ControlPlane(keep=args.keep, startup_timeout=args.timeout)
+    cp = ControlPlane(keep=args.keep, startup_timeout=args.timeout, scheduling=args.nodes > 0)
+    nodes: ReadyNodes | None = None
     try:
         cp.start()
+        if args.nodes:
+            nodes = ReadyNodes(cp, args.nodes, taints=[_taint(t) for t in args.taint]).__enter__()
         print(cp.kubeconfig_path, flush=True)
         print(
             f"control plane {k8s_version()} ready at {cp.server_url} "
@@ -763,6 +775,8 @@ def _up(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
         workdir = cp._workdir
+        if nodes is not None:
+            nodes.__exit__()
         cp.stop()
         if args.keep and workdir is not None:
             print(f"kept {workdir}", file=sys.stderr, flush=True)
@@ -777,6 +791,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     up = sub.add_parser("up", help="start, print the kubeconfig path, serve until Ctrl-C")
     up.add_argument("--keep", action="store_true", help="keep the work dir (logs, etcd data)")
     up.add_argument("--timeout", type=float, default=60.0, help="startup timeout in seconds")
+    up.add_argument(
+        "--nodes",
+        type=int,
+        default=0,
+        help="also run kube-scheduler + kube-controller-manager and keep this many Nodes Ready",
+    )
+    up.add_argument("--taint", action="append", default=[], help="key=value:Effect on every node")
     sub.add_parser("bin-dir", help="print the binaries directory")
     args = parser.parse_args(argv)
     if args.command == "bin-dir":
