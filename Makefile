@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install fluxwarden with its dev tools
 
-controlplane: ## Build kube-apiserver, etcd, kubectl, kustomize-controller, the Flux CRDs and Flux's build library (test-only) from Go modules (once per machine)
+controlplane: ## Build kube-apiserver, etcd, kubectl, kube-scheduler, kube-controller-manager, kustomize-controller, the Flux CRDs and Flux's build library (test-only) from Go modules (once per machine)
 	tests/controlplane/build.sh > /dev/null
 	tests/controlplane/flux/build.sh > /dev/null
 	tests/fluxbuild/build.sh > /dev/null
@@ -59,11 +59,12 @@ run: setup ## Serve the webhook on https://127.0.0.1:8443 with a throwaway certi
 	$(BIN)/fluxwarden serve --host 127.0.0.1 --port 8443 --lookups auto \
 	  --cert-file .run/certs/tls.crt --key-file .run/certs/tls.key
 
-bench: setup controlplane ## Webhook latency/throughput over TLS per policy vs a no-op baseline; writes through the kube-apiserver vs no admission; audit of 10k objects
+bench: setup controlplane ## Webhook latency/throughput over TLS per policy vs a no-op baseline; writes through the kube-apiserver vs no admission; audit of 10k objects; Flux dependsOn chain
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.apiserver
 	$(BIN)/python -m bench.offline_audit
 	$(BIN)/python -m bench.cluster_audit
+	$(BIN)/python -m bench.flux_chain
 
 manifests: controlplane ## Render manifests/base and every overlay with kubectl kustomize
 	@for dir in manifests/base manifests/overlays/*/; do \

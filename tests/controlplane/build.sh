@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Build kube-apiserver, kubectl and etcd from Go modules into a per-machine
-# cache, envtest-style.  Idempotent: exits at once when the binaries exist and
-# run.  Progress goes to stderr; the last (only) line on stdout is the
+# Build kube-apiserver, kubectl, etcd, kube-scheduler and kube-controller-manager
+# from Go modules into a per-machine cache, envtest-style.  Idempotent: exits at
+# once when the binaries exist and run; builds only the ones missing (adding
+# the scheduler to a cache that has the apiserver does not rebuild the
+# apiserver).  Progress goes to stderr; the last (only) line on stdout is the
 # binaries directory.
 #
 #   tests/controlplane/build.sh              build if needed, print the dir
@@ -33,21 +35,46 @@ case "${1:-}" in
 *) usage ;;
 esac
 
-# Succeeds when all three binaries in $1 exist, run, and report the pinned
+# Binary name -> main package.  etcd's main package is its server module.
+NAMES=(kube-apiserver kubectl etcd kube-scheduler kube-controller-manager)
+declare -A PACKAGE=(
+	[kube-apiserver]=k8s.io/kubernetes/cmd/kube-apiserver
+	[kubectl]=k8s.io/kubernetes/cmd/kubectl
+	[etcd]=go.etcd.io/etcd/server/v3
+	[kube-scheduler]=k8s.io/kubernetes/cmd/kube-scheduler
+	[kube-controller-manager]=k8s.io/kubernetes/cmd/kube-controller-manager
+)
+
+# Succeeds when binary $2 in dir $1 exists, runs, and reports the pinned
 # Kubernetes version.
-binaries_ok() {
-	local dir=$1 out
-	[[ -x $dir/kube-apiserver && -x $dir/kubectl && -x $dir/etcd ]] || return 1
+binary_ok() {
+	local dir=$1 name=$2 out
+	[[ -x $dir/$name ]] || return 1
 	# Capture, don't pipe into `grep -q`: with pipefail an early-exiting grep
 	# can SIGPIPE the binary and make a good build look broken.
-	out=$("$dir/kube-apiserver" --version 2>/dev/null) || return 1
-	[[ $out == "Kubernetes $K8S_VERSION" ]] || return 1
-	out=$("$dir/kubectl" version --client 2>/dev/null) || return 1
-	[[ $out == *"Client Version: $K8S_VERSION"* ]] || return 1
-	"$dir/etcd" --version >/dev/null 2>&1 || return 1
+	case $name in
+	kubectl)
+		out=$("$dir/kubectl" version --client 2>/dev/null) || return 1
+		[[ $out == *"Client Version: $K8S_VERSION"* ]]
+		;;
+	etcd) "$dir/etcd" --version >/dev/null 2>&1 ;;
+	*)
+		out=$("$dir/$name" --version 2>/dev/null) || return 1
+		[[ $out == "Kubernetes $K8S_VERSION" ]]
+		;;
+	esac
 }
 
-if binaries_ok "$OUT"; then
+# Prints the names of the binaries in $1 that are missing or broken.
+missing_in() {
+	local name
+	for name in "${NAMES[@]}"; do
+		binary_ok "$1" "$name" || echo "$name"
+	done
+}
+
+mapfile -t TO_BUILD < <(missing_in "$OUT")
+if ((${#TO_BUILD[@]} == 0)); then
 	log "binaries for $K8S_VERSION already built"
 	echo "$OUT"
 	exit 0
@@ -67,7 +94,8 @@ if command -v flock >/dev/null; then
 	if ! flock -n 9; then
 		log "another build is running; waiting for it"
 		flock 9
-		if binaries_ok "$OUT"; then
+		mapfile -t TO_BUILD < <(missing_in "$OUT")
+		if ((${#TO_BUILD[@]} == 0)); then
 			echo "$OUT"
 			exit 0
 		fi
@@ -84,18 +112,17 @@ case " ${GOFLAGS:-} " in
 *) export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false" ;;
 esac
 
-PKGS=(
-	k8s.io/kubernetes/cmd/kube-apiserver
-	k8s.io/kubernetes/cmd/kubectl
-	go.etcd.io/etcd/server/v3
-)
+PKGS=()
+for name in "${TO_BUILD[@]}"; do
+	PKGS+=("${PACKAGE[$name]}")
+done
 
 start=$(date +%s)
 log "go: $(go version)"
 log "step 1/3: resolving packages (downloads modules on first run)"
 ETCD_VERSION=$(go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
 total=$(go list -deps "${PKGS[@]}" | wc -l)
-log "  kubernetes $K8S_VERSION, etcd $ETCD_VERSION, $total packages"
+log "  kubernetes $K8S_VERSION, etcd $ETCD_VERSION; building ${TO_BUILD[*]} ($total packages)"
 
 # Version stamping as in kubernetes' hack/lib/version.sh.  buildDate is the
 # release time of the k8s.io/kubernetes module so builds are reproducible.
@@ -117,7 +144,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 ldflags+=" -X go.etcd.io/etcd/api/v3/version.GitSHA=module-$ETCD_VERSION"
 
-log "step 2/3: compiling kube-apiserver, kubectl, etcd (CGO_ENABLED=0; a cold build takes several minutes)"
+log "step 2/3: compiling ${TO_BUILD[*]} (CGO_ENABLED=0; a cold build takes several minutes)"
 timer=()
 if [[ -x /usr/bin/time ]]; then
 	timer=(/usr/bin/time -v -o "$STAGE/time.txt")
@@ -141,19 +168,24 @@ show_progress() {
 "${timer[@]}" go build -v -trimpath -ldflags "$ldflags" -o "$STAGE/bin/" "${PKGS[@]}" 2>&1 | show_progress
 
 # A main package at module path .../server/v3 is named after "server".
-mv "$STAGE/bin/server" "$STAGE/bin/etcd"
+if [[ -e $STAGE/bin/server ]]; then
+	mv "$STAGE/bin/server" "$STAGE/bin/etcd"
+fi
 
 log "step 3/3: checking the binaries"
-binaries_ok "$STAGE/bin" || {
-	log "error: built binaries do not run or report the wrong version"
-	exit 1
-}
-log "$("$STAGE/bin/kube-apiserver" --version)"
-etcd_banner=$("$STAGE/bin/etcd" --version)
-log "${etcd_banner%%$'\n'*}"
+for name in "${TO_BUILD[@]}"; do
+	binary_ok "$STAGE/bin" "$name" || {
+		log "error: built $name does not run or reports the wrong version"
+		exit 1
+	}
+done
 
-rm -rf "$OUT"
-mv "$STAGE/bin" "$OUT"
+# Rename each binary into place (atomic per file): processes already running
+# the binaries that were there keep them.
+mkdir -p "$OUT"
+for name in "${TO_BUILD[@]}"; do
+	mv -f "$STAGE/bin/$name" "$OUT/$name"
+done
 
 elapsed=$(($(date +%s) - start))
 log "built in ${elapsed}s ($(du -sh "$OUT" | cut -f1) in $OUT)"

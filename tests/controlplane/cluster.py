@@ -8,8 +8,12 @@ Binaries come from ``tests/controlplane/build.sh`` (``make controlplane``).
 CLI: ``python -m tests.controlplane.cluster up [--keep]`` prints the kubeconfig
 path on stdout and serves until Ctrl-C / SIGTERM.
 
-There is no controller-manager, scheduler or kubelet: objects are stored and
-admitted (webhooks included), nothing reconciles them.  The apiserver cannot
+By default there is no controller-manager, scheduler or kubelet: objects are
+stored and admitted (webhooks included), nothing reconciles them.  With
+``ControlPlane(scheduling=True)`` kube-scheduler and kube-controller-manager run
+too, and :class:`ReadyNodes` registers Node objects it keeps Ready (Lease and
+status heartbeats): pods are created by the controllers and bound to nodes by
+the scheduler, but never run (no kubelet).  The apiserver cannot
 reach Service ClusterIPs, so admission webhooks must be registered with a
 ``url`` clientConfig (e.g. ``https://127.0.0.1:PORT/...``).
 """
@@ -21,7 +25,9 @@ import atexit
 import base64
 import contextlib
 import ctypes
+import functools
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -35,7 +41,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, Self, TypeVar
+from typing import IO, Any, Self, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 
@@ -44,6 +50,8 @@ from webhook.certs import CertificateAuthority, key_pem, new_key
 HERE = Path(__file__).resolve().parent
 VERSION_FILE = HERE / "VERSION"
 BINARIES = ("kube-apiserver", "kubectl", "etcd")
+SCHEDULING_BINARIES = ("kube-scheduler", "kube-controller-manager")
+NODE_MONITOR_GRACE_SECONDS = 15
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 _STOP_GRACE_SECONDS = 5.0
@@ -87,10 +95,12 @@ def default_bin_dir() -> Path:
     return Path(cache) / "controlplane" / k8s_version()
 
 
-def missing_binaries(bin_dir: Path | None = None) -> list[str]:
-    """Names of the control-plane binaries absent from ``bin_dir``."""
+def missing_binaries(bin_dir: Path | None = None, *, scheduling: bool = False) -> list[str]:
+    """Names of the control-plane binaries absent from ``bin_dir`` (with ``scheduling``, also
+    kube-scheduler and kube-controller-manager)."""
     directory = bin_dir or default_bin_dir()
-    return [name for name in BINARIES if not os.access(directory / name, os.X_OK)]
+    names = BINARIES + (SCHEDULING_BINARIES if scheduling else ())
+    return [name for name in names if not os.access(directory / name, os.X_OK)]
 
 
 # --------------------------------------------------------------------------- certificates
@@ -182,8 +192,11 @@ class ControlPlane:
         keep: bool = False,
         startup_timeout: float = 60.0,
         extra_apiserver_args: Sequence[str] = (),
+        scheduling: bool = False,
     ) -> None:
         self.bin_dir = Path(bin_dir) if bin_dir else default_bin_dir()
+        self.scheduling = scheduling
+        self._controllers: list[_Process] = []
         self.keep = keep
         self.startup_timeout = startup_timeout
         self.extra_apiserver_args = list(extra_apiserver_args)
@@ -252,7 +265,7 @@ class ControlPlane:
     def start(self) -> None:
         if self._workdir is not None:
             raise ControlPlaneError("control plane already started")
-        missing = missing_binaries(self.bin_dir)
+        missing = missing_binaries(self.bin_dir, scheduling=self.scheduling)
         if missing:
             raise ControlPlaneError(
                 f"missing {', '.join(missing)} in {self.bin_dir}: run `make controlplane`"
@@ -263,6 +276,8 @@ class ControlPlane:
         try:
             self._start_etcd()
             self._start_apiserver()
+            if self.scheduling:
+                self._start_scheduling()
         except ControlPlaneError as err:
             workdir = self._workdir
             self._stop(remove=False)
@@ -278,6 +293,8 @@ class ControlPlane:
 
     def _stop(self, *, remove: bool) -> None:
         atexit.unregister(self.stop)
+        while self._controllers:
+            self._controllers.pop().stop()
         for attr in ("_apiserver", "_etcd"):
             proc: _Process | None = getattr(self, attr)
             if proc is not None:
@@ -289,11 +306,14 @@ class ControlPlane:
         self._server_url = None
 
     def running(self) -> bool:
-        return all(p is not None and p.running() for p in (self._etcd, self._apiserver))
+        return all(p is not None and p.running() for p in self._processes())
+
+    def _processes(self) -> list[_Process | None]:
+        return [self._etcd, self._apiserver, *self._controllers]
 
     def check_running(self) -> None:
         """Raise :class:`ControlPlaneError` (with log tails) if a process has died."""
-        for proc in (self._etcd, self._apiserver):
+        for proc in self._processes():
             if proc is not None and not proc.running():
                 raise ControlPlaneError(self._failure(f"{proc.name} exited"))
 
@@ -330,7 +350,86 @@ class ControlPlane:
             raise KubectlError(result.returncode, cmd, result.stdout, result.stderr)
         return result
 
+    def api(self, method: str, path: str, body: object = None, *, content_type: str = "") -> Any:
+        """One REST call as the admin user; returns the decoded JSON answer.
+
+        Raises :class:`ControlPlaneError` on a non-2xx answer."""
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        port = int(self.server_url.rsplit(":", 1)[1])
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=self._admin_ssl())
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            response = conn.getresponse()
+            text = response.read().decode()
+        finally:
+            conn.close()
+        if not 200 <= response.status < 300:
+            raise ControlPlaneError(f"{method} {path}: {response.status} {text[:500]}")
+        return json.loads(text) if text else None
+
+    def _admin_ssl(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cadata=self.ca_pem.decode())
+        context.load_cert_chain(self.workdir / "admin.crt", self.workdir / "admin.key")
+        return context
+
     # ---- internals
+
+    def _start_scheduling(self) -> None:
+        """kube-scheduler and kube-controller-manager with the admin kubeconfig, no leader
+        election, serving their health endpoints on loopback."""
+        kubeconfig = str(self.kubeconfig_path)
+        common = [
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+        ]
+        scheduler_port, manager_port = _free_port(), _free_port()
+        self._controllers.append(
+            _Process(
+                "kube-scheduler",
+                [
+                    str(self.bin_dir / "kube-scheduler"),
+                    *common,
+                    f"--secure-port={scheduler_port}",
+                ],
+                self.workdir / "kube-scheduler.log",
+            )
+        )
+        self._controllers.append(
+            _Process(
+                "kube-controller-manager",
+                [
+                    str(self.bin_dir / "kube-controller-manager"),
+                    *common,
+                    f"--secure-port={manager_port}",
+                    # Each controller uses the admin credentials: no token controller needed.
+                    "--use-service-account-credentials=false",
+                    f"--root-ca-file={self.workdir / 'ca.crt'}",
+                    f"--service-account-private-key-file={self.workdir / 'sa.key'}",
+                    f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                    # The HPA controller's default sync period is 15 s; tests wait for it.
+                    "--horizontal-pod-autoscaler-sync-period=2s",
+                    # A node silent for 15 s (default 50 s) is NotReady: short enough that a
+                    # test module outlives it, so ReadyNodes' heartbeat is what keeps them Ready.
+                    f"--node-monitor-grace-period={NODE_MONITOR_GRACE_SECONDS}s",
+                ],
+                self.workdir / "kube-controller-manager.log",
+            )
+        )
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE  # self-signed serving certs of the two processes
+        for name, port in (
+            ("kube-scheduler", scheduler_port),
+            ("kube-controller-manager", manager_port),
+        ):
+            healthy = functools.partial(self._http_ok, "127.0.0.1", port, "/healthz", insecure)
+            self._wait(name, healthy)
 
     def _start_etcd(self) -> None:
         client_port, peer_port = _free_port(), _free_port()
@@ -491,7 +590,7 @@ current-context: fluxwarden
 
     def _failure(self, headline: str) -> str:
         parts = [headline]
-        for proc in (self._apiserver, self._etcd):
+        for proc in reversed(self._processes()):
             if proc is None:
                 continue
             status = "running" if proc.running() else f"exit code {proc.popen.returncode}"
@@ -501,6 +600,133 @@ current-context: fluxwarden
         return "\n".join(parts)
 
 
+# --------------------------------------------------------------------------- nodes
+
+
+def _now(micro: bool = False) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    return f"{stamp}.000000Z" if micro else f"{stamp}Z"
+
+
+class ReadyNodes:
+    """Node objects with the given taints, kept Ready the way a kubelet keeps its node: a
+    Lease in ``kube-node-lease`` renewed and the Ready condition's heartbeat refreshed every
+    ``heartbeat`` seconds from a daemon thread (``None``: never, the node goes NotReady after
+    the controller-manager's grace period).  No kubelet: pods are bound, never run.
+
+        with ControlPlane(scheduling=True) as cp, ReadyNodes(cp, 2, taints=[...]):
+            ...
+    """
+
+    def __init__(
+        self,
+        cluster: ControlPlane,
+        count: int,
+        *,
+        taints: Sequence[dict[str, str]],
+        heartbeat: float | None = 5.0,
+        prefix: str = "node",
+    ) -> None:
+        self.cluster = cluster
+        self.names = [f"{prefix}-{i}" for i in range(count)]
+        self.taints = [dict(taint) for taint in taints]
+        self.heartbeat = heartbeat
+        self.beats = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="node-heartbeat", daemon=True)
+
+    def __enter__(self) -> Self:
+        for name in self.names:
+            self.cluster.api("POST", "/api/v1/nodes", self._node(name))
+            self.cluster.api(
+                "POST",
+                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                self._lease(name),
+            )
+        if self.heartbeat is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=15)
+
+    def _conditions(self) -> list[dict[str, str]]:
+        now = _now()
+        healthy = [
+            ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+            ("MemoryPressure", "False", "KubeletHasSufficientMemory", "enough memory"),
+            ("DiskPressure", "False", "KubeletHasNoDiskPressure", "no disk pressure"),
+            ("PIDPressure", "False", "KubeletHasSufficientPID", "enough PIDs"),
+        ]
+        return [
+            {
+                "type": kind,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+            }
+            for kind, status, reason, message in healthy
+        ]
+
+    def _node(self, name: str) -> dict[str, Any]:
+        resources = {"cpu": "4", "memory": "8Gi", "pods": "110"}
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
+            },
+            "spec": {"taints": self.taints},
+            "status": {
+                "capacity": resources,
+                "allocatable": resources,
+                "conditions": self._conditions(),
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            },
+        }
+
+    def _lease(self, name: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": _now(True)},
+        }
+
+    def beat(self) -> None:
+        """Renew every node's Lease and refresh its conditions (what the thread does)."""
+        for name in self.names:
+            self.cluster.api(
+                "PATCH",
+                f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}",
+                {"spec": {"renewTime": _now(True)}},
+                content_type="application/merge-patch+json",
+            )
+            # Keep lastTransitionTime: only the heartbeat moves, as with a kubelet.
+            node = self.cluster.api("GET", f"/api/v1/nodes/{name}")
+            conditions = node["status"]["conditions"]
+            for condition in conditions:
+                condition["lastHeartbeatTime"] = _now()
+            self.cluster.api(
+                "PATCH",
+                f"/api/v1/nodes/{name}/status",
+                {"status": {"conditions": conditions}},
+                content_type="application/merge-patch+json",
+            )
+        self.beats += 1
+
+    def _run(self) -> None:
+        assert self.heartbeat is not None
+        while not self._stop.wait(self.heartbeat):
+            with contextlib.suppress(ControlPlaneError, OSError):
+                self.beat()
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -508,12 +734,24 @@ def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _taint(text: str) -> dict[str, str]:
+    """``key=value:Effect`` or ``key:Effect`` -> a Node taint."""
+    key_value, _, effect = text.rpartition(":")
+    key, _, value = key_value.partition("=")
+    if not key or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise argparse.ArgumentTypeError(f"not a taint (key=value:Effect): {text}")
+    return {"key": key, **({"value": value} if value else {}), "effect": effect}
+
+
 def _up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     signal.signal(signal.SIGHUP, _raise_keyboard_interrupt)
-    cp = ControlPlane(keep=args.keep, startup_timeout=args.timeout)
+    cp = ControlPlane(keep=args.keep, startup_timeout=args.timeout, scheduling=args.nodes > 0)
+    nodes: ReadyNodes | None = None
     try:
         cp.start()
+        if args.nodes:
+            nodes = ReadyNodes(cp, args.nodes, taints=[_taint(t) for t in args.taint]).__enter__()
         print(cp.kubeconfig_path, flush=True)
         print(
             f"control plane {k8s_version()} ready at {cp.server_url} "
@@ -537,6 +775,8 @@ def _up(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
         workdir = cp._workdir
+        if nodes is not None:
+            nodes.__exit__()
         cp.stop()
         if args.keep and workdir is not None:
             print(f"kept {workdir}", file=sys.stderr, flush=True)
@@ -551,6 +791,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     up = sub.add_parser("up", help="start, print the kubeconfig path, serve until Ctrl-C")
     up.add_argument("--keep", action="store_true", help="keep the work dir (logs, etcd data)")
     up.add_argument("--timeout", type=float, default=60.0, help="startup timeout in seconds")
+    up.add_argument(
+        "--nodes",
+        type=int,
+        default=0,
+        help="also run kube-scheduler + kube-controller-manager and keep this many Nodes Ready",
+    )
+    up.add_argument("--taint", action="append", default=[], help="key=value:Effect on every node")
     sub.add_parser("bin-dir", help="print the binaries directory")
     args = parser.parse_args(argv)
     if args.command == "bin-dir":

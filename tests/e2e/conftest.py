@@ -20,7 +20,8 @@ from tests.e2e.harness import (
 
 @pytest.fixture(scope="session")
 def cluster(control_plane: ControlPlane) -> ControlPlane:  # noqa: F811
-    """The control plane with the Flux test CRDs and the namespaces the policies target."""
+    """The control plane with the generated Flux and cert-manager CRDs and the namespaces the
+    policies target."""
     install_crds(control_plane)
     ensure_namespaces(control_plane, "flux-system", "cattle-fleet-system", "cattle-system", "apps")
     return control_plane

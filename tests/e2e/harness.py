@@ -1,7 +1,9 @@
 """Wires fluxwarden into the local control plane: certificates from `fluxwarden certs`, a
 `fluxwarden serve` process on loopback, the webhook configurations derived from
-`manifests/base` (pointed at that process by URL), and test CRDs. Used by the e2e tests and
-by `make demo`.
+`manifests/base` (pointed at that process by URL), and the CRDs: Flux's, cert-manager's and
+openreports' as controller-gen generates them from their API modules
+(`tests/controlplane/flux/build.sh`), plus the one hand-written file for what no Go module on
+the proxy serves (wgpolicyk8s.io PolicyReports). Used by the e2e tests and by `make demo`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import yaml
 from tests.controlplane.cluster import ControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
-CRDS = Path(__file__).parent / "crds"
+FLUX_BUILD = REPO / "tests" / "controlplane" / "flux" / "build.sh"
+# Hand-written only because kubernetes-sigs/wg-policy-prototypes is not on the module proxy.
+HAND_WRITTEN_CRDS = (Path(__file__).parent / "crds" / "policyreports.yaml",)
 BASE = REPO / "manifests" / "base"
 WEBHOOK_KINDS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
 
@@ -202,9 +206,31 @@ def register(
     )
 
 
+def flux_dir() -> Path:
+    """Where flux/build.sh puts kustomize-controller, controller-gen and crds/."""
+    out = subprocess.run(
+        [str(FLUX_BUILD), "--print-dir"], capture_output=True, text=True, check=True
+    )
+    return Path(out.stdout.strip())
+
+
+class MissingCRDsError(RuntimeError):
+    """The generated CRDs are not built: `make controlplane` builds them."""
+
+
+def generated_crds() -> list[Path]:
+    """The Flux, cert-manager and openreports CRDs controller-gen generated (16 files)."""
+    directory = flux_dir() / "crds"
+    if not (directory / ".complete").exists():
+        raise MissingCRDsError(f"no generated CRDs in {directory}: run `make controlplane`")
+    return sorted(directory.glob("*.yaml"))
+
+
 def install_crds(cluster: ControlPlane, *paths: Path) -> None:
-    for path in paths or sorted(CRDS.glob("*.yaml")):
-        cluster.kubectl("apply", "-f", str(path))
+    """Install `paths`, by default every CRD the e2e tests use (generated + hand-written)."""
+    for path in paths or (*generated_crds(), *HAND_WRITTEN_CRDS):
+        # Server-side: the generated CRDs are too large for the last-applied annotation.
+        cluster.kubectl("apply", "--server-side", "-f", str(path))
     cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
 
 

@@ -311,7 +311,10 @@ def test_audit_mode_changes_nothing_and_annotations_reach_the_api_server(
         "apiVersion": "helm.toolkit.fluxcd.io/v2",
         "kind": "HelmRelease",
         "metadata": {"name": "audited", "namespace": "apps"},
-        "spec": {"interval": "5m", "chart": {"spec": {"chart": "x"}}},
+        "spec": {
+            "interval": "5m",
+            "chart": {"spec": {"chart": "x", "sourceRef": {"kind": "HelmRepository", "name": "x"}}},
+        },
     }
     result = cluster.kubectl("apply", "-f", "-", input=json.dumps(release))
     assert warnings(result.stderr) == []

@@ -45,7 +45,8 @@ def helmrelease(
     depends_on: list[str] | None = None,
     annotations: dict[str, str] | None = None,
 ) -> Obj:
-    spec: Obj = {"interval": interval, "chart": {"spec": {"chart": name}}}
+    chart = {"chart": name, "sourceRef": {"kind": "HelmRepository", "name": "charts"}}
+    spec: Obj = {"interval": interval, "chart": {"spec": chart}}
     if drift:
         spec["driftDetection"] = {"mode": drift}
     if depends_on:

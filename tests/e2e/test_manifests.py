@@ -163,7 +163,8 @@ def _gitrepo_job(namespace: str) -> dict[str, Any]:
 def _helmrelease(
     name: str, drift: str | None, namespace: str = "apps", *, interval: str = "5m"
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {"interval": interval, "chart": {"spec": {"chart": "x"}}}
+    chart = {"chart": "x", "sourceRef": {"kind": "HelmRepository", "name": "x"}}
+    spec: dict[str, Any] = {"interval": interval, "chart": {"spec": chart}}
     if drift:
         spec["driftDetection"] = {"mode": drift}
     return {

@@ -23,25 +23,13 @@ from typing import Any
 import yaml
 
 from tests.controlplane.cluster import ControlPlane
-
-REPO = Path(__file__).resolve().parents[3]
-FLUX_BUILD = REPO / "tests" / "controlplane" / "flux" / "build.sh"
-
-
-def flux_dir() -> Path:
-    """Where flux/build.sh puts kustomize-controller, controller-gen and crds/."""
-    out = subprocess.run([str(FLUX_BUILD), "--print-dir"], capture_output=True, text=True)
-    return Path(out.stdout.strip())
+from tests.e2e.harness import flux_dir, free_port
 
 
 def missing() -> list[str]:
     directory = flux_dir()
     needed = [directory / "kustomize-controller", directory / "crds" / ".complete"]
     return [str(path) for path in needed if not path.exists()]
-
-
-def generated_crds() -> list[Path]:
-    return sorted((flux_dir() / "crds").glob("*.yaml"))
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -61,13 +49,19 @@ class ArtifactServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._count = 0
 
-    def __enter__(self) -> ArtifactServer:
+    def start(self) -> ArtifactServer:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def __enter__(self) -> ArtifactServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def publish(
         self, cluster: ControlPlane, *, name: str, namespace: str, files: dict[str, str]
@@ -146,8 +140,6 @@ class KustomizeController:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> KustomizeController:
-        from tests.e2e.harness import free_port
-
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = dict(self.cluster.kubectl_env(), RUNTIME_NAMESPACE="flux-system")
         self.process = subprocess.Popen(

@@ -16,11 +16,16 @@ from tests.e2e.flux.harness import (
     ArtifactServer,
     KustomizeController,
     dump,
-    generated_crds,
     missing,
     wait_for,
 )
-from tests.e2e.harness import WebhookServer, ensure_namespaces, register, wait_for_webhook
+from tests.e2e.harness import (
+    WebhookServer,
+    ensure_namespaces,
+    install_crds,
+    register,
+    wait_for_webhook,
+)
 
 pytestmark = [pytest.mark.flux]
 
@@ -86,9 +91,7 @@ def flux_cluster() -> Iterator[ControlPlane]:
     if absent:
         pytest.fail(f"missing {absent}: run `make controlplane`", pytrace=False)
     with ControlPlane() as cp:
-        for crd in generated_crds():
-            cp.kubectl("apply", "--server-side", "-f", str(crd))
-        cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        install_crds(cp)
         ensure_namespaces(cp, NS, "cattle-fleet-system")
         yield cp
 
