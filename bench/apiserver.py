@@ -40,7 +40,7 @@ import yaml
 
 from tests.controlplane.cluster import ControlPlane, missing_binaries
 from tests.e2e.flux.harness import generated_crds
-from tests.e2e.harness import CRDS, WebhookServer, install_crds, wait_until
+from tests.e2e.harness import WebhookServer, install_crds, wait_until
 from webhook.manifests import generate
 from webhook.server.policystore import load_policy_file
 
@@ -836,9 +836,11 @@ def to_json(results: dict[str, Result]) -> JsonObject:
 
 
 def crds() -> list[Path]:
-    """The CRDs controller-gen generated from Flux's API modules, else the test copies."""
+    """The CRDs controller-gen generated from Flux's API modules (`make controlplane`)."""
     generated = [p for p in generated_crds() if "toolkit.fluxcd.io" in p.name]
-    return generated or sorted(CRDS.glob("*.yaml"))
+    if not generated:
+        raise SystemExit("no generated Flux CRDs: run `make controlplane`")
+    return generated
 
 
 def seed(bench: Bench) -> None:
