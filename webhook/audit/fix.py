@@ -51,7 +51,9 @@ from ..engine import JsonObject, Lookups, PolicySet
 from ..lookups.offline import OfflineLookups
 from .documents import Document, load_yaml, parse_stream, split_documents, yaml_files
 from .findings import AuditReport, InputProblem
+from .fluxinstance import is_flux_instance, materialise, user_patches
 from .offline import AuditObject, evaluate_object, rendered_objects
+from .render import KustomizeNotFound, find_kustomize
 
 Patcher = Callable[[JsonObject], list[JsonObject]]
 """The JSONPatch that enforcement would apply to one object ([] when it is compliant)."""
@@ -147,6 +149,14 @@ def fix_paths(
             obj: JsonObject, by_object: Any = by_object, source: _Source = source
         ) -> list[JsonObject]:
             item = by_object.get(id(obj))
+            if is_flux_instance(obj):
+                ops, problem = flux_instance_patch(
+                    item.obj if item else obj, patcher=raw_patcher, kustomize=kustomize
+                )
+                if problem:
+                    notice = f"FluxInstance not fixed: {problem}"
+                    result.problems.append(InputProblem(source.name, 0, notice, False))
+                return ops
             if item is None:
                 return [] if source.name in generated else raw_patcher(obj)
             patch = normalised_patch(item.obj, raw_patcher(item.obj))
@@ -238,32 +248,16 @@ def _patch_kustomization(
     rt = _round_trip(*guess_indent(old))
     tree = rt.load(old)
     patches = tree.setdefault("patches", CommentedSeq())
-    for obj, ops in edits:
-        target = {"kind": str(obj.get("kind")), "name": _name_of(obj)}
-        entry = next(
-            (
-                p
-                for p in patches
-                if isinstance(p, dict)
-                and dict(p.get("target") or {}) == target
-                and isinstance(p.get("patch"), str)
-                and isinstance(yaml.safe_load(p["patch"]), list)
-            ),
-            None,
-        )
-        existing = yaml.safe_load(entry["patch"]) if entry is not None else []
-        new_ops = [op for op in ops if op not in existing]
-        if not new_ops:
-            continue
-        text = yaml.safe_dump(existing + new_ops, sort_keys=False, default_flow_style=False)
-        if entry is not None:
-            entry["patch"] = LiteralScalarString(text)
-        else:
-            patches.append(
-                CommentedMap(
-                    [("patch", LiteralScalarString(text)), ("target", CommentedMap(target))]
-                )
+    replaced, added = merge_json6902(list(patches), edits)
+    for index, text in replaced.items():
+        patches[index]["patch"] = LiteralScalarString(text)
+    for entry in _like_siblings(list(patches), added):
+        patches.append(
+            CommentedMap(
+                (k, CommentedMap(v) if k == "target" else LiteralScalarString(v))
+                for k, v in entry.items()
             )
+        )
     out = StringIO()
     rt.dump(tree, out)
     new = out.getvalue()
@@ -273,6 +267,109 @@ def _patch_kustomization(
         _replace_file(kustomization, new)
     result.changed_files.append(str(kustomization))
     diffs.append(text_diff(old, new, str(kustomization)))
+
+
+def merge_json6902(
+    patches: list[Any], edits: list[tuple[JsonObject, list[JsonObject]]]
+) -> tuple[dict[int, str], list[dict[str, Any]]]:
+    """Each object's ops as a JSON6902 patch (target kind + name) among `patches`, the way
+    the Flux docs write them: merged into the patch with the same target when there is one
+    (index -> its new text), else a new entry; an op already there is never added again."""
+    replaced: dict[int, str] = {}
+    added: list[dict[str, Any]] = []
+    for obj, ops in edits:
+        target = {"kind": str(obj.get("kind")), "name": _name_of(obj)}
+        index = next(
+            (
+                i
+                for i, p in enumerate(patches)
+                if isinstance(p, dict)
+                and dict(p.get("target") or {}) == target
+                and isinstance(p.get("patch"), str)
+                and isinstance(yaml.safe_load(p["patch"]), list)
+            ),
+            None,
+        )
+        new_entry = next((a for a in added if a["target"] == target), None)
+        if index is not None:
+            existing = yaml.safe_load(replaced.get(index) or patches[index]["patch"])
+        else:
+            existing = yaml.safe_load(new_entry["patch"]) if new_entry else []
+        merged = _merged_ops(existing, ops)
+        if merged == existing:
+            continue
+        text = yaml.safe_dump(merged, sort_keys=False, default_flow_style=False)
+        if index is not None:
+            replaced[index] = text
+        elif new_entry is not None:
+            new_entry["patch"] = text
+        else:
+            added.append({"patch": text, "target": target})
+    return replaced, added
+
+
+def _like_siblings(patches: list[Any], added: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """New entries with `target` first when the entries already there write it first."""
+    first = next((next(iter(p), None) for p in patches if isinstance(p, dict) and p), None)
+    if first != "target":
+        return added
+    return [{"target": a["target"], "patch": a["patch"]} for a in added]
+
+
+def _merged_ops(existing: list[Any], ops: list[JsonObject]) -> list[Any]:
+    """`existing` with `ops` added; an op that writes a path an existing op already writes
+    (not an append) replaces that op's value instead of writing the path twice."""
+    merged = [dict(op) if isinstance(op, dict) else op for op in existing]
+    for op in ops:
+        if op in merged:
+            continue
+        same = next(
+            (
+                m
+                for m in merged
+                if isinstance(m, dict)
+                and m.get("path") == op.get("path")
+                and m.get("op") in ("add", "replace")
+                and op.get("op") in ("add", "replace")
+                and not str(op.get("path", "")).endswith("/-")
+            ),
+            None,
+        )
+        if same is not None:
+            same["value"] = op.get("value")
+        else:
+            merged.append(op)
+    return merged
+
+
+def flux_instance_patch(
+    instance: JsonObject, *, patcher: Patcher, kustomize: str | None
+) -> tuple[list[JsonObject], str | None]:
+    """The JSONPatch of a FluxInstance that writes its controllers' fixes into its
+    `spec.kustomize.patches` (merged, never repeated), and a problem when it cannot be told."""
+    patches = user_patches(instance)
+    try:
+        command = find_kustomize(kustomize) if patches else []
+    except KustomizeNotFound as error:
+        return [], str(error)
+    materialised = materialise(instance, command)
+    edits = [(d, normalised_patch(d, patcher(d))) for d in materialised.deployments]
+    replaced, added = merge_json6902(patches, [(d, p) for d, p in edits if p])
+    ops: list[JsonObject] = [
+        {"op": "replace", "path": f"/spec/kustomize/patches/{i}/patch", "value": text}
+        for i, text in replaced.items()
+    ]
+    spec = instance.get("spec") if isinstance(instance.get("spec"), dict) else None
+    if added and spec is None:
+        ops.append({"op": "add", "path": "/spec", "value": {"kustomize": {"patches": added}}})
+    elif added and not isinstance((spec or {}).get("kustomize"), dict):
+        ops.append({"op": "add", "path": "/spec/kustomize", "value": {"patches": added}})
+    elif added and not isinstance((spec or {})["kustomize"].get("patches"), list):
+        ops.append({"op": "add", "path": "/spec/kustomize/patches", "value": added})
+    else:
+        added = _like_siblings(patches, added)
+        ops += [{"op": "add", "path": "/spec/kustomize/patches/-", "value": a} for a in added]
+    return ops, (materialised.problem if not materialised.deployments else None)
 
 
 def engine_patcher(*, policy_set: PolicySet, lookups: Lookups) -> Patcher:
@@ -610,6 +707,8 @@ def _styled(value: Any, *, like: Any = None, parent: Any = None) -> Any:
             return type(like)(value) if "\n" in value else _plain_or_quoted(value)
         if isinstance(like, ScalarString):
             return type(like)(value)
+        if "\n" in value.rstrip("\n"):  # a patch text, a script: a block as a user writes it
+            return LiteralScalarString(value)
         return _plain_or_quoted(value)
     if isinstance(value, dict):
         mapping = CommentedMap((k, _styled(v)) for k, v in value.items())

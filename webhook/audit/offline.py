@@ -27,6 +27,8 @@ from ..engine.policies import ALL_POLICIES
 from ..lookups.offline import OfflineLookups
 from .documents import Document, Skipped, excluded, load
 from .findings import AuditReport, Finding, InputProblem, ObjectLocation
+from .fluxinstance import is_flux_instance, materialise, user_patches
+from .patch_sources import PatchEntry, entries_of, setting_patch
 from .render import KustomizeNotFound, Renderer, find_kustomize
 from .sources import field_line
 
@@ -69,6 +71,8 @@ class AuditObject:
     location: ObjectLocation
     unknown: tuple[str, ...] = ()
     document: Document | None = None  # the source document, to point at a field's line
+    patches: tuple[PatchEntry, ...] = ()  # patches that may have set its fields, in order
+    note: str | None = None  # said with each of its fail/warn findings (how it was rendered)
 
 
 def audit_documents(documents: Iterable[Document], *, policy_set: PolicySet) -> AuditReport:
@@ -115,16 +119,27 @@ def _evaluate_all(
         mutating = [r for r in decision.results if r.result == "fail" and r.action == "mutated"]
         for result in decision.results:
             location = item.location
-            if item.document is not None and len(mutating) == 1 and result is mutating[0]:
-                paths = [str(op.get("path", "")) for op in decision.patch]
-                line = field_line(item.document, paths)
-                location = dataclasses.replace(location, line=line)
+            if len(mutating) == 1 and result is mutating[0]:
+                location = _field_location(item, [str(op.get("path", "")) for op in decision.patch])
             finding = Finding.of(location, result)
             if item.unknown and finding.result in ("fail", "warn", "error"):
                 finding = _unknown(finding, item, decision)
+            if item.note and finding.result in ("fail", "warn", "error"):
+                finding = dataclasses.replace(finding, messages=(*finding.messages, item.note))
             report.findings.append(finding)
     progress.done()
     return report
+
+
+def _field_location(item: AuditObject, paths: list[str]) -> ObjectLocation:
+    """Where the mutated field is written: the patch that set it, else the field's line in
+    the object's own file."""
+    by_patch = setting_patch(item.patches, item.obj, paths)
+    if by_patch is not None:
+        return dataclasses.replace(item.location, source=by_patch[0], line=by_patch[1])
+    if item.document is not None:
+        return dataclasses.replace(item.location, line=field_line(item.document, paths))
+    return item.location
 
 
 def _unknown(finding: Finding, item: AuditObject, decision: Decision) -> Finding:
@@ -191,7 +206,62 @@ def audit_paths(
             objects += rendered_objects(given, documents, report, kustomize, exclude)
         else:
             objects += _objects_of(documents, report)
+    if render:
+        objects = with_flux_instances(objects, report, kustomize)
     return _evaluate_all(objects, report, policy_set=policy_set)
+
+
+def with_flux_instances(
+    objects: Sequence[AuditObject], report: AuditReport, kustomize: str | None
+) -> list[AuditObject]:
+    """`objects` plus, after each FluxInstance, the controller Deployments it installs (its
+    findings point at the FluxInstance file: that is where a Flux Operator user edits them)."""
+    result: list[AuditObject] = []
+    for item in objects:
+        result.append(item)
+        if is_flux_instance(item.obj):
+            result += flux_instance_objects(item, report, kustomize)
+    return result
+
+
+def flux_instance_objects(
+    item: AuditObject, report: AuditReport, kustomize: str | None
+) -> list[AuditObject]:
+    where, line = item.location.source, item.location.line
+    name = f"FluxInstance {item.location.namespace}/{item.location.name}".replace(" /", " ")
+    command: list[str] = []
+    if user_patches(item.obj):
+        try:
+            command = find_kustomize(kustomize)
+        except KustomizeNotFound as error:
+            report.problems.append(InputProblem(where, line, f"{name}: {error}", False))
+            return []
+    materialised = materialise(item.obj, command)
+    if materialised.problem:
+        report.problems.append(InputProblem(where, line, f"{name}: {materialised.problem}", False))
+    spec = item.obj.get("spec") if isinstance(item.obj.get("spec"), dict) else {}
+    version = str(((spec or {}).get("distribution") or {}).get("version") or "")
+    note = f"from {name} (Flux {version!r} controller defaults, its patches applied)"
+    patches = (
+        tuple(entries_of(item.document, "/spec/kustomize/patches", user_patches(item.obj)))
+        if item.document is not None
+        else ()
+    )
+    listed = (spec or {}).get("components")
+    objects: list[AuditObject] = []
+    for deployment in materialised.deployments:
+        target = target_of(deployment)
+        component_line = line
+        if item.document is not None:
+            pointer = "/spec/distribution/version"
+            if isinstance(listed, list) and target.name in listed:
+                pointer = f"/spec/components/{listed.index(target.name)}"
+            component_line = field_line(item.document, [pointer])
+        location = ObjectLocation(
+            where, component_line, target.api_version, target.kind, target.namespace, target.name
+        )
+        objects.append(AuditObject(deployment, location, item.unknown, None, patches, note))
+    return objects
 
 
 def rendered_objects(
