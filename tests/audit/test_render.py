@@ -167,3 +167,41 @@ def test_fix_keeps_the_docs_patch_and_adds_no_duplicate(
     assert after.count("--requeue-dependency") == 1
     assert _fix("--check", str(repo)) == 0
     capsys.readouterr()
+
+
+def test_findings_point_at_the_patch_that_set_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "bootstrap"
+    shutil.copytree(REPOS / "bootstrap", repo)
+    kustomization = repo / "clusters/prod/flux-system/kustomization.yaml"
+    text = kustomization.read_text().replace("requeue-dependency=5s", "requeue-dependency=30s")
+    kustomization.write_text(
+        text + "  - patch: |\n"
+        "      - op: replace\n"
+        "        path: /spec/template/spec/volumes/1\n"
+        "        value: {name: temp, emptyDir: {medium: Memory}}\n"
+        "    target:\n"
+        "      kind: Deployment\n"
+        "      name: source-controller\n"
+    )
+    lines = kustomization.read_text().splitlines()
+    _, report = _audit(capsys, str(repo))
+    where = {
+        (f["policy"], f["name"]): (f["source"].removeprefix(str(repo)), f["line"])
+        for f in report["findings"]
+        if f["result"] == "fail"
+    }
+    patch_file = "/clusters/prod/flux-system/kustomization.yaml"
+    requeue_line = next(i for i, x in enumerate(lines, 1) if "args/-" in x)
+    volume_line = next(i for i, x in enumerate(lines, 1) if "volumes/1" in x)
+    assert where[("controller-requeue-dependency", "helm-controller")] == (
+        patch_file,
+        requeue_line,
+    )
+    assert where[("source-controller-storage", "source-controller")] == (patch_file, volume_line)
+    # the patch's value is what is reported, not a guess: without it, the resource file again
+    kustomization.write_text(text)
+    _, report = _audit(capsys, str(repo))
+    storage = next(f for f in report["findings"] if f["policy"] == "source-controller-storage")
+    assert storage["source"].endswith("gotk-components.yaml")

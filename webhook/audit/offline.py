@@ -28,7 +28,7 @@ from ..lookups.offline import OfflineLookups
 from .documents import Document, Skipped, excluded, load
 from .findings import AuditReport, Finding, InputProblem, ObjectLocation
 from .fluxinstance import is_flux_instance, materialise, user_patches
-from .patch_sources import PatchEntry, entries_of, setting_patch
+from .patch_sources import PatchEntry, entries_of, kustomization_entries, setting_patch
 from .render import KustomizeNotFound, Renderer, find_kustomize
 from .sources import field_line
 
@@ -288,6 +288,9 @@ def rendered_objects(
     for problem in rendering.problems:
         report.problems.append(InputProblem(problem.source, 0, problem.message, False))
     lines = _document_lines(documents)
+    flux_documents = {
+        _flux_key(d.obj): d for d in documents if d.obj is not None and is_flux_kustomization(d.obj)
+    }
     by_name = {(d.source, _kind(d.obj), _name(d.obj)): d for d in documents if d.obj is not None}
     objects: list[AuditObject] = []
     for item in rendering.objects:
@@ -302,10 +305,45 @@ def rendered_objects(
             source, line or 0, target.api_version, target.kind, target.namespace, target.name
         )
         document = by_name.get((source, _kind(item.obj), _name(item.obj)))
-        objects.append(AuditObject(item.obj, location, item.unknown, document))
+        patches = _patches_for(item.source, item.kustomization, root, given, flux_documents)
+        objects.append(AuditObject(item.obj, location, item.unknown, document, patches))
     reached = {str(_display(p, root, given)) for p in rendering.reached}
     unreached = [d for d in documents if d.source not in reached]
     return objects + _objects_of(unreached, report)
+
+
+def _flux_key(obj: JsonObject) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"
+
+
+def _patches_for(
+    source: Path | None,
+    kustomization: str,
+    root: Path,
+    given: str,
+    flux_documents: dict[str, Document],
+) -> tuple[PatchEntry, ...]:
+    """The patches that may have set a rendered object's fields, in the order kustomize and
+    Flux apply them: kustomization.yaml files from the object's directory outwards, then the
+    Flux Kustomization's `spec.patches`."""
+    entries: list[PatchEntry] = []
+    if source is not None:
+        directory = source.parent
+        base = root.resolve()
+        while directory.is_relative_to(base):
+            entries += kustomization_entries(directory, _display(directory, root, given))
+            if directory == base:
+                break
+            directory = directory.parent
+    flux = flux_documents.get(kustomization) or next(
+        (d for k, d in flux_documents.items() if k.split("/")[1] == kustomization.split("/")[1]),
+        None,
+    )
+    if flux is not None and flux.obj is not None:
+        spec = flux.obj.get("spec") if isinstance(flux.obj.get("spec"), dict) else {}
+        entries += entries_of(flux, "/spec/patches", (spec or {}).get("patches"))
+    return tuple(entries)
 
 
 def _display(path: Path, root: Path, given: str) -> str:

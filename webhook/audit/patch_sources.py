@@ -52,8 +52,17 @@ def entries_of(document: Document, list_pointer: str, patches: Any) -> list[Patc
     return found
 
 
-@cache
 def _file_documents(path: Path) -> tuple[Document, ...]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return ()
+    return _parsed(path, stat.st_mtime_ns, stat.st_size)
+
+
+@cache
+def _parsed(path: Path, _mtime: int, _size: int) -> tuple[Document, ...]:
+    """A file's documents, read once per version of the file (many objects share it)."""
     try:
         return tuple(parse_stream(path.read_text(encoding="utf-8"), str(path)))
     except (OSError, UnicodeDecodeError):
