@@ -205,3 +205,30 @@ def test_findings_point_at_the_patch_that_set_the_field(
     _, report = _audit(capsys, str(repo))
     storage = next(f for f in report["findings"] if f["policy"] == "source-controller-storage")
     assert storage["source"].endswith("gotk-components.yaml")
+
+
+def test_files_no_flux_kustomization_reaches_are_audited_and_say_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "bootstrap"
+    shutil.copytree(REPOS / "bootstrap", repo)
+    legacy = repo / "legacy/app"
+    legacy.mkdir(parents=True)
+    release = (repo / "infrastructure/ingress/release.yaml").read_text()
+    (legacy / "release.yaml").write_text(release.replace("ingress-nginx", "legacy-nginx", 1))
+    (legacy / "kustomization.yaml").write_text("resources: [release.yaml]\n")
+    code, report = _audit(capsys, str(repo))
+    assert code == 1
+    failing = {f["name"]: f for f in report["findings"] if f["result"] == "fail"}
+    # no silent drop: the unreached release is a finding, and says why it may not matter
+    assert any(
+        "not reached by any Flux Kustomization" in m for m in failing["legacy-nginx"]["messages"]
+    )
+    # no false label: a release Flux applies carries no such note
+    assert not any("not reached" in m for m in failing["ingress-nginx"]["messages"])
+    assert not any(
+        "not reached" in m
+        for f in failing.values()
+        if f["kind"] == "Deployment"
+        for m in f["messages"]
+    )

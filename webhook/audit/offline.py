@@ -309,7 +309,8 @@ def rendered_objects(
         objects.append(AuditObject(item.obj, location, item.unknown, document, patches))
     reached = {str(_display(p, root, given)) for p in rendering.reached}
     unreached = [d for d in documents if d.source not in reached]
-    return objects + _objects_of(unreached, report)
+    note = f"not reached by any Flux Kustomization under {given}: audited as written"
+    return objects + [dataclasses.replace(o, note=note) for o in _objects_of(unreached, report)]
 
 
 def _flux_key(obj: JsonObject) -> str:
