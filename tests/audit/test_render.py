@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -189,7 +190,7 @@ def test_findings_point_at_the_patch_that_set_the_field(
     _, report = _audit(capsys, str(repo))
     where = {
         (f["policy"], f["name"]): (f["source"].removeprefix(str(repo)), f["line"])
-        for f in report["findings"]
+        for f in cast(list[dict[str, Any]], report["findings"])
         if f["result"] == "fail"
     }
     patch_file = "/clusters/prod/flux-system/kustomization.yaml"
@@ -203,7 +204,11 @@ def test_findings_point_at_the_patch_that_set_the_field(
     # the patch's value is what is reported, not a guess: without it, the resource file again
     kustomization.write_text(text)
     _, report = _audit(capsys, str(repo))
-    storage = next(f for f in report["findings"] if f["policy"] == "source-controller-storage")
+    storage = next(
+        f
+        for f in cast(list[dict[str, Any]], report["findings"])
+        if f["policy"] == "source-controller-storage"
+    )
     assert storage["source"].endswith("gotk-components.yaml")
 
 
@@ -219,7 +224,11 @@ def test_files_no_flux_kustomization_reaches_are_audited_and_say_so(
     (legacy / "kustomization.yaml").write_text("resources: [release.yaml]\n")
     code, report = _audit(capsys, str(repo))
     assert code == 1
-    failing = {f["name"]: f for f in report["findings"] if f["result"] == "fail"}
+    failing = {
+        f["name"]: f
+        for f in cast(list[dict[str, Any]], report["findings"])
+        if f["result"] == "fail"
+    }
     # no silent drop: the unreached release is a finding, and says why it may not matter
     assert any(
         "not reached by any Flux Kustomization" in m for m in failing["legacy-nginx"]["messages"]

@@ -309,8 +309,11 @@ def rendered_objects(
         objects.append(AuditObject(item.obj, location, item.unknown, document, patches))
     reached = {str(_display(p, root, given)) for p in rendering.reached}
     unreached = [d for d in documents if d.source not in reached]
+    as_written = _objects_of(unreached, report)
+    if not rendering.objects:
+        return as_written  # nothing rendered: every file is audited as written, as before
     note = f"not reached by any Flux Kustomization under {given}: audited as written"
-    return objects + [dataclasses.replace(o, note=note) for o in _objects_of(unreached, report)]
+    return objects + [dataclasses.replace(o, note=note) for o in as_written]
 
 
 def _flux_key(obj: JsonObject) -> str:
