@@ -288,6 +288,7 @@ def rendered_objects(
     for problem in rendering.problems:
         report.problems.append(InputProblem(problem.source, 0, problem.message, False))
     lines = _document_lines(documents)
+    directory_patches: dict[Path, list[PatchEntry]] = {}
     flux_documents = {
         _flux_key(d.obj): d for d in documents if d.obj is not None and is_flux_kustomization(d.obj)
     }
@@ -305,7 +306,9 @@ def rendered_objects(
             source, line or 0, target.api_version, target.kind, target.namespace, target.name
         )
         document = by_name.get((source, _kind(item.obj), _name(item.obj)))
-        patches = _patches_for(item.source, item.kustomization, root, given, flux_documents)
+        patches = _patches_for(
+            item.source, item.kustomization, root, given, flux_documents, directory_patches
+        )
         objects.append(AuditObject(item.obj, location, item.unknown, document, patches))
     reached = {str(_display(p, root, given)) for p in rendering.reached}
     unreached = [d for d in documents if d.source not in reached]
@@ -327,6 +330,7 @@ def _patches_for(
     root: Path,
     given: str,
     flux_documents: dict[str, Document],
+    directory_patches: dict[Path, list[PatchEntry]],
 ) -> tuple[PatchEntry, ...]:
     """The patches that may have set a rendered object's fields, in the order kustomize and
     Flux apply them: kustomization.yaml files from the object's directory outwards, then the
@@ -336,7 +340,10 @@ def _patches_for(
         directory = source.parent
         base = root.resolve()
         while directory.is_relative_to(base):
-            entries += kustomization_entries(directory, _display(directory, root, given))
+            if directory not in directory_patches:  # many objects share a directory
+                shown = _display(directory, root, given)
+                directory_patches[directory] = kustomization_entries(directory, shown)
+            entries += directory_patches[directory]
             if directory == base:
                 break
             directory = directory.parent

@@ -21,6 +21,7 @@ import queue
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -145,6 +146,7 @@ class Renderer:
             shutil.copytree(self.root, copy, symlinks=True, ignore=shutil.ignore_patterns(".git"))
             self._copies.put(copy.resolve())
         self._values: dict[tuple[str, str, str], dict[str, str] | None] = {}
+        self._shown = False  # a progress line is on the terminal
         for document in documents:
             if document.is_kubernetes_object and document.obj is not None:
                 self._remember_values(document.obj)
@@ -216,15 +218,25 @@ class Renderer:
                 pending = []
                 with ThreadPoolExecutor(self.workers) as pool:
                     builds = list(pool.map(lambda item: self._build(item[0], item[1]), wave))
+                self._progress(result.builds + len(wave))
                 for (ks, where, key), built in zip(wave, builds, strict=True):
                     objects = self._objects(ks, where, built, result)
                     by_key[key] = objects
                     for item in objects:
                         if is_flux_kustomization(item.obj) and _key(item.obj) != key:
                             pending.append((item.obj, str(item.source or where), key))
+        if self._shown:
+            sys.stderr.write("\r\033[K")
         result.objects = [o for objs in by_key.values() for o in objs]
         result.reached = reached()
         return result
+
+    def _progress(self, built: int) -> None:
+        """`rendered N Flux Kustomizations` on stderr, only on a terminal."""
+        if sys.stderr.isatty():
+            self._shown = True
+            sys.stderr.write(f"\rfluxwarden: rendered {built} Flux Kustomizations")
+            sys.stderr.flush()
 
     def _in_repo(self, obj: dict[str, Any], where: str) -> bool:
         directory = _spec_dir(self.root, obj, where)
@@ -391,6 +403,14 @@ def _substitution_disabled(obj: dict[str, Any]) -> bool:
     )
 
 
+def _has_dollar(obj: Any) -> bool:
+    if isinstance(obj, dict):
+        return any(_has_dollar(k) or _has_dollar(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(_has_dollar(v) for v in obj)
+    return isinstance(obj, str) and "$" in obj
+
+
 def _has_placeholder(obj: Any) -> bool:
     if isinstance(obj, dict):
         return any(_has_placeholder(v) for v in obj.values())
@@ -439,9 +459,9 @@ def substitute_object(
     for name in variables:
         if not _VAR_NAME.match(name):
             return obj, ()
+    if not _has_dollar(obj):
+        return obj, ()  # nothing to substitute: skip the dump and reload
     text = yaml.safe_dump(obj, sort_keys=False, width=1 << 20)
-    if "$" not in text:
-        return obj, ()
     new_text, unknown = substitute_text(text, variables, all_known=all_known)
     try:
         new = load_yaml(new_text)
