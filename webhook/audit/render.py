@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -147,6 +148,8 @@ class Renderer:
             self._copies.put(copy.resolve())
         self._values: dict[tuple[str, str, str], dict[str, str] | None] = {}
         self._shown = False  # a progress line is on the terminal
+        self._done = 0
+        self._lock = threading.Lock()
         for document in documents:
             if document.is_kubernetes_object and document.obj is not None:
                 self._remember_values(document.obj)
@@ -218,7 +221,6 @@ class Renderer:
                 pending = []
                 with ThreadPoolExecutor(self.workers) as pool:
                     builds = list(pool.map(lambda item: self._build(item[0], item[1]), wave))
-                self._progress(result.builds + len(wave))
                 for (ks, where, key), built in zip(wave, builds, strict=True):
                     objects = self._objects(ks, where, built, result)
                     by_key[key] = objects
@@ -231,12 +233,14 @@ class Renderer:
         result.reached = reached()
         return result
 
-    def _progress(self, built: int) -> None:
-        """`rendered N Flux Kustomizations` on stderr, only on a terminal."""
+    def _progress(self) -> None:
+        """`rendered N Flux Kustomizations` on stderr after each build, only on a terminal."""
         if sys.stderr.isatty():
-            self._shown = True
-            sys.stderr.write(f"\rfluxwarden: rendered {built} Flux Kustomizations")
-            sys.stderr.flush()
+            with self._lock:
+                self._done += 1
+                self._shown = True
+                sys.stderr.write(f"\rfluxwarden: rendered {self._done} Flux Kustomizations")
+                sys.stderr.flush()
 
     def _in_repo(self, obj: dict[str, Any], where: str) -> bool:
         directory = _spec_dir(self.root, obj, where)
@@ -255,6 +259,7 @@ class Renderer:
             return self._build_in(ks, where, copy)
         finally:
             self._copies.put(copy)
+            self._progress()
 
     def _build_in(self, ks: dict[str, Any], where: str, copy: Path) -> _Build:
         directory = copy / _spec_dir(self.root, ks, where).relative_to(self.root)
