@@ -241,3 +241,72 @@ def test_files_no_flux_kustomization_reaches_are_audited_and_say_so(
         if f["kind"] == "Deployment"
         for m in f["messages"]
     )
+
+
+INFRA_DEFAULTS = """\
+  patches:
+    # HelmRelease defaults for infrastructure
+    - patch: |
+        apiVersion: helm.toolkit.fluxcd.io/v2
+        kind: HelmRelease
+        metadata:
+          name: all
+        spec:
+          install:
+            crds: CreateReplace # CRDs follow the chart
+      target:
+        group: helm.toolkit.fluxcd.io
+        kind: HelmRelease
+"""
+
+
+def _with_infra_defaults(tmp_path: Path) -> Path:
+    repo = tmp_path / "bootstrap"
+    shutil.copytree(REPOS / "bootstrap", repo)
+    infrastructure = repo / "clusters/prod/infrastructure.yaml"
+    infrastructure.write_text(infrastructure.read_text() + INFRA_DEFAULTS)
+    return repo
+
+
+def test_fix_writes_one_edit_into_the_defaults_patch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = _with_infra_defaults(tmp_path)
+    release = (repo / "infrastructure/ingress/release.yaml").read_bytes()
+    assert _fix("--write", str(repo)) == 0
+    assert "HelmRelease defaults patch: one edit covers 1 HelmRelease(s)" in capsys.readouterr().err
+    assert (repo / "infrastructure/ingress/release.yaml").read_bytes() == release
+    text = (repo / "clusters/prod/infrastructure.yaml").read_text()
+    assert "crds: CreateReplace # CRDs follow the chart\n          driftDetection:\n" in text
+    assert _fix("--check", str(repo)) == 0
+    capsys.readouterr()
+    assert _audit(capsys, str(repo))[0] == 0
+
+
+def test_fix_per_file_edits_each_release(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = _with_infra_defaults(tmp_path)
+    infrastructure = (repo / "clusters/prod/infrastructure.yaml").read_bytes()
+    assert _fix("--write", "--per-file", str(repo)) == 0
+    assert "defaults patch" not in capsys.readouterr().err
+    assert (repo / "clusters/prod/infrastructure.yaml").read_bytes() == infrastructure
+    assert "driftDetection" in (repo / "infrastructure/ingress/release.yaml").read_text()
+
+
+def test_no_defaults_edit_over_a_release_that_chose_otherwise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = _with_infra_defaults(tmp_path)
+    release = (repo / "infrastructure/ingress/release.yaml").read_text()
+    chosen = release.replace("ingress-nginx", "kept-disabled", 1).split("spec:", 1)
+    (repo / "infrastructure/ingress/disabled.yaml").write_text(
+        chosen[0] + "spec:\n  driftDetection:\n    mode: disabled" + chosen[1]
+    )
+    infrastructure = (repo / "clusters/prod/infrastructure.yaml").read_bytes()
+    assert _fix("--write", str(repo)) == 0
+    assert "defaults patch" not in capsys.readouterr().err
+    # the defaults edit would override the explicit `disabled`: each failing release instead
+    assert (repo / "clusters/prod/infrastructure.yaml").read_bytes() == infrastructure
+    assert "mode: enabled" in (repo / "infrastructure/ingress/release.yaml").read_text()
+    assert "mode: disabled" in (repo / "infrastructure/ingress/disabled.yaml").read_text()

@@ -49,11 +49,13 @@ from ruamel.yaml.tokens import CommentToken
 
 from ..engine import JsonObject, Lookups, PolicySet
 from ..lookups.offline import OfflineLookups
+from .defaults_patch import edited_patch_text, proposals
 from .documents import Document, load_yaml, parse_stream, split_documents, yaml_files
 from .findings import AuditReport, InputProblem
 from .fluxinstance import is_flux_instance, materialise, user_patches
 from .offline import AuditObject, evaluate_object, rendered_objects
 from .render import KustomizeNotFound, find_kustomize
+from .sources import field_line
 
 Patcher = Callable[[JsonObject], list[JsonObject]]
 """The JSONPatch that enforcement would apply to one object ([] when it is compliant)."""
@@ -75,6 +77,7 @@ class FixResult:
     problems: list[InputProblem] = field(default_factory=list)
     fixed_documents: int = 0
     stream: str | None = None  # the fixed text of stdin (`-`), also written to stdout
+    notes: list[str] = field(default_factory=list)  # how fixes were written (defaults patches)
 
 
 @dataclass
@@ -107,8 +110,12 @@ def fix_paths(
     exclude: Sequence[str] = (),
     render: bool = True,
     kustomize: str | None = None,
+    per_file: bool = False,
 ) -> FixResult:
     """Fix the YAML files under `paths`; rewrite those that change when `write`.
+
+    A HelmRelease defaults patch of a Flux Kustomization that would cover every failing release
+    under it gets the one edit (said in `notes`), unless `per_file`.
 
     `-` reads a stream from stdin and writes the fixed stream to stdout (never a file); it must
     be the only path. Lookups (fleet-controller tolerations, dependencies) come from every
@@ -136,6 +143,29 @@ def fix_paths(
     raw_patcher = engine_patcher(policy_set=policy_set, lookups=lookups)
     as_rendered = {(o.location.source, o.location.kind, o.location.name): o for o in rendered}
     generated = {s.name for s in sources if is_generated(s.text)}
+    edits_by_document: dict[int, list[JsonObject]] = {}
+    covered: set[int] = set()  # id() of rendered releases a defaults-patch edit fixes
+    if not per_file and rendered:
+        release_patches = {
+            id(o): normalised_patch(o.obj, raw_patcher(o.obj))
+            for o in rendered
+            if o.obj.get("kind") == "HelmRelease"
+        }
+        all_documents = [d for _, ds in parsed for d in ds]
+        for proposal in proposals(all_documents, rendered, release_patches):
+            assert proposal.document.obj is not None
+            document_edits = edits_by_document.setdefault(id(proposal.document.obj), [])
+            if any(e["path"] == proposal.pointer for e in document_edits):
+                continue  # one edit per patch text (a second would be on the next run)
+            document_edits.append(
+                {"op": "replace", "path": proposal.pointer, "value": edited_patch_text(proposal)}
+            )
+            covered.update(id(r) for r in proposal.releases)
+            line = field_line(proposal.document, [proposal.pointer])
+            result.notes.append(
+                f"{proposal.document.source}:{line}: HelmRelease defaults patch: one edit covers "
+                f"{len(proposal.releases)} HelmRelease(s) (--per-file edits each release instead)"
+            )
     kustomization_ops: dict[Path, list[tuple[JsonObject, list[JsonObject]]]] = {}
     diffs: list[str] = []
     for source, documents in parsed:
@@ -149,6 +179,10 @@ def fix_paths(
             obj: JsonObject, by_object: Any = by_object, source: _Source = source
         ) -> list[JsonObject]:
             item = by_object.get(id(obj))
+            if id(obj) in edits_by_document:
+                return edits_by_document[id(obj)] + (raw_patcher(obj) if item is None else [])
+            if item is not None and id(item) in covered:
+                return []
             if is_flux_instance(obj):
                 ops, problem = flux_instance_patch(
                     item.obj if item else obj, patcher=raw_patcher, kustomize=kustomize

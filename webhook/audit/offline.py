@@ -73,6 +73,7 @@ class AuditObject:
     document: Document | None = None  # the source document, to point at a field's line
     patches: tuple[PatchEntry, ...] = ()  # patches that may have set its fields, in order
     note: str | None = None  # said with each of its fail/warn findings (how it was rendered)
+    kustomization: str = ""  # namespace/name of the Flux Kustomization that rendered it
 
 
 def audit_documents(documents: Iterable[Document], *, policy_set: PolicySet) -> AuditReport:
@@ -309,7 +310,11 @@ def rendered_objects(
         patches = _patches_for(
             item.source, item.kustomization, root, given, flux_documents, directory_patches
         )
-        objects.append(AuditObject(item.obj, location, item.unknown, document, patches))
+        objects.append(
+            AuditObject(
+                item.obj, location, item.unknown, document, patches, None, item.kustomization
+            )
+        )
     reached = {str(_display(p, root, given)) for p in rendering.reached}
     unreached = [d for d in documents if d.source not in reached]
     as_written = _objects_of(unreached, report)
