@@ -90,7 +90,7 @@ def test_uvx_and_pipx_run_the_wheel_outside_the_repo(tmp_path: Path) -> None:
         "PIPX_HOME": str(tmp_path / "pipx-home"),
         "PIPX_BIN_DIR": str(tmp_path / "pipx-bin"),
     }
-    runs = {
+    runs: dict[str, list[str | Path]] = {
         "uvx": [tools / "uvx", "--from", wheel, "fluxwarden"],
         "pipx": [tools / "pipx", "run", "--spec", wheel, "fluxwarden"],
     }
