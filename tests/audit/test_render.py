@@ -310,3 +310,32 @@ def test_no_defaults_edit_over_a_release_that_chose_otherwise(
     assert (repo / "clusters/prod/infrastructure.yaml").read_bytes() == infrastructure
     assert "mode: enabled" in (repo / "infrastructure/ingress/release.yaml").read_text()
     assert "mode: disabled" in (repo / "infrastructure/ingress/disabled.yaml").read_text()
+
+
+def test_a_kustomization_the_entry_point_does_not_include_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "bootstrap"
+    shutil.copytree(REPOS / "bootstrap", repo)
+    (repo / "clusters/staging").mkdir()
+    infrastructure = (repo / "clusters/prod/infrastructure.yaml").read_text()
+    (repo / "clusters/staging/legacy.yaml").write_text(
+        infrastructure.replace("name: infrastructure", "name: legacy").replace(
+            "path: ./infrastructure", "path: ./legacy"
+        )
+    )
+    (repo / "legacy").mkdir()
+    release = (repo / "infrastructure/ingress/release.yaml").read_text()
+    (repo / "legacy/release.yaml").write_text(release.replace("ingress-nginx", "old-nginx", 1))
+    code, report = _audit(capsys, str(repo))
+    assert code == 1
+    failing = {
+        f["name"]: f
+        for f in cast(list[dict[str, Any]], report["findings"])
+        if f["result"] == "fail"
+    }
+    assert any(
+        "flux-system/legacy is not reached from flux-system/flux-system" in m
+        for m in failing["old-nginx"]["messages"]
+    )
+    assert not any("not reached" in m for m in failing["ingress-nginx"]["messages"])

@@ -295,6 +295,7 @@ def rendered_objects(
     }
     by_name = {(d.source, _kind(d.obj), _name(d.obj)): d for d in documents if d.obj is not None}
     objects: list[AuditObject] = []
+    unreached_from = _unreached_kustomizations(rendering.parents)
     for item in rendering.objects:
         if item.source and excluded(item.source.relative_to(root.resolve()), exclude):
             continue
@@ -310,9 +311,15 @@ def rendered_objects(
         patches = _patches_for(
             item.source, item.kustomization, root, given, flux_documents, directory_patches
         )
+        note = None
+        if item.kustomization in unreached_from:
+            note = (
+                f"its Flux Kustomization {item.kustomization} is not reached from "
+                f"{unreached_from[item.kustomization]}: audited as its own file renders it"
+            )
         objects.append(
             AuditObject(
-                item.obj, location, item.unknown, document, patches, None, item.kustomization
+                item.obj, location, item.unknown, document, patches, note, item.kustomization
             )
         )
     reached = {str(_display(p, root, given)) for p in rendering.reached}
@@ -322,6 +329,28 @@ def rendered_objects(
         return as_written  # nothing rendered: every file is audited as written, as before
     note = f"not reached by any Flux Kustomization under {given}: audited as written"
     return objects + [dataclasses.replace(o, note=note) for o in as_written]
+
+
+def _unreached_kustomizations(parents: dict[str, str | None]) -> dict[str, str]:
+    """Flux Kustomizations rendered only from their own file while the repo has an entry point
+    (a Kustomization that renders others, like flux-system): key -> the entry points, said in
+    their findings. Without such an entry point every Kustomization is a root of its own."""
+
+    def root(key: str) -> str:
+        seen: set[str] = set()
+        while parents.get(key) is not None and key not in seen:
+            seen.add(key)
+            key = str(parents[key])
+        return key
+
+    with_children = {p for p in parents.values() if p is not None}
+    roots = [k for k, p in parents.items() if p is None]
+    entry_points = sorted(k for k in roots if k in with_children)
+    if not entry_points:
+        return {}
+    orphans = {k for k in roots if k not in with_children}
+    named = ", ".join(entry_points)
+    return {k: named for k in parents if root(k) in orphans}
 
 
 def _flux_key(obj: JsonObject) -> str:

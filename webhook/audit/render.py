@@ -92,6 +92,9 @@ class Rendering:
     reached: set[Path] = field(default_factory=set)  # repo files some build read
     problems: list[RenderProblem] = field(default_factory=list)
     builds: int = 0
+    # namespace/name of each rendered Flux Kustomization -> the one that rendered it (None: its
+    # own file, no rendered parent includes it)
+    parents: dict[str, str | None] = field(default_factory=dict)
 
 
 def is_flux_kustomization(obj: Any) -> bool:
@@ -229,6 +232,7 @@ class Renderer:
                             pending.append((item.obj, str(item.source or where), key))
         if self._shown:
             sys.stderr.write("\r\033[K")
+        result.parents = dict(versions)
         result.objects = [o for objs in by_key.values() for o in objs]
         result.reached = reached()
         return result
