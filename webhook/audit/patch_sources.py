@@ -127,15 +127,41 @@ def _targets(entry: PatchEntry, obj: JsonObject) -> bool:
         "group": group,
         "version": version,
     }
+    for key, selects in (("labelSelector", "labels"), ("annotationSelector", "annotations")):
+        if isinstance(target.get(key), str) and not _selects(str(target[key]), meta.get(selects)):
+            return False
     for key, wanted in target.items():
         if key not in actual or not isinstance(wanted, str) or not wanted:
-            continue  # label/annotation selectors: not told apart offline, taken as matching
+            continue
         try:
             if re.fullmatch(wanted, str(actual[key] or "")) is None:
                 return False
         except re.error:
             if wanted != actual[key]:
                 return False
+    return True
+
+
+def _selects(selector: str, values: Any) -> bool:
+    """A label selector's equality terms (`k=v`, `k==v`, `k!=v`, `k`, `!k`) against `values`;
+    a set-based term (`k in (a,b)`) is taken as matching."""
+    values = values if isinstance(values, dict) else {}
+    for term in (t.strip() for t in re.split(r",(?![^(]*\))", selector) if t.strip()):
+        if " in " in term or " notin " in term:
+            continue
+        if "!=" in term:
+            key, _, value = term.partition("!=")
+            if str(values.get(key.strip())) == value.strip():
+                return False
+        elif "=" in term:
+            key, _, value = term.replace("==", "=").partition("=")
+            if str(values.get(key.strip())) != value.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:].strip() in values:
+                return False
+        elif term not in values:
+            return False
     return True
 
 
