@@ -339,3 +339,39 @@ def test_a_kustomization_the_entry_point_does_not_include_says_so(
         for m in failing["old-nginx"]["messages"]
     )
     assert not any("not reached" in m for m in failing["ingress-nginx"]["messages"])
+
+
+def test_fix_changes_the_value_in_the_patch_that_set_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "bootstrap"
+    shutil.copytree(REPOS / "bootstrap", repo)
+    flux_system = repo / "clusters/prod/flux-system"
+    kustomization = flux_system / "kustomization.yaml"
+    original = kustomization.read_text()
+    kustomization.write_text(original.replace("requeue-dependency=5s", "requeue-dependency=30s"))
+    assert _fix("--write", str(repo)) == 0
+    capsys.readouterr()
+    fixed = kustomization.read_text()
+    # the docs' patch now says 5s; no second patch for the flag; its comment kept
+    assert fixed.startswith(original)
+    assert fixed.count("--requeue-dependency") == 1
+    built = subprocess.run(
+        [str(kubectl_or_skip()), "kustomize", str(flux_system)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for document in yaml.safe_load_all(built):
+        if (
+            document
+            and document["kind"] == "Deployment"
+            and document["metadata"]["name"]
+            in (
+                "kustomize-controller",
+                "helm-controller",
+            )
+        ):
+            args = document["spec"]["template"]["spec"]["containers"][0]["args"]
+            assert [a for a in args if "requeue" in a] == ["--requeue-dependency=5s"]
+    assert _fix("--check", str(repo)) == 0

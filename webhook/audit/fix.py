@@ -54,6 +54,7 @@ from .documents import Document, load_yaml, parse_stream, split_documents, yaml_
 from .findings import AuditReport, InputProblem
 from .fluxinstance import is_flux_instance, materialise, user_patches
 from .offline import AuditObject, evaluate_object, rendered_objects
+from .patch_sources import setting_entry
 from .render import KustomizeNotFound, find_kustomize
 from .sources import field_line
 
@@ -167,6 +168,7 @@ def fix_paths(
                 f"{len(proposal.releases)} HelmRelease(s) (--per-file edits each release instead)"
             )
     kustomization_ops: dict[Path, list[tuple[JsonObject, list[JsonObject]]]] = {}
+    value_edits: dict[Path, list[tuple[int, int, Any]]] = {}  # (patch, op, new value)
     diffs: list[str] = []
     for source, documents in parsed:
         by_object = {
@@ -195,7 +197,9 @@ def fix_paths(
                 return [] if source.name in generated else raw_patcher(obj)
             patch = normalised_patch(item.obj, raw_patcher(item.obj))
             if patch and source.name in generated and source.path is not None:
-                kustomization_ops.setdefault(source.path, []).append((item.obj, patch))
+                in_place, rest = _ops_on_setting_patch(item, patch, source.path)
+                value_edits.setdefault(source.path, []).extend(in_place)
+                kustomization_ops.setdefault(source.path, []).append((item.obj, rest))
                 return []
             return patch
 
@@ -218,7 +222,14 @@ def fix_paths(
         result.changed_files.append(source.name)
         diffs.append(text_diff(source.text, fixed.text, source.name))
     for generated_file, edits in kustomization_ops.items():
-        _patch_kustomization(generated_file, edits, write=write, result=result, diffs=diffs)
+        _patch_kustomization(
+            generated_file,
+            [(obj, ops) for obj, ops in edits if ops],
+            value_edits.get(generated_file, []),
+            write=write,
+            result=result,
+            diffs=diffs,
+        )
     result.diff = "".join(diffs)
     return result
 
@@ -262,17 +273,54 @@ def _including_kustomization(file: Path) -> Path | None:
     return None
 
 
+def _ops_on_setting_patch(
+    item: AuditObject, patch: list[JsonObject], generated_file: Path
+) -> tuple[list[tuple[int, int, Any]], list[JsonObject]]:
+    """Split `patch` into new values for the JSON6902 ops of the including kustomization.yaml
+    that wrote those very fields ((patch index, op index, value)), and the ops left to add."""
+    kustomization = _including_kustomization(generated_file)
+    in_place: list[tuple[int, int, Any]] = []
+    rest: list[JsonObject] = []
+    for op in patch:
+        found = setting_entry(item.patches, item.obj, str(op.get("path", "")))
+        pointer = re.fullmatch(r"/patches/(\d+)/patch", found[0].pointer) if found else None
+        if (
+            op.get("op") == "replace"
+            and found is not None
+            and pointer is not None
+            and found[1] is not None
+            and kustomization is not None
+            and Path(found[0].document.source).resolve() == kustomization.resolve()
+        ):
+            in_place.append((int(pointer.group(1)), found[1], op.get("value")))
+        else:
+            rest.append(op)
+    return in_place, rest
+
+
+def _with_values(text: str, values: list[tuple[int, Any]]) -> str:
+    """A JSON6902 patch text with some ops' values replaced, comments and layout kept."""
+    rt = _round_trip(*guess_indent(text))
+    ops = rt.load(text)
+    for index, value in values:
+        ops[index]["value"] = _styled(value, like=ops[index].get("value"))
+    out = StringIO()
+    rt.dump(ops, out)
+    return out.getvalue()
+
+
 def _patch_kustomization(
     generated_file: Path,
     edits: list[tuple[JsonObject, list[JsonObject]]],
+    value_edits: list[tuple[int, int, Any]],
     *,
     write: bool,
     result: FixResult,
     diffs: list[str],
 ) -> None:
-    """Fixes for objects of a generated file, as JSON6902 patches (target kind + name) in the
-    kustomization.yaml that includes it, merged into a patch with the same target; an op
-    already there is never added again."""
+    """Fixes for objects of a generated file in the kustomization.yaml that includes it: a new
+    value for the op of a patch there that wrote the field, else JSON6902 patches (target kind
+    + name) merged into a patch with the same target; an op already there is never added again."""
     kustomization = _including_kustomization(generated_file)
     if kustomization is None:
         message = "not fixed: generated file (DO NOT EDIT) with no kustomization.yaml to patch"
@@ -282,6 +330,13 @@ def _patch_kustomization(
     rt = _round_trip(*guess_indent(old))
     tree = rt.load(old)
     patches = tree.setdefault("patches", CommentedSeq())
+    by_patch: dict[int, list[tuple[int, Any]]] = {}
+    for patch_index, op_index, value in value_edits:
+        by_patch.setdefault(patch_index, []).append((op_index, value))
+    for patch_index, values in by_patch.items():
+        patches[patch_index]["patch"] = LiteralScalarString(
+            _with_values(str(patches[patch_index]["patch"]), values)
+        )
     replaced, added = merge_json6902(list(patches), edits)
     for index, text in replaced.items():
         patches[index]["patch"] = LiteralScalarString(text)

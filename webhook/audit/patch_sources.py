@@ -232,14 +232,12 @@ def _line_in(entry: PatchEntry, needle: str, occurrence: int) -> int:
     return base + 1 + hit  # a block scalar starts on the line after `patch: |`
 
 
-def setting_patch(
-    entries: Sequence[PatchEntry], obj: JsonObject, mutated_paths: Sequence[str]
-) -> tuple[str, int] | None:
-    """(file, line) of the last patch in `entries` that wrote the field at the first of
-    `mutated_paths` in `obj` (the rendered object before the mutation), or None."""
-    if not mutated_paths:
-        return None
-    mutated = mutated_paths[0]
+def setting_entry(
+    entries: Sequence[PatchEntry], obj: JsonObject, mutated: str
+) -> tuple[PatchEntry, int | None, str] | None:
+    """The last patch in `entries` that wrote the field at `mutated` in `obj` (the rendered
+    object before the mutation): (entry, index of the JSON6902 op or None for a strategic-merge
+    patch, the key to find its line by), or None."""
     for entry in reversed(entries):  # later patches win
         if not _targets(entry, obj):
             continue
@@ -248,16 +246,28 @@ def setting_patch(
                 if not isinstance(op, dict) or op.get("op") not in ("add", "replace", "copy"):
                     continue
                 if _sets(str(op.get("path", "")), op.get("value"), mutated, obj):
-                    path = str(op.get("path"))
-                    same = [
-                        o
-                        for o in entry.body[:number]
-                        if isinstance(o, dict) and o.get("path") == path
-                    ]
-                    return entry.document.source, _line_in(entry, f"path: {path}", len(same))
+                    return entry, number, f"path: {op.get('path')}"
         elif isinstance(entry.body, dict):
             for leaf, value in _leaves(entry.body):
                 if _sets(leaf, value, mutated, obj):
-                    key = leaf.rsplit("/", 1)[-1]
-                    return entry.document.source, _line_in(entry, f"{key}:", 0)
+                    return entry, None, f"{leaf.rsplit('/', 1)[-1]}:"
     return None
+
+
+def setting_patch(
+    entries: Sequence[PatchEntry], obj: JsonObject, mutated_paths: Sequence[str]
+) -> tuple[str, int] | None:
+    """(file, line) of the patch that wrote the field at the first of `mutated_paths`."""
+    if not mutated_paths:
+        return None
+    found = setting_entry(entries, obj, mutated_paths[0])
+    if found is None:
+        return None
+    entry, number, needle = found
+    earlier = 0
+    if number is not None and isinstance(entry.body, list):
+        path = entry.body[number].get("path")
+        earlier = sum(
+            1 for o in entry.body[:number] if isinstance(o, dict) and o.get("path") == path
+        )
+    return entry.document.source, _line_in(entry, needle, earlier)
