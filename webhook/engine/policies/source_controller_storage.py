@@ -1,4 +1,9 @@
-"""source-controller storage: an unbounded /tmp next to an emptyDir /data fills the node's disk."""
+"""source-controller storage: an unbounded /tmp and /data on emptyDirs fill the node's disk.
+
+Flux's advice is a PersistentVolumeClaim for /data (artifacts survive restarts and stay off the
+node's ephemeral storage); `dataVolumeClaim` opts in. The claim is looked up first: a pod that
+waits for a missing claim is worse than a full disk, so without it the Deployment is left alone.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,12 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from ..match import Match, ResourceMatch
-from ..model import JsonObject, Lookups, Request
-from ..resources import DEPLOYMENTS
-from .base import Params, Policy, Quantity, Report, dig, named_container
+from ..model import JsonObject, Lookups, LookupUnavailable, Request
+from ..resources import DEPLOYMENTS, PERSISTENT_VOLUME_CLAIMS
+from .base import Params, Policy, Quantity, Read, Report, dig, metadata, named_container
+
+# Access modes a single node attaches: the new pod of a rolling update cannot start elsewhere.
+_SINGLE_NODE_ACCESS = frozenset({"ReadWriteOnce", "ReadWriteOncePod"})
 
 
 class StorageParams(Params):
@@ -17,6 +25,13 @@ class StorageParams(Params):
     container: str = "manager"
     namespaces: list[str] = Field(default_factory=lambda: ["flux-system"])
     tmp_size_limit: Quantity = Field(default="2Gi", alias="tmpSizeLimit")
+    data_size_limit: Quantity = Field(default="10Gi", alias="dataSizeLimit")
+    data_volume_claim: str = Field(
+        default="",
+        alias="dataVolumeClaim",
+        description="PersistentVolumeClaim (in the Deployment's namespace) to put /data on "
+        'instead of its emptyDir; "" keeps the emptyDir, bounded by dataSizeLimit.',
+    )
 
 
 def _volume_mounted_at(pod_spec: JsonObject, container: JsonObject, path: str) -> JsonObject | None:
@@ -31,10 +46,10 @@ def _volume_mounted_at(pod_spec: JsonObject, container: JsonObject, path: str) -
 class SourceControllerStorage(Policy[StorageParams]):
     name: ClassVar[str] = "source-controller-storage"
     webhook: ClassVar[Literal["mutate", "validate"]] = "mutate"
-    reason: ClassVar[str] = "an unbounded /tmp fills the node's ephemeral storage"
+    reason: ClassVar[str] = "emptyDirs without a bound fill the node's ephemeral storage"
     summary: ClassVar[str] = (
-        "source-controller fills the node's disk through an unbounded /tmp: warn when /data is an "
-        "emptyDir and /tmp has no sizeLimit, and set one when enforced"
+        "source-controller fills the node's disk through emptyDir /tmp and /data: set their "
+        "sizeLimit, or move /data to the PersistentVolumeClaim `dataVolumeClaim` when it exists"
     )
     params_model = StorageParams
 
@@ -46,6 +61,11 @@ class SourceControllerStorage(Policy[StorageParams]):
                 names=frozenset({params.deployment}),
             ),
         )
+
+    def reads(self, params: StorageParams) -> tuple[Read, ...]:
+        if not params.data_volume_claim:
+            return ()
+        return (Read(PERSISTENT_VOLUME_CLAIMS, frozenset({params.data_volume_claim})),)
 
     def check(
         self,
@@ -64,17 +84,73 @@ class SourceControllerStorage(Policy[StorageParams]):
         data = _volume_mounted_at(pod_spec, container, "/data")
         if data is None or "emptyDir" not in data:
             return  # persistent /data: artifacts do not land on the node's ephemeral storage
+        if params.data_volume_claim:
+            namespace = request.target.namespace or str(metadata(obj).get("namespace") or "")
+            _move_data_to_claim(
+                obj, data, namespace=namespace, params=params, lookups=lookups, report=report
+            )
+        else:
+            _bound(data, params.data_size_limit, report)
         tmp = _volume_mounted_at(pod_spec, container, "/tmp")
         if tmp is None:
             report.advise("/tmp is not a volume: downloads go to the container's writable layer")
             return
-        if "emptyDir" not in tmp or dig(tmp, "emptyDir", "sizeLimit") is not None:
-            return
-        empty_dir = tmp.get("emptyDir")
-        if not isinstance(empty_dir, dict):
-            empty_dir = {}
-            tmp["emptyDir"] = empty_dir
-        empty_dir["sizeLimit"] = params.tmp_size_limit
-        report.changed(
-            f"volumes[{tmp.get('name')}].emptyDir.sizeLimit", None, params.tmp_size_limit
+        if "emptyDir" in tmp:
+            _bound(tmp, params.tmp_size_limit, report)
+
+
+def _bound(volume: JsonObject, size_limit: str, report: Report) -> None:
+    """Give an emptyDir volume `size_limit` unless it has a sizeLimit already."""
+    if dig(volume, "emptyDir", "sizeLimit") is not None:
+        return
+    empty_dir = volume.get("emptyDir")
+    if not isinstance(empty_dir, dict):
+        empty_dir = {}
+        volume["emptyDir"] = empty_dir
+    empty_dir["sizeLimit"] = size_limit
+    report.changed(f"volumes[{volume.get('name')}].emptyDir.sizeLimit", None, size_limit)
+
+
+def _move_data_to_claim(
+    obj: JsonObject,
+    data: JsonObject,
+    *,
+    namespace: str,
+    params: StorageParams,
+    lookups: Lookups,
+    report: Report,
+) -> None:
+    """Replace the /data emptyDir by the claim, only when the claim is known to exist."""
+    claim_name = params.data_volume_claim
+    where = f"{namespace}/{claim_name}" if namespace else claim_name
+    try:
+        claim = lookups.persistent_volume_claim(namespace, claim_name)
+    except LookupUnavailable as error:
+        report.advise(
+            f"could not look up PersistentVolumeClaim {where} ({error}): /data left on its emptyDir"
+        )
+        return
+    if claim is None or dig(claim, "metadata", "deletionTimestamp"):
+        state = "does not exist" if claim is None else "is being deleted"
+        report.advise(
+            f"PersistentVolumeClaim {where} {state}: /data left on its emptyDir "
+            "(a pod waiting for a missing claim never starts)"
+        )
+        return
+    del data["emptyDir"]
+    data["persistentVolumeClaim"] = {"claimName": claim_name}
+    report.changed(
+        f"volumes[{data.get('name')}]", "emptyDir", f"persistentVolumeClaim {claim_name}"
+    )
+    access = dig(claim, "spec", "accessModes")
+    strategy = dig(obj, "spec", "strategy", "type") or "RollingUpdate"
+    if (
+        isinstance(access, list)
+        and access
+        and set(access) <= _SINGLE_NODE_ACCESS
+        and strategy != "Recreate"
+    ):
+        report.advise(
+            f"strategy {strategy} with a {'/'.join(access)} claim: a new pod on another node "
+            "cannot attach it while the old one runs; use strategy Recreate"
         )
