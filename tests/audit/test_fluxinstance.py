@@ -203,12 +203,16 @@ def test_fix_writes_into_the_instance_patches(
     capsys.readouterr()
     after = path.read_text()
     # the IRC patch's own value is raised (not a second op on the same path); source-controller
-    # gets a new entry written like its siblings (target first); comments kept
+    # (/data and /tmp bounded) gets a new entry written like its siblings (target first);
+    # comments kept
     assert after == before.replace("value: 1536Mi", "value: 2Gi") + (
         "      - target:\n"
         "          kind: Deployment\n"
         "          name: source-controller\n"
         "        patch: |\n"
+        "          - op: add\n"
+        "            path: /spec/template/spec/volumes/0/emptyDir/sizeLimit\n"
+        "            value: 10Gi\n"
         "          - op: add\n"
         "            path: /spec/template/spec/volumes/1/emptyDir/sizeLimit\n"
         "            value: 2Gi\n"
