@@ -6,5 +6,9 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages(include=["webhook", "webhook.*"]), "webhook.policies"],
     package_dir={"webhook.policies": "policies"},
-    package_data={"webhook": ["py.typed", "data/*.yaml"], "webhook.policies": ["*.yaml"]},
+    package_data={
+        "webhook": ["py.typed", "data/*.yaml"],
+        "webhook.audit": ["*.yaml"],
+        "webhook.policies": ["*.yaml"],
+    },
 )

@@ -1,6 +1,6 @@
 """Offline audit benchmark: generated Flux manifests through `audit_documents`.
 
-    python -m bench.offline_audit [--objects 10000]
+    python -m bench.offline_audit [--objects 10000] [--baseline CHECKOUT [--rounds N]]
 
 Writes the manifests into a temporary directory (one file per object, a directory per
 namespace, like a fleet repository), then audits it in a fresh child process so the peak RSS
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,10 +157,19 @@ def _measure(root: str, *, traced: bool) -> dict[str, Any]:
     }
 
 
-def measure_in_child(module: str, *args: str) -> dict[str, Any]:
-    """Run `python -m <module> --measure ...` and return the JSON it prints."""
+def measure_in_child(module: str, *args: str, tree: str | None = None) -> dict[str, Any]:
+    """Run `python -m <module> --measure ...` and return the JSON it prints; with `tree`, the
+    code (webhook and bench) of that checkout instead of this one."""
+    env = dict(os.environ)
+    if tree:
+        env["PYTHONPATH"] = tree
     done = subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        cwd=tree or None,
     )
     if done.returncode != 0:
         raise SystemExit(f"{module} {' '.join(args)} failed:\n{done.stderr[-3000:]}")
@@ -191,15 +202,50 @@ def table(rows: list[dict[str, Any]]) -> str:
     return markdown_table(header, cells, text_columns=0)
 
 
+def compare(baseline: str, *, objects: int, rounds: int) -> int:
+    """This tree against `baseline`, alternating child processes (so both see the same machine
+    load), on the same generated manifests; the counts must be identical."""
+    with tempfile.TemporaryDirectory(prefix="fluxwarden-bench-") as tmp:
+        write_tree(Path(tmp), objects)
+        walls: dict[str, list[float]] = {"baseline": [], "this tree": []}
+        counts: dict[str, Any] = {}
+        for _ in range(rounds):
+            for name, tree in (("baseline", baseline), ("this tree", None)):
+                row = measure_in_child("bench.offline_audit", "--measure", tmp, tree=tree)
+                walls[name].append(row["wall_s"])
+                counts[name] = row["counts"]
+    if counts["baseline"] != counts["this tree"]:
+        print(f"different results: {counts}")
+        return 1
+    base, this = statistics.median(walls["baseline"]), statistics.median(walls["this tree"])
+    print(f"offline audit of {objects} manifests, {rounds} interleaved rounds, same counts")
+    rows = [
+        [name, " ".join(f"{w:.2f}" for w in ws), f"{statistics.median(ws):.2f}"]
+        for name, ws in walls.items()
+    ]
+    rows.append(["baseline / this tree", "", f"{base / this:.2f}x"])
+    print(markdown_table(["code", "wall s per round", "median s"], rows, text_columns=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.offline_audit", description=__doc__)
     parser.add_argument("--objects", type=int, default=DEFAULT_OBJECTS)
     parser.add_argument("--measure", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--baseline",
+        metavar="CHECKOUT",
+        help="also time another checkout (e.g. a `git worktree` of main), interleaved round by "
+        "round with this one, and report the ratio of the medians",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds with --baseline")
     args = parser.parse_args(argv)
     if args.measure:
         print(json.dumps(_measure(args.measure, traced=args.traced)))
         return 0
+    if args.baseline:
+        return compare(args.baseline, objects=args.objects, rounds=args.rounds)
     with tempfile.TemporaryDirectory(prefix="fluxwarden-bench-") as tmp:
         started = time.perf_counter()
         write_tree(Path(tmp), args.objects)

@@ -1,7 +1,7 @@
 """Rendered audit benchmark: `fluxwarden audit` of a real Flux repo, every Flux Kustomization
 built with kustomize, in a fresh child process.
 
-    python -m bench.rendered_audit [PATH]
+    python -m bench.rendered_audit [PATH] [--baseline CHECKOUT [--rounds N]]
 
 PATH defaults to $FLUXWARDEN_BENCH_REPO, else /tmp/render/home-ops. Bring onedr0p/home-ops
 there yourself (this script never fetches anything); without it the benchmark is skipped with
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.report import markdown_table
 
@@ -29,8 +30,59 @@ def kubectl() -> str | None:
     return str(built) if built.is_file() else None
 
 
+def _timed_audit(repo: Path, env: dict[str, str], tree: str | None) -> tuple[float, str]:
+    run_env = {**env, "PYTHONPATH": tree} if tree else env
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "webhook.cli", "audit", "-o", "json", str(repo)],
+        capture_output=True,
+        text=True,
+        env=run_env,
+        cwd=tree or None,
+        check=False,
+    )
+    wall = time.perf_counter() - start
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"rendered audit failed (exit {done.returncode}): {done.stderr[:300]}")
+    return wall, done.stdout
+
+
+def compare(repo: Path, env: dict[str, str], baseline: str, rounds: int) -> int:
+    """This tree against `baseline` (another checkout), alternating runs; summaries compared."""
+    import json
+    import statistics
+
+    walls: dict[str, list[float]] = {"baseline": [], "this tree": []}
+    summaries: dict[str, Any] = {}
+    for _ in range(rounds):
+        for name, tree in (("baseline", baseline), ("this tree", None)):
+            wall, out = _timed_audit(repo, env, tree)
+            walls[name].append(wall)
+            summaries[name] = json.loads(out)["summary"]
+    base, this = statistics.median(walls["baseline"]), statistics.median(walls["this tree"])
+    print(f"rendered audit of {repo}, {rounds} interleaved rounds")
+    print(f"summaries: {summaries}")
+    rows = [
+        [name, " ".join(f"{w:.2f}" for w in ws), f"{statistics.median(ws):.2f}"]
+        for name, ws in walls.items()
+    ]
+    rows.append(["baseline / this tree", "", f"{base / this:.2f}x"])
+    print(markdown_table(["code", "wall s per round", "median s"], rows, text_columns=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    """`[PATH] [--baseline CHECKOUT [--rounds N]]`"""
+    args = list(sys.argv[1:] if argv is None else argv)
+    baseline, rounds = None, 3
+    if "--baseline" in args:
+        at = args.index("--baseline")
+        baseline = args[at + 1]
+        del args[at : at + 2]
+    if "--rounds" in args:
+        at = args.index("--rounds")
+        rounds = int(args[at + 1])
+        del args[at : at + 2]
     repo = Path(args[0] if args else os.environ.get("FLUXWARDEN_BENCH_REPO") or DEFAULT_REPO)
     if not repo.is_dir():
         print(
@@ -42,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     binary = kubectl()
     if binary and "FLUXWARDEN_KUSTOMIZE" not in env:
         env["FLUXWARDEN_KUSTOMIZE"] = binary
+    if baseline:
+        return compare(repo, env, baseline, rounds)
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "webhook.cli", "audit", "-o", "json", str(repo)],

@@ -320,9 +320,12 @@ def cmd_fix(args: argparse.Namespace) -> int:
         exclude=args.exclude,
         render=not args.no_render,
         kustomize=args.kustomize,
+        per_file=args.per_file,
     )
     if not args.write:
         sys.stdout.write(result.diff)
+    for note in result.notes:
+        print(f"fluxwarden: {note}", file=sys.stderr)
     for path in result.changed_files if args.write else []:
         print(f"fixed {path}", file=sys.stderr)
     for path in result.changed_files if args.check else []:
@@ -488,6 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--check",
         action="store_true",
         help="exit 1 when a file would change (the CI gate, like `ruff format --check`)",
+    )
+    fix.add_argument(
+        "--per-file",
+        action="store_true",
+        help="edit each HelmRelease's own file, not the Flux Kustomization defaults patch "
+        "that covers them all",
     )
     fix.set_defaults(func=cmd_fix)
 

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -167,3 +168,210 @@ def test_fix_keeps_the_docs_patch_and_adds_no_duplicate(
     assert after.count("--requeue-dependency") == 1
     assert _fix("--check", str(repo)) == 0
     capsys.readouterr()
+
+
+def test_findings_point_at_the_patch_that_set_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "bootstrap"
+    shutil.copytree(REPOS / "bootstrap", repo)
+    kustomization = repo / "clusters/prod/flux-system/kustomization.yaml"
+    text = kustomization.read_text().replace("requeue-dependency=5s", "requeue-dependency=30s")
+    kustomization.write_text(
+        text + "  - patch: |\n"
+        "      - op: replace\n"
+        "        path: /spec/template/spec/volumes/1\n"
+        "        value: {name: temp, emptyDir: {medium: Memory}}\n"
+        "    target:\n"
+        "      kind: Deployment\n"
+        "      name: source-controller\n"
+    )
+    lines = kustomization.read_text().splitlines()
+    _, report = _audit(capsys, str(repo))
+    where = {
+        (f["policy"], f["name"]): (f["source"].removeprefix(str(repo)), f["line"])
+        for f in cast(list[dict[str, Any]], report["findings"])
+        if f["result"] == "fail"
+    }
+    patch_file = "/clusters/prod/flux-system/kustomization.yaml"
+    requeue_line = next(i for i, x in enumerate(lines, 1) if "args/-" in x)
+    volume_line = next(i for i, x in enumerate(lines, 1) if "volumes/1" in x)
+    assert where[("controller-requeue-dependency", "helm-controller")] == (
+        patch_file,
+        requeue_line,
+    )
+    assert where[("source-controller-storage", "source-controller")] == (patch_file, volume_line)
+    # the patch's value is what is reported, not a guess: without it, the resource file again
+    kustomization.write_text(text)
+    _, report = _audit(capsys, str(repo))
+    storage = next(
+        f
+        for f in cast(list[dict[str, Any]], report["findings"])
+        if f["policy"] == "source-controller-storage"
+    )
+    assert storage["source"].endswith("gotk-components.yaml")
+
+
+def test_files_no_flux_kustomization_reaches_are_audited_and_say_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "bootstrap"
+    shutil.copytree(REPOS / "bootstrap", repo)
+    legacy = repo / "legacy/app"
+    legacy.mkdir(parents=True)
+    release = (repo / "infrastructure/ingress/release.yaml").read_text()
+    (legacy / "release.yaml").write_text(release.replace("ingress-nginx", "legacy-nginx", 1))
+    (legacy / "kustomization.yaml").write_text("resources: [release.yaml]\n")
+    code, report = _audit(capsys, str(repo))
+    assert code == 1
+    failing = {
+        f["name"]: f
+        for f in cast(list[dict[str, Any]], report["findings"])
+        if f["result"] == "fail"
+    }
+    # no silent drop: the unreached release is a finding, and says why it may not matter
+    assert any(
+        "not reached by any Flux Kustomization" in m for m in failing["legacy-nginx"]["messages"]
+    )
+    # no false label: a release Flux applies carries no such note
+    assert not any("not reached" in m for m in failing["ingress-nginx"]["messages"])
+    assert not any(
+        "not reached" in m
+        for f in failing.values()
+        if f["kind"] == "Deployment"
+        for m in f["messages"]
+    )
+
+
+INFRA_DEFAULTS = """\
+  patches:
+    # HelmRelease defaults for infrastructure
+    - patch: |
+        apiVersion: helm.toolkit.fluxcd.io/v2
+        kind: HelmRelease
+        metadata:
+          name: all
+        spec:
+          install:
+            crds: CreateReplace # CRDs follow the chart
+      target:
+        group: helm.toolkit.fluxcd.io
+        kind: HelmRelease
+"""
+
+
+def _with_infra_defaults(tmp_path: Path) -> Path:
+    repo = tmp_path / "bootstrap"
+    shutil.copytree(REPOS / "bootstrap", repo)
+    infrastructure = repo / "clusters/prod/infrastructure.yaml"
+    infrastructure.write_text(infrastructure.read_text() + INFRA_DEFAULTS)
+    return repo
+
+
+def test_fix_writes_one_edit_into_the_defaults_patch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = _with_infra_defaults(tmp_path)
+    release = (repo / "infrastructure/ingress/release.yaml").read_bytes()
+    assert _fix("--write", str(repo)) == 0
+    assert "HelmRelease defaults patch: one edit covers 1 HelmRelease(s)" in capsys.readouterr().err
+    assert (repo / "infrastructure/ingress/release.yaml").read_bytes() == release
+    text = (repo / "clusters/prod/infrastructure.yaml").read_text()
+    assert "crds: CreateReplace # CRDs follow the chart\n          driftDetection:\n" in text
+    assert _fix("--check", str(repo)) == 0
+    capsys.readouterr()
+    assert _audit(capsys, str(repo))[0] == 0
+
+
+def test_fix_per_file_edits_each_release(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = _with_infra_defaults(tmp_path)
+    infrastructure = (repo / "clusters/prod/infrastructure.yaml").read_bytes()
+    assert _fix("--write", "--per-file", str(repo)) == 0
+    assert "defaults patch" not in capsys.readouterr().err
+    assert (repo / "clusters/prod/infrastructure.yaml").read_bytes() == infrastructure
+    assert "driftDetection" in (repo / "infrastructure/ingress/release.yaml").read_text()
+
+
+def test_no_defaults_edit_over_a_release_that_chose_otherwise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = _with_infra_defaults(tmp_path)
+    release = (repo / "infrastructure/ingress/release.yaml").read_text()
+    chosen = release.replace("ingress-nginx", "kept-disabled", 1).split("spec:", 1)
+    (repo / "infrastructure/ingress/disabled.yaml").write_text(
+        chosen[0] + "spec:\n  driftDetection:\n    mode: disabled" + chosen[1]
+    )
+    infrastructure = (repo / "clusters/prod/infrastructure.yaml").read_bytes()
+    assert _fix("--write", str(repo)) == 0
+    assert "defaults patch" not in capsys.readouterr().err
+    # the defaults edit would override the explicit `disabled`: each failing release instead
+    assert (repo / "clusters/prod/infrastructure.yaml").read_bytes() == infrastructure
+    assert "mode: enabled" in (repo / "infrastructure/ingress/release.yaml").read_text()
+    assert "mode: disabled" in (repo / "infrastructure/ingress/disabled.yaml").read_text()
+
+
+def test_a_kustomization_the_entry_point_does_not_include_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "bootstrap"
+    shutil.copytree(REPOS / "bootstrap", repo)
+    (repo / "clusters/staging").mkdir()
+    infrastructure = (repo / "clusters/prod/infrastructure.yaml").read_text()
+    (repo / "clusters/staging/legacy.yaml").write_text(
+        infrastructure.replace("name: infrastructure", "name: legacy").replace(
+            "path: ./infrastructure", "path: ./legacy"
+        )
+    )
+    (repo / "legacy").mkdir()
+    release = (repo / "infrastructure/ingress/release.yaml").read_text()
+    (repo / "legacy/release.yaml").write_text(release.replace("ingress-nginx", "old-nginx", 1))
+    code, report = _audit(capsys, str(repo))
+    assert code == 1
+    failing = {
+        f["name"]: f
+        for f in cast(list[dict[str, Any]], report["findings"])
+        if f["result"] == "fail"
+    }
+    assert any(
+        "flux-system/legacy is not reached from flux-system/flux-system" in m
+        for m in failing["old-nginx"]["messages"]
+    )
+    assert not any("not reached" in m for m in failing["ingress-nginx"]["messages"])
+
+
+def test_fix_changes_the_value_in_the_patch_that_set_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "bootstrap"
+    shutil.copytree(REPOS / "bootstrap", repo)
+    flux_system = repo / "clusters/prod/flux-system"
+    kustomization = flux_system / "kustomization.yaml"
+    original = kustomization.read_text()
+    kustomization.write_text(original.replace("requeue-dependency=5s", "requeue-dependency=30s"))
+    assert _fix("--write", str(repo)) == 0
+    capsys.readouterr()
+    fixed = kustomization.read_text()
+    # the docs' patch now says 5s; no second patch for the flag; its comment kept
+    assert fixed.startswith(original)
+    assert fixed.count("--requeue-dependency") == 1
+    built = subprocess.run(
+        [str(kubectl_or_skip()), "kustomize", str(flux_system)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for document in yaml.safe_load_all(built):
+        if (
+            document
+            and document["kind"] == "Deployment"
+            and document["metadata"]["name"]
+            in (
+                "kustomize-controller",
+                "helm-controller",
+            )
+        ):
+            args = document["spec"]["template"]["spec"]["containers"][0]["args"]
+            assert [a for a in args if "requeue" in a] == ["--requeue-dependency=5s"]
+    assert _fix("--check", str(repo)) == 0

@@ -65,3 +65,52 @@ def test_wheel_in_a_clean_venv_audits_and_fixes_outside_the_repo(tmp_path: Path)
     assert "driftDetection" in (work / "release.yaml").read_text()
     assert _run(cli, "fix", "--check", ".", cwd=work).returncode == 0
     assert _run(cli, "audit", ".", cwd=work).returncode == 0
+
+
+def test_uvx_and_pipx_run_the_wheel_outside_the_repo(tmp_path: Path) -> None:
+    """`uvx --from fluxwarden.whl fluxwarden audit .` and `pipx run --spec …` (what CI jobs and
+    pre-commit users type), each tool installed from PyPI into a venv of its own."""
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "*_cache"))
+    built = _run(
+        sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", tmp_path / "dist", ".", cwd=source
+    )
+    assert built.returncode == 0, built.stderr
+    wheel = next((tmp_path / "dist").glob("fluxwarden-*.whl"))
+    venv.create(tmp_path / "tools", with_pip=True)
+    tools = tmp_path / "tools" / "bin"
+    installed = _run(tools / "pip", "install", "--quiet", "uv", "pipx", cwd=tmp_path)
+    assert installed.returncode == 0, installed.stderr
+    work = tmp_path / "repo"
+    work.mkdir()
+    (work / "release.yaml").write_text(HELMRELEASE)
+    isolated = {
+        "UV_CACHE_DIR": str(tmp_path / "uv-cache"),
+        "UV_TOOL_DIR": str(tmp_path / "uv-tools"),
+        "PIPX_HOME": str(tmp_path / "pipx-home"),
+        "PIPX_BIN_DIR": str(tmp_path / "pipx-bin"),
+    }
+    runs: dict[str, list[str | Path]] = {
+        "uvx": [tools / "uvx", "--from", wheel, "fluxwarden"],
+        "pipx": [tools / "pipx", "run", "--spec", wheel, "fluxwarden"],
+    }
+    for tool, command in runs.items():
+        audited = _run_env(isolated, *command, "audit", ".", cwd=work)
+        assert audited.returncode == 1, f"{tool}: {audited.stdout}{audited.stderr}"
+        assert "helmrelease-drift-detection" in audited.stdout, tool
+        checked = _run_env(isolated, *command, "fix", "--check", ".", cwd=work)
+        assert checked.returncode == 1, f"{tool}: {checked.stdout}{checked.stderr}"
+
+
+def _run_env(
+    extra: dict[str, str], *args: str | Path, cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FLUXWARDEN_POLICIES")}
+    return subprocess.run(
+        [str(a) for a in args],
+        cwd=cwd,
+        env={**env, **extra},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

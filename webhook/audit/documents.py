@@ -53,9 +53,33 @@ ManifestLoader.yaml_implicit_resolvers = {
 _FAST: Any = getattr(yaml, "CSafeLoader", None)
 
 
+_RESOLVED: dict[tuple[Any, ...], str] = {}  # (node kind, value, implicit) -> tag
+
+
 class FastManifestLoader(_FAST or yaml.SafeLoader):  # type: ignore[misc]
     """ManifestLoader's constructors and resolvers on libyaml's C parser (when PyYAML has it).
-    The C composer rejects a redefined anchor: such documents go to ManifestLoader."""
+    The C composer rejects a redefined anchor: such documents go to ManifestLoader.
+
+    The C composer asks Python for every scalar's tag; a tag depends only on (kind, value,
+    implicit) as there are no path resolvers, so answers are remembered (keys repeat a lot)."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        key = (kind, value, implicit)
+        try:
+            return _RESOLVED[key]
+        except KeyError:
+            pass
+        tag: str = super().resolve(kind, value, implicit)
+        if len(_RESOLVED) > 200_000:
+            _RESOLVED.clear()
+        _RESOLVED[key] = tag
+        return tag
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass  # only path resolvers use it, and there are none
+
+    def ascend_resolver(self) -> None:
+        pass
 
 
 FastManifestLoader.add_multi_constructor("!", _untagged)
@@ -65,12 +89,59 @@ if _FAST is None:
     _FAST = yaml.SafeLoader
 
 
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+
+
+class _Unusual(Exception):
+    """A node the plain walk does not construct (merge keys, unhashable keys): use PyYAML's."""
+
+
+def _plain(node: yaml.Node, loader: Any) -> Any:
+    """PyYAML's construction of `node`, for the plain strings, mappings and sequences that make
+    up nearly all of a manifest without its per-node dispatch; other scalars (ints, booleans,
+    timestamps, custom tags) still go through `loader`'s constructors."""
+    tag = node.tag
+    if isinstance(node, yaml.ScalarNode):
+        return node.value if tag == _STR else loader.construct_object(node, deep=True)
+    if isinstance(node, yaml.MappingNode) and tag == _MAP:
+        mapping: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _Unusual
+            key = _plain(key_node, loader)
+            try:
+                mapping[key] = _plain(value_node, loader)
+            except TypeError as error:  # an unhashable key
+                raise _Unusual from error
+        return mapping
+    if isinstance(node, yaml.SequenceNode) and tag == _SEQ:
+        return [_plain(item, loader) for item in node.value]
+    return loader.construct_object(node, deep=True)
+
+
+def _load_fast(text: str) -> Any:
+    loader = FastManifestLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            return _plain(node, loader)
+        except _Unusual:
+            return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load_yaml(text: str) -> Any:
-    """One document, parsed by the C parser; the pure-Python ManifestLoader (same result) only
-    for what the C parser cannot take, and for the error message of a broken document."""
+    """One document, parsed by the C parser (and built without PyYAML's per-node dispatch for
+    plain nodes); the pure-Python ManifestLoader (same result) only for what the C parser cannot
+    take, and for the error message of a broken document."""
     if FastManifestLoader is not ManifestLoader:
         try:
-            return yaml.load(text, Loader=FastManifestLoader)
+            return _load_fast(text)
         except (yaml.YAMLError, ValueError, RecursionError):
             pass
     return yaml.load(text, Loader=ManifestLoader)
@@ -209,7 +280,7 @@ def yaml_files(
         if excluded(relative, exclude):
             skipped.excluded += 1
             continue
-        if child.resolve() in skipped.patch_files:
+        if skipped.patch_files and child.resolve() in skipped.patch_files:
             continue
         yield child
 

@@ -49,9 +49,14 @@ from ruamel.yaml.tokens import CommentToken
 
 from ..engine import JsonObject, Lookups, PolicySet
 from ..lookups.offline import OfflineLookups
+from .defaults_patch import edited_patch_text, proposals
 from .documents import Document, load_yaml, parse_stream, split_documents, yaml_files
 from .findings import AuditReport, InputProblem
+from .fluxinstance import is_flux_instance, materialise, user_patches
 from .offline import AuditObject, evaluate_object, rendered_objects
+from .patch_sources import setting_entry
+from .render import KustomizeNotFound, find_kustomize
+from .sources import field_line
 
 Patcher = Callable[[JsonObject], list[JsonObject]]
 """The JSONPatch that enforcement would apply to one object ([] when it is compliant)."""
@@ -73,6 +78,7 @@ class FixResult:
     problems: list[InputProblem] = field(default_factory=list)
     fixed_documents: int = 0
     stream: str | None = None  # the fixed text of stdin (`-`), also written to stdout
+    notes: list[str] = field(default_factory=list)  # how fixes were written (defaults patches)
 
 
 @dataclass
@@ -105,8 +111,12 @@ def fix_paths(
     exclude: Sequence[str] = (),
     render: bool = True,
     kustomize: str | None = None,
+    per_file: bool = False,
 ) -> FixResult:
     """Fix the YAML files under `paths`; rewrite those that change when `write`.
+
+    A HelmRelease defaults patch of a Flux Kustomization that would cover every failing release
+    under it gets the one edit (said in `notes`), unless `per_file`.
 
     `-` reads a stream from stdin and writes the fixed stream to stdout (never a file); it must
     be the only path. Lookups (fleet-controller tolerations, dependencies) come from every
@@ -134,7 +144,31 @@ def fix_paths(
     raw_patcher = engine_patcher(policy_set=policy_set, lookups=lookups)
     as_rendered = {(o.location.source, o.location.kind, o.location.name): o for o in rendered}
     generated = {s.name for s in sources if is_generated(s.text)}
+    edits_by_document: dict[int, list[JsonObject]] = {}
+    covered: set[int] = set()  # id() of rendered releases a defaults-patch edit fixes
+    if not per_file and rendered:
+        release_patches = {
+            id(o): normalised_patch(o.obj, raw_patcher(o.obj))
+            for o in rendered
+            if o.obj.get("kind") == "HelmRelease"
+        }
+        all_documents = [d for _, ds in parsed for d in ds]
+        for proposal in proposals(all_documents, rendered, release_patches):
+            assert proposal.document.obj is not None
+            document_edits = edits_by_document.setdefault(id(proposal.document.obj), [])
+            if any(e["path"] == proposal.pointer for e in document_edits):
+                continue  # one edit per patch text (a second would be on the next run)
+            document_edits.append(
+                {"op": "replace", "path": proposal.pointer, "value": edited_patch_text(proposal)}
+            )
+            covered.update(id(r) for r in proposal.releases)
+            line = field_line(proposal.document, [proposal.pointer])
+            result.notes.append(
+                f"{proposal.document.source}:{line}: HelmRelease defaults patch: one edit covers "
+                f"{len(proposal.releases)} HelmRelease(s) (--per-file edits each release instead)"
+            )
     kustomization_ops: dict[Path, list[tuple[JsonObject, list[JsonObject]]]] = {}
+    value_edits: dict[Path, list[tuple[int, int, Any]]] = {}  # (patch, op, new value)
     diffs: list[str] = []
     for source, documents in parsed:
         by_object = {
@@ -147,11 +181,25 @@ def fix_paths(
             obj: JsonObject, by_object: Any = by_object, source: _Source = source
         ) -> list[JsonObject]:
             item = by_object.get(id(obj))
+            if id(obj) in edits_by_document:
+                return edits_by_document[id(obj)] + (raw_patcher(obj) if item is None else [])
+            if item is not None and id(item) in covered:
+                return []
+            if is_flux_instance(obj):
+                ops, problem = flux_instance_patch(
+                    item.obj if item else obj, patcher=raw_patcher, kustomize=kustomize
+                )
+                if problem:
+                    notice = f"FluxInstance not fixed: {problem}"
+                    result.problems.append(InputProblem(source.name, 0, notice, False))
+                return ops
             if item is None:
                 return [] if source.name in generated else raw_patcher(obj)
             patch = normalised_patch(item.obj, raw_patcher(item.obj))
             if patch and source.name in generated and source.path is not None:
-                kustomization_ops.setdefault(source.path, []).append((item.obj, patch))
+                in_place, rest = _ops_on_setting_patch(item, patch, source.path)
+                value_edits.setdefault(source.path, []).extend(in_place)
+                kustomization_ops.setdefault(source.path, []).append((item.obj, rest))
                 return []
             return patch
 
@@ -174,7 +222,14 @@ def fix_paths(
         result.changed_files.append(source.name)
         diffs.append(text_diff(source.text, fixed.text, source.name))
     for generated_file, edits in kustomization_ops.items():
-        _patch_kustomization(generated_file, edits, write=write, result=result, diffs=diffs)
+        _patch_kustomization(
+            generated_file,
+            [(obj, ops) for obj, ops in edits if ops],
+            value_edits.get(generated_file, []),
+            write=write,
+            result=result,
+            diffs=diffs,
+        )
     result.diff = "".join(diffs)
     return result
 
@@ -218,17 +273,54 @@ def _including_kustomization(file: Path) -> Path | None:
     return None
 
 
+def _ops_on_setting_patch(
+    item: AuditObject, patch: list[JsonObject], generated_file: Path
+) -> tuple[list[tuple[int, int, Any]], list[JsonObject]]:
+    """Split `patch` into new values for the JSON6902 ops of the including kustomization.yaml
+    that wrote those very fields ((patch index, op index, value)), and the ops left to add."""
+    kustomization = _including_kustomization(generated_file)
+    in_place: list[tuple[int, int, Any]] = []
+    rest: list[JsonObject] = []
+    for op in patch:
+        found = setting_entry(item.patches, item.obj, str(op.get("path", "")))
+        pointer = re.fullmatch(r"/patches/(\d+)/patch", found[0].pointer) if found else None
+        if (
+            op.get("op") == "replace"
+            and found is not None
+            and pointer is not None
+            and found[1] is not None
+            and kustomization is not None
+            and Path(found[0].document.source).resolve() == kustomization.resolve()
+        ):
+            in_place.append((int(pointer.group(1)), found[1], op.get("value")))
+        else:
+            rest.append(op)
+    return in_place, rest
+
+
+def _with_values(text: str, values: list[tuple[int, Any]]) -> str:
+    """A JSON6902 patch text with some ops' values replaced, comments and layout kept."""
+    rt = _round_trip(*guess_indent(text))
+    ops = rt.load(text)
+    for index, value in values:
+        ops[index]["value"] = _styled(value, like=ops[index].get("value"))
+    out = StringIO()
+    rt.dump(ops, out)
+    return out.getvalue()
+
+
 def _patch_kustomization(
     generated_file: Path,
     edits: list[tuple[JsonObject, list[JsonObject]]],
+    value_edits: list[tuple[int, int, Any]],
     *,
     write: bool,
     result: FixResult,
     diffs: list[str],
 ) -> None:
-    """Fixes for objects of a generated file, as JSON6902 patches (target kind + name) in the
-    kustomization.yaml that includes it, merged into a patch with the same target; an op
-    already there is never added again."""
+    """Fixes for objects of a generated file in the kustomization.yaml that includes it: a new
+    value for the op of a patch there that wrote the field, else JSON6902 patches (target kind
+    + name) merged into a patch with the same target; an op already there is never added again."""
     kustomization = _including_kustomization(generated_file)
     if kustomization is None:
         message = "not fixed: generated file (DO NOT EDIT) with no kustomization.yaml to patch"
@@ -238,32 +330,23 @@ def _patch_kustomization(
     rt = _round_trip(*guess_indent(old))
     tree = rt.load(old)
     patches = tree.setdefault("patches", CommentedSeq())
-    for obj, ops in edits:
-        target = {"kind": str(obj.get("kind")), "name": _name_of(obj)}
-        entry = next(
-            (
-                p
-                for p in patches
-                if isinstance(p, dict)
-                and dict(p.get("target") or {}) == target
-                and isinstance(p.get("patch"), str)
-                and isinstance(yaml.safe_load(p["patch"]), list)
-            ),
-            None,
+    by_patch: dict[int, list[tuple[int, Any]]] = {}
+    for patch_index, op_index, value in value_edits:
+        by_patch.setdefault(patch_index, []).append((op_index, value))
+    for patch_index, values in by_patch.items():
+        patches[patch_index]["patch"] = LiteralScalarString(
+            _with_values(str(patches[patch_index]["patch"]), values)
         )
-        existing = yaml.safe_load(entry["patch"]) if entry is not None else []
-        new_ops = [op for op in ops if op not in existing]
-        if not new_ops:
-            continue
-        text = yaml.safe_dump(existing + new_ops, sort_keys=False, default_flow_style=False)
-        if entry is not None:
-            entry["patch"] = LiteralScalarString(text)
-        else:
-            patches.append(
-                CommentedMap(
-                    [("patch", LiteralScalarString(text)), ("target", CommentedMap(target))]
-                )
+    replaced, added = merge_json6902(list(patches), edits)
+    for index, text in replaced.items():
+        patches[index]["patch"] = LiteralScalarString(text)
+    for entry in _like_siblings(list(patches), added):
+        patches.append(
+            CommentedMap(
+                (k, CommentedMap(v) if k == "target" else LiteralScalarString(v))
+                for k, v in entry.items()
             )
+        )
     out = StringIO()
     rt.dump(tree, out)
     new = out.getvalue()
@@ -273,6 +356,109 @@ def _patch_kustomization(
         _replace_file(kustomization, new)
     result.changed_files.append(str(kustomization))
     diffs.append(text_diff(old, new, str(kustomization)))
+
+
+def merge_json6902(
+    patches: list[Any], edits: list[tuple[JsonObject, list[JsonObject]]]
+) -> tuple[dict[int, str], list[dict[str, Any]]]:
+    """Each object's ops as a JSON6902 patch (target kind + name) among `patches`, the way
+    the Flux docs write them: merged into the patch with the same target when there is one
+    (index -> its new text), else a new entry; an op already there is never added again."""
+    replaced: dict[int, str] = {}
+    added: list[dict[str, Any]] = []
+    for obj, ops in edits:
+        target = {"kind": str(obj.get("kind")), "name": _name_of(obj)}
+        index = next(
+            (
+                i
+                for i, p in enumerate(patches)
+                if isinstance(p, dict)
+                and dict(p.get("target") or {}) == target
+                and isinstance(p.get("patch"), str)
+                and isinstance(yaml.safe_load(p["patch"]), list)
+            ),
+            None,
+        )
+        new_entry = next((a for a in added if a["target"] == target), None)
+        if index is not None:
+            existing = yaml.safe_load(replaced.get(index) or patches[index]["patch"])
+        else:
+            existing = yaml.safe_load(new_entry["patch"]) if new_entry else []
+        merged = _merged_ops(existing, ops)
+        if merged == existing:
+            continue
+        text = yaml.safe_dump(merged, sort_keys=False, default_flow_style=False)
+        if index is not None:
+            replaced[index] = text
+        elif new_entry is not None:
+            new_entry["patch"] = text
+        else:
+            added.append({"patch": text, "target": target})
+    return replaced, added
+
+
+def _like_siblings(patches: list[Any], added: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """New entries with `target` first when the entries already there write it first."""
+    first = next((next(iter(p), None) for p in patches if isinstance(p, dict) and p), None)
+    if first != "target":
+        return added
+    return [{"target": a["target"], "patch": a["patch"]} for a in added]
+
+
+def _merged_ops(existing: list[Any], ops: list[JsonObject]) -> list[Any]:
+    """`existing` with `ops` added; an op that writes a path an existing op already writes
+    (not an append) replaces that op's value instead of writing the path twice."""
+    merged = [dict(op) if isinstance(op, dict) else op for op in existing]
+    for op in ops:
+        if op in merged:
+            continue
+        same = next(
+            (
+                m
+                for m in merged
+                if isinstance(m, dict)
+                and m.get("path") == op.get("path")
+                and m.get("op") in ("add", "replace")
+                and op.get("op") in ("add", "replace")
+                and not str(op.get("path", "")).endswith("/-")
+            ),
+            None,
+        )
+        if same is not None:
+            same["value"] = op.get("value")
+        else:
+            merged.append(op)
+    return merged
+
+
+def flux_instance_patch(
+    instance: JsonObject, *, patcher: Patcher, kustomize: str | None
+) -> tuple[list[JsonObject], str | None]:
+    """The JSONPatch of a FluxInstance that writes its controllers' fixes into its
+    `spec.kustomize.patches` (merged, never repeated), and a problem when it cannot be told."""
+    patches = user_patches(instance)
+    try:
+        command = find_kustomize(kustomize) if patches else []
+    except KustomizeNotFound as error:
+        return [], str(error)
+    materialised = materialise(instance, command)
+    edits = [(d, normalised_patch(d, patcher(d))) for d in materialised.deployments]
+    replaced, added = merge_json6902(patches, [(d, p) for d, p in edits if p])
+    ops: list[JsonObject] = [
+        {"op": "replace", "path": f"/spec/kustomize/patches/{i}/patch", "value": text}
+        for i, text in replaced.items()
+    ]
+    spec = instance.get("spec") if isinstance(instance.get("spec"), dict) else None
+    if added and spec is None:
+        ops.append({"op": "add", "path": "/spec", "value": {"kustomize": {"patches": added}}})
+    elif added and not isinstance((spec or {}).get("kustomize"), dict):
+        ops.append({"op": "add", "path": "/spec/kustomize", "value": {"patches": added}})
+    elif added and not isinstance((spec or {})["kustomize"].get("patches"), list):
+        ops.append({"op": "add", "path": "/spec/kustomize/patches", "value": added})
+    else:
+        added = _like_siblings(patches, added)
+        ops += [{"op": "add", "path": "/spec/kustomize/patches/-", "value": a} for a in added]
+    return ops, (materialised.problem if not materialised.deployments else None)
 
 
 def engine_patcher(*, policy_set: PolicySet, lookups: Lookups) -> Patcher:
@@ -610,6 +796,8 @@ def _styled(value: Any, *, like: Any = None, parent: Any = None) -> Any:
             return type(like)(value) if "\n" in value else _plain_or_quoted(value)
         if isinstance(like, ScalarString):
             return type(like)(value)
+        if "\n" in value.rstrip("\n"):  # a patch text, a script: a block as a user writes it
+            return LiteralScalarString(value)
         return _plain_or_quoted(value)
     if isinstance(value, dict):
         mapping = CommentedMap((k, _styled(v)) for k, v in value.items())

@@ -27,6 +27,8 @@ from ..engine.policies import ALL_POLICIES
 from ..lookups.offline import OfflineLookups
 from .documents import Document, Skipped, excluded, load
 from .findings import AuditReport, Finding, InputProblem, ObjectLocation
+from .fluxinstance import is_flux_instance, materialise, user_patches
+from .patch_sources import PatchEntry, entries_of, kustomization_entries, setting_patch
 from .render import KustomizeNotFound, Renderer, find_kustomize
 from .sources import field_line
 
@@ -69,6 +71,9 @@ class AuditObject:
     location: ObjectLocation
     unknown: tuple[str, ...] = ()
     document: Document | None = None  # the source document, to point at a field's line
+    patches: tuple[PatchEntry, ...] = ()  # patches that may have set its fields, in order
+    note: str | None = None  # said with each of its fail/warn findings (how it was rendered)
+    kustomization: str = ""  # namespace/name of the Flux Kustomization that rendered it
 
 
 def audit_documents(documents: Iterable[Document], *, policy_set: PolicySet) -> AuditReport:
@@ -115,16 +120,27 @@ def _evaluate_all(
         mutating = [r for r in decision.results if r.result == "fail" and r.action == "mutated"]
         for result in decision.results:
             location = item.location
-            if item.document is not None and len(mutating) == 1 and result is mutating[0]:
-                paths = [str(op.get("path", "")) for op in decision.patch]
-                line = field_line(item.document, paths)
-                location = dataclasses.replace(location, line=line)
+            if len(mutating) == 1 and result is mutating[0]:
+                location = _field_location(item, [str(op.get("path", "")) for op in decision.patch])
             finding = Finding.of(location, result)
             if item.unknown and finding.result in ("fail", "warn", "error"):
                 finding = _unknown(finding, item, decision)
+            if item.note and finding.result in ("fail", "warn", "error"):
+                finding = dataclasses.replace(finding, messages=(*finding.messages, item.note))
             report.findings.append(finding)
     progress.done()
     return report
+
+
+def _field_location(item: AuditObject, paths: list[str]) -> ObjectLocation:
+    """Where the mutated field is written: the patch that set it, else the field's line in
+    the object's own file."""
+    by_patch = setting_patch(item.patches, item.obj, paths)
+    if by_patch is not None:
+        return dataclasses.replace(item.location, source=by_patch[0], line=by_patch[1])
+    if item.document is not None:
+        return dataclasses.replace(item.location, line=field_line(item.document, paths))
+    return item.location
 
 
 def _unknown(finding: Finding, item: AuditObject, decision: Decision) -> Finding:
@@ -191,7 +207,62 @@ def audit_paths(
             objects += rendered_objects(given, documents, report, kustomize, exclude)
         else:
             objects += _objects_of(documents, report)
+    if render:
+        objects = with_flux_instances(objects, report, kustomize)
     return _evaluate_all(objects, report, policy_set=policy_set)
+
+
+def with_flux_instances(
+    objects: Sequence[AuditObject], report: AuditReport, kustomize: str | None
+) -> list[AuditObject]:
+    """`objects` plus, after each FluxInstance, the controller Deployments it installs (its
+    findings point at the FluxInstance file: that is where a Flux Operator user edits them)."""
+    result: list[AuditObject] = []
+    for item in objects:
+        result.append(item)
+        if is_flux_instance(item.obj):
+            result += flux_instance_objects(item, report, kustomize)
+    return result
+
+
+def flux_instance_objects(
+    item: AuditObject, report: AuditReport, kustomize: str | None
+) -> list[AuditObject]:
+    where, line = item.location.source, item.location.line
+    name = f"FluxInstance {item.location.namespace}/{item.location.name}".replace(" /", " ")
+    command: list[str] = []
+    if user_patches(item.obj):
+        try:
+            command = find_kustomize(kustomize)
+        except KustomizeNotFound as error:
+            report.problems.append(InputProblem(where, line, f"{name}: {error}", False))
+            return []
+    materialised = materialise(item.obj, command)
+    if materialised.problem:
+        report.problems.append(InputProblem(where, line, f"{name}: {materialised.problem}", False))
+    spec = item.obj.get("spec") if isinstance(item.obj.get("spec"), dict) else {}
+    version = str(((spec or {}).get("distribution") or {}).get("version") or "")
+    note = f"from {name} (Flux {version!r} controller defaults, its patches applied)"
+    patches = (
+        tuple(entries_of(item.document, "/spec/kustomize/patches", user_patches(item.obj)))
+        if item.document is not None
+        else ()
+    )
+    listed = (spec or {}).get("components")
+    objects: list[AuditObject] = []
+    for deployment in materialised.deployments:
+        target = target_of(deployment)
+        component_line = line
+        if item.document is not None:
+            pointer = "/spec/distribution/version"
+            if isinstance(listed, list) and target.name in listed:
+                pointer = f"/spec/components/{listed.index(target.name)}"
+            component_line = field_line(item.document, [pointer])
+        location = ObjectLocation(
+            where, component_line, target.api_version, target.kind, target.namespace, target.name
+        )
+        objects.append(AuditObject(deployment, location, item.unknown, None, patches, note))
+    return objects
 
 
 def rendered_objects(
@@ -218,8 +289,13 @@ def rendered_objects(
     for problem in rendering.problems:
         report.problems.append(InputProblem(problem.source, 0, problem.message, False))
     lines = _document_lines(documents)
+    directory_patches: dict[Path, list[PatchEntry]] = {}
+    flux_documents = {
+        _flux_key(d.obj): d for d in documents if d.obj is not None and is_flux_kustomization(d.obj)
+    }
     by_name = {(d.source, _kind(d.obj), _name(d.obj)): d for d in documents if d.obj is not None}
     objects: list[AuditObject] = []
+    unreached_from = _unreached_kustomizations(rendering.parents)
     for item in rendering.objects:
         if item.source and excluded(item.source.relative_to(root.resolve()), exclude):
             continue
@@ -232,10 +308,87 @@ def rendered_objects(
             source, line or 0, target.api_version, target.kind, target.namespace, target.name
         )
         document = by_name.get((source, _kind(item.obj), _name(item.obj)))
-        objects.append(AuditObject(item.obj, location, item.unknown, document))
+        patches = _patches_for(
+            item.source, item.kustomization, root, given, flux_documents, directory_patches
+        )
+        note = None
+        if item.kustomization in unreached_from:
+            note = (
+                f"its Flux Kustomization {item.kustomization} is not reached from "
+                f"{unreached_from[item.kustomization]}: audited as its own file renders it"
+            )
+        objects.append(
+            AuditObject(
+                item.obj, location, item.unknown, document, patches, note, item.kustomization
+            )
+        )
     reached = {str(_display(p, root, given)) for p in rendering.reached}
     unreached = [d for d in documents if d.source not in reached]
-    return objects + _objects_of(unreached, report)
+    as_written = _objects_of(unreached, report)
+    if not rendering.objects:
+        return as_written  # nothing rendered: every file is audited as written, as before
+    note = f"not reached by any Flux Kustomization under {given}: audited as written"
+    return objects + [dataclasses.replace(o, note=note) for o in as_written]
+
+
+def _unreached_kustomizations(parents: dict[str, str | None]) -> dict[str, str]:
+    """Flux Kustomizations rendered only from their own file while the repo has an entry point
+    (a Kustomization that renders others, like flux-system): key -> the entry points, said in
+    their findings. Without such an entry point every Kustomization is a root of its own."""
+
+    def root(key: str) -> str:
+        seen: set[str] = set()
+        while parents.get(key) is not None and key not in seen:
+            seen.add(key)
+            key = str(parents[key])
+        return key
+
+    with_children = {p for p in parents.values() if p is not None}
+    roots = [k for k, p in parents.items() if p is None]
+    entry_points = sorted(k for k in roots if k in with_children)
+    if not entry_points:
+        return {}
+    orphans = {k for k in roots if k not in with_children}
+    named = ", ".join(entry_points)
+    return {k: named for k in parents if root(k) in orphans}
+
+
+def _flux_key(obj: JsonObject) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"
+
+
+def _patches_for(
+    source: Path | None,
+    kustomization: str,
+    root: Path,
+    given: str,
+    flux_documents: dict[str, Document],
+    directory_patches: dict[Path, list[PatchEntry]],
+) -> tuple[PatchEntry, ...]:
+    """The patches that may have set a rendered object's fields, in the order kustomize and
+    Flux apply them: kustomization.yaml files from the object's directory outwards, then the
+    Flux Kustomization's `spec.patches`."""
+    entries: list[PatchEntry] = []
+    if source is not None:
+        directory = source.parent
+        base = root.resolve()
+        while directory.is_relative_to(base):
+            if directory not in directory_patches:  # many objects share a directory
+                shown = _display(directory, root, given)
+                directory_patches[directory] = kustomization_entries(directory, shown)
+            entries += directory_patches[directory]
+            if directory == base:
+                break
+            directory = directory.parent
+    flux = flux_documents.get(kustomization) or next(
+        (d for k, d in flux_documents.items() if k.split("/")[1] == kustomization.split("/")[1]),
+        None,
+    )
+    if flux is not None and flux.obj is not None:
+        spec = flux.obj.get("spec") if isinstance(flux.obj.get("spec"), dict) else {}
+        entries += entries_of(flux, "/spec/patches", (spec or {}).get("patches"))
+    return tuple(entries)
 
 
 def _display(path: Path, root: Path, given: str) -> str:

@@ -21,7 +21,9 @@ import queue
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -90,6 +92,9 @@ class Rendering:
     reached: set[Path] = field(default_factory=set)  # repo files some build read
     problems: list[RenderProblem] = field(default_factory=list)
     builds: int = 0
+    # namespace/name of each rendered Flux Kustomization -> the one that rendered it (None: its
+    # own file, no rendered parent includes it)
+    parents: dict[str, str | None] = field(default_factory=dict)
 
 
 def is_flux_kustomization(obj: Any) -> bool:
@@ -145,6 +150,9 @@ class Renderer:
             shutil.copytree(self.root, copy, symlinks=True, ignore=shutil.ignore_patterns(".git"))
             self._copies.put(copy.resolve())
         self._values: dict[tuple[str, str, str], dict[str, str] | None] = {}
+        self._shown = False  # a progress line is on the terminal
+        self._done = 0
+        self._lock = threading.Lock()
         for document in documents:
             if document.is_kubernetes_object and document.obj is not None:
                 self._remember_values(document.obj)
@@ -222,9 +230,21 @@ class Renderer:
                     for item in objects:
                         if is_flux_kustomization(item.obj) and _key(item.obj) != key:
                             pending.append((item.obj, str(item.source or where), key))
+        if self._shown:
+            sys.stderr.write("\r\033[K")
+        result.parents = dict(versions)
         result.objects = [o for objs in by_key.values() for o in objs]
         result.reached = reached()
         return result
+
+    def _progress(self) -> None:
+        """`rendered N Flux Kustomizations` on stderr after each build, only on a terminal."""
+        if sys.stderr.isatty():
+            with self._lock:
+                self._done += 1
+                self._shown = True
+                sys.stderr.write(f"\rfluxwarden: rendered {self._done} Flux Kustomizations")
+                sys.stderr.flush()
 
     def _in_repo(self, obj: dict[str, Any], where: str) -> bool:
         directory = _spec_dir(self.root, obj, where)
@@ -243,6 +263,7 @@ class Renderer:
             return self._build_in(ks, where, copy)
         finally:
             self._copies.put(copy)
+            self._progress()
 
     def _build_in(self, ks: dict[str, Any], where: str, copy: Path) -> _Build:
         directory = copy / _spec_dir(self.root, ks, where).relative_to(self.root)
@@ -391,6 +412,14 @@ def _substitution_disabled(obj: dict[str, Any]) -> bool:
     )
 
 
+def _has_dollar(obj: Any) -> bool:
+    if isinstance(obj, dict):
+        return any(_has_dollar(k) or _has_dollar(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(_has_dollar(v) for v in obj)
+    return isinstance(obj, str) and "$" in obj
+
+
 def _has_placeholder(obj: Any) -> bool:
     if isinstance(obj, dict):
         return any(_has_placeholder(v) for v in obj.values())
@@ -439,9 +468,9 @@ def substitute_object(
     for name in variables:
         if not _VAR_NAME.match(name):
             return obj, ()
+    if not _has_dollar(obj):
+        return obj, ()  # nothing to substitute: skip the dump and reload
     text = yaml.safe_dump(obj, sort_keys=False, width=1 << 20)
-    if "$" not in text:
-        return obj, ()
     new_text, unknown = substitute_text(text, variables, all_known=all_known)
     try:
         new = load_yaml(new_text)

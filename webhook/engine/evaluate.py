@@ -184,7 +184,7 @@ def _run(
     """Run one policy on a private copy. A policy that raises fails open with an error."""
     report = Report()
     try:
-        scratch = copy.deepcopy(obj)  # inside the try: a hostile depth fails this policy open
+        scratch = _copy_tree(obj)  # inside the try: a hostile depth fails this policy open
         configured.policy.check(
             scratch, request=request, params=configured.params, lookups=lookups, report=report
         )
@@ -193,6 +193,18 @@ def _run(
     except Exception as error:  # fail open per policy, as the contract says
         return obj, Report(), _failure(error)
     return scratch, report, None
+
+
+def _copy_tree(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (what admission and YAML give), several times faster
+    than copy.deepcopy; anything else is copied by copy.deepcopy."""
+    if isinstance(value, dict):
+        return {k: _copy_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_tree(v) for v in value]
+    if value is None or isinstance(value, (str, int, float)):
+        return value  # immutable (bool is an int)
+    return copy.deepcopy(value)
 
 
 def _result(policy: Policy[Any], mode: Mode, report: Report, error: str | None) -> PolicyResult:

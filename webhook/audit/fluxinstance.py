@@ -1,0 +1,234 @@
+"""A Flux Operator `FluxInstance` as the controller Deployments it installs.
+
+The operator builds the Flux distribution's manifests, adds its profiles (`spec.cluster.size`,
+`spec.storage`) and then the instance's `spec.kustomize.patches`, with kustomize. This module does
+the same for the controller Deployments from recorded facts (`flux_distribution.yaml`, each fact
+with its upstream source) and the real kustomize, so the policies judge what the cluster would run.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..engine import JsonObject
+
+FLUX_INSTANCE_GROUP = "fluxcd.controlplane.io"
+_DATA = "flux_distribution.yaml"
+_VERSION = re.compile(r"(\d+)(?:\.(\d+|[xX*]))?")
+_CHECKED_MINORS = range(3, 10)  # Flux 2.3 .. 2.9: the releases whose manifests were read
+_BUILD_TIMEOUT = 60
+
+
+def is_flux_instance(obj: Any) -> bool:
+    return (
+        isinstance(obj, dict)
+        and obj.get("kind") == "FluxInstance"
+        and isinstance(obj.get("apiVersion"), str)
+        and obj["apiVersion"].startswith(FLUX_INSTANCE_GROUP + "/")
+    )
+
+
+@cache
+def distribution_facts() -> dict[str, Any]:
+    """The recorded controller defaults (see the data file for each fact's source)."""
+    text = resources.files(__package__).joinpath(_DATA).read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    assert isinstance(data, dict)
+    return data
+
+
+@dataclass(frozen=True)
+class Materialised:
+    """The Deployments a FluxInstance installs; `problem` says what could not be audited
+    (all of it when `deployments` is empty)."""
+
+    deployments: list[JsonObject]
+    problem: str | None = None
+
+
+def _spec(obj: JsonObject) -> dict[str, Any]:
+    spec = obj.get("spec")
+    return spec if isinstance(spec, dict) else {}
+
+
+def _section(obj: JsonObject, name: str) -> dict[str, Any]:
+    value = _spec(obj).get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def version_problem(instance: JsonObject) -> str | None:
+    """Why the instance's `spec.distribution.version` is outside the recorded facts (or None)."""
+    version = str(_section(instance, "distribution").get("version") or "")
+    found = _VERSION.search(version)
+    if found is None:
+        return f"spec.distribution.version {version!r} is not a Flux version range"
+    major, minor = found.group(1), found.group(2)
+    if major == "2" and (minor is None or not minor.isdigit() or int(minor) in _CHECKED_MINORS):
+        return None
+    return (
+        f"controller defaults of Flux {version!r} are not recorded (fluxwarden knows Flux "
+        f"2.{_CHECKED_MINORS.start}..2.{_CHECKED_MINORS.stop - 1}); its controllers are not audited"
+    )
+
+
+def components(instance: JsonObject) -> list[str]:
+    listed = _spec(instance).get("components")
+    if isinstance(listed, list) and listed:
+        return [str(c) for c in listed]
+    return list(distribution_facts()["defaultComponents"])
+
+
+def controller_deployments(instance: JsonObject) -> tuple[list[JsonObject], list[str]]:
+    """(the controller Deployments before the instance's own patches, components not recorded)."""
+    facts = distribution_facts()
+    namespace = str((instance.get("metadata") or {}).get("namespace") or "flux-system")
+    registry = str(_section(instance, "distribution").get("registry") or facts["registry"])
+    size = facts["sizes"].get(str(_section(instance, "cluster").get("size") or ""), {})
+    storage = bool(_spec(instance).get("storage"))
+    deployments: list[JsonObject] = []
+    unknown: list[str] = []
+    for name in components(instance):
+        controller = facts["controllers"].get(name)
+        if controller is None:
+            unknown.append(name)
+            continue
+        deployments.append(
+            _deployment(name, controller, namespace=namespace, registry=registry, size=size)
+        )
+        if storage and name == "source-controller":
+            _persistent_data(deployments[-1])
+    return deployments, unknown
+
+
+def _deployment(
+    name: str, controller: dict[str, Any], *, namespace: str, registry: str, size: dict[str, Any]
+) -> JsonObject:
+    facts = distribution_facts()
+    args = list(controller["args"])
+    if controller["events"]:
+        args.insert(
+            0, f"--events-addr=http://notification-controller.{namespace}.svc.cluster.local./"
+        )
+    requeue = (size.get("requeueDependency") or {}).get(name)
+    if requeue:
+        args.append(f"--requeue-dependency={requeue}")
+    sized = size.get("resources") or {}
+    resources_ = (
+        sized.get(name)
+        or sized.get("*")
+        or {
+            "limits": dict(facts["limits"]),
+            "requests": dict(controller["requests"]),
+        }
+    )
+    volumes = controller["volumes"]
+    pod: dict[str, Any] = {
+        "serviceAccountName": name,
+        "securityContext": {"fsGroup": 1337},
+        "containers": [
+            {
+                "name": "manager",
+                "image": f"{registry}/{name}",
+                "args": args,
+                "env": [
+                    {
+                        "name": "RUNTIME_NAMESPACE",
+                        "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                    },
+                    {
+                        "name": "GOMEMLIMIT",
+                        "valueFrom": {
+                            "resourceFieldRef": {
+                                "containerName": "manager",
+                                "resource": "limits.memory",
+                            }
+                        },
+                    },
+                ],
+                "resources": yaml.safe_load(yaml.safe_dump(resources_)),
+                "volumeMounts": [{"name": v, "mountPath": p} for v, p in volumes.items()],
+            }
+        ],
+        "volumes": [{"name": v, "emptyDir": {}} for v in volumes],
+    }
+    if controller["priorityClass"]:
+        pod["priorityClassName"] = "system-cluster-critical"
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/component": name, "app.kubernetes.io/part-of": "flux"},
+        },
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": pod},
+        },
+    }
+
+
+def _persistent_data(deployment: JsonObject) -> None:
+    pod = deployment["spec"]["template"]["spec"]
+    pod["volumes"].append(
+        {"name": "persistent-data", "persistentVolumeClaim": {"claimName": "source-controller"}}
+    )
+    mounts = pod["containers"][0]["volumeMounts"]
+    mounts[0] = {"name": "persistent-data", "mountPath": "/data"}
+
+
+def user_patches(instance: JsonObject) -> list[Any]:
+    patches = _section(instance, "kustomize").get("patches")
+    return list(patches) if isinstance(patches, list) else []
+
+
+def materialise(instance: JsonObject, command: list[str]) -> Materialised:
+    """The instance's controller Deployments with its `spec.kustomize.patches` applied by
+    kustomize, as the operator builds them."""
+    problem = version_problem(instance)
+    if problem is not None:
+        return Materialised([], problem)
+    deployments, unknown = controller_deployments(instance)
+    notice = f"spec.components not recorded, not audited: {', '.join(unknown)}" if unknown else None
+    patches = user_patches(instance)
+    if not patches:
+        return Materialised(deployments, notice)
+    with tempfile.TemporaryDirectory(prefix="fluxwarden-instance-") as work:
+        directory = Path(work)
+        (directory / "deployments.yaml").write_text(
+            yaml.safe_dump_all(deployments, sort_keys=False), encoding="utf-8"
+        )
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": ["deployments.yaml"],
+            "patches": patches,
+        }
+        (directory / "kustomization.yaml").write_text(
+            yaml.safe_dump(kustomization, sort_keys=False), encoding="utf-8"
+        )
+        try:
+            built = subprocess.run(
+                [*command, str(directory)],
+                capture_output=True,
+                text=True,
+                timeout=_BUILD_TIMEOUT,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return Materialised([], f"cannot build its spec.kustomize.patches: {error}")
+    if built.returncode != 0:
+        message = " ".join(built.stderr.split())[:300]
+        return Materialised([], f"kustomize cannot apply its spec.kustomize.patches ({message})")
+    rendered = [o for o in yaml.safe_load_all(built.stdout) if isinstance(o, dict)]
+    return Materialised(rendered, notice)
