@@ -356,10 +356,19 @@ def _render_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_manifests(args: argparse.Namespace) -> int:
+    from . import native
     from .manifests import Install, render
 
     policy_set = load_policies(args)
-    sys.stdout.write(render(policy_set, Install(namespace=args.namespace, service=args.service)))
+    install = Install(namespace=args.namespace, service=args.service)
+    if args.as_patch and not args.hybrid:
+        raise UsageError("--as-patch needs --hybrid")
+    if args.native or args.hybrid:
+        admission: native.Admission = "native" if args.native else "hybrid"
+        text = native.render(policy_set, install, admission=admission, as_patch=args.as_patch)
+        sys.stdout.write(text)
+        return 0
+    sys.stdout.write(render(policy_set, install))
     return 0
 
 
@@ -499,6 +508,24 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"where fluxwarden runs (default {OWN_NAMESPACE})",
     )
     manifests.add_argument("--service", default="fluxwarden", help="fluxwarden's Service name")
+    admission = manifests.add_mutually_exclusive_group()
+    admission.add_argument(
+        "--native",
+        action="store_true",
+        help="only Mutating/ValidatingAdmissionPolicies + bindings (Kubernetes 1.36+) for what "
+        "CEL can express; what needs lookups is not enforced at admission",
+    )
+    admission.add_argument(
+        "--hybrid",
+        action="store_true",
+        help="native policies, plus webhook configurations and RBAC for only what they do not cover",
+    )
+    manifests.add_argument(
+        "--as-patch",
+        action="store_true",
+        help="with --hybrid: the narrowed webhook configurations as a kustomize patch of the "
+        "base's (manifests/overlays/native)",
+    )
     manifests.set_defaults(func=cmd_manifests)
     return parser
 

@@ -6,10 +6,20 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from ..match import Match, ResourceMatch
+from ..match import Match, ResourceMatch, cel_string
 from ..model import JsonObject, Lookups, Request
 from ..resources import DEPLOYMENTS
-from .base import Params, Policy, Quantity, Report, dig, named_container
+from .base import (
+    Native,
+    NativeFinding,
+    NativeMutation,
+    Params,
+    Policy,
+    Quantity,
+    Report,
+    dig,
+    named_container,
+)
 
 
 class StorageParams(Params):
@@ -77,4 +87,74 @@ class SourceControllerStorage(Policy[StorageParams]):
         empty_dir["sizeLimit"] = params.tmp_size_limit
         report.changed(
             f"volumes[{tmp.get('name')}].emptyDir.sizeLimit", None, params.tmp_size_limit
+        )
+
+    def native(self, params: StorageParams) -> Native:
+        pod = "object.spec.template.spec"
+        manager = f"{pod}.containers[variables.index]"
+        size = cel_string(params.tmp_size_limit)
+
+        def mounted_at(path: str) -> str:
+            """Names of the manager's volumes mounted at `path` (trailing slashes ignored)."""
+            return (
+                f"variables.index >= 0 && has({manager}.volumeMounts) && has({pod}.volumes) "
+                f"? {manager}.volumeMounts.filter(m, m.mountPath.matches({cel_string(f'^{path}/*$')})"
+                f" && {pod}.volumes.exists(v, v.name == m.name)).map(m, m.name) : []"
+            )
+
+        return Native(
+            covers=self.scope(params),
+            keeps="nothing: the object alone decides",
+            variables=(
+                (
+                    "index",
+                    f"has(object.spec.template) && has({pod}) "
+                    f"? {pod}.containers.map(c, c.name).indexOf({cel_string(params.container)}) "
+                    ": -1",
+                ),
+                ("data", mounted_at("/data")),
+                (
+                    "ephemeralData",
+                    f"size(variables.data) > 0 && "
+                    f"{pod}.volumes.exists(v, v.name == variables.data[0] && has(v.emptyDir))",
+                ),
+                ("tmp", mounted_at("/tmp")),
+                (
+                    "tmpIndex",
+                    f"size(variables.tmp) > 0 "
+                    f"? {pod}.volumes.map(v, v.name).indexOf(variables.tmp[0]) : -1",
+                ),
+                (
+                    "setLimit",
+                    "variables.ephemeralData && variables.tmpIndex >= 0 && "
+                    f"has({pod}.volumes[variables.tmpIndex].emptyDir) && "
+                    f"!has({pod}.volumes[variables.tmpIndex].emptyDir.sizeLimit)",
+                ),
+            ),
+            findings=(
+                NativeFinding(
+                    "advisory",
+                    "variables.index < 0",
+                    cel_string(f"no container named {params.container!r}; storage not checked"),
+                ),
+                NativeFinding(
+                    "advisory",
+                    "variables.ephemeralData && size(variables.tmp) == 0",
+                    cel_string(
+                        "/tmp is not a volume: downloads go to the container's writable layer"
+                    ),
+                ),
+                NativeFinding(
+                    "change",
+                    "variables.setLimit",
+                    "'set volumes[' + variables.tmp[0] + '].emptyDir.sizeLimit to ' + "
+                    f"{size} + ' (was unset)'",
+                ),
+            ),
+            mutations=(
+                NativeMutation(
+                    "variables.setLimit ? [JSONPatch{op: 'add', path: '/spec/template/spec/volumes/' "
+                    f"+ string(variables.tmpIndex) + '/emptyDir/sizeLimit', value: {size}}}] : []"
+                ),
+            ),
         )
