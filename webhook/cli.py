@@ -361,12 +361,14 @@ def cmd_manifests(args: argparse.Namespace) -> int:
 
     policy_set = load_policies(args)
     install = Install(namespace=args.namespace, service=args.service)
-    if args.as_patch and not args.hybrid:
-        raise UsageError("--as-patch needs --hybrid")
+    if args.overlay:
+        if not args.hybrid:
+            raise UsageError("--overlay needs --hybrid")
+        for name, text in native.overlay_files(policy_set, install).items():
+            (Path(args.overlay) / name).write_text(text)
+        return 0
     if args.native or args.hybrid:
-        admission: native.Admission = "native" if args.native else "hybrid"
-        text = native.render(policy_set, install, admission=admission, as_patch=args.as_patch)
-        sys.stdout.write(text)
+        sys.stdout.write(native.render(policy_set, install, hybrid=args.hybrid))
         return 0
     sys.stdout.write(render(policy_set, install))
     return 0
@@ -521,10 +523,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="native policies, plus webhook configurations and RBAC for only what they do not cover",
     )
     manifests.add_argument(
-        "--as-patch",
-        action="store_true",
-        help="with --hybrid: the narrowed webhook configurations as a kustomize patch of the "
-        "base's (manifests/overlays/native)",
+        "--overlay",
+        metavar="DIR",
+        help="with --hybrid: write DIR/native.yaml (the native objects) and DIR/webhooks.yaml "
+        "(a patch narrowing the base's webhooks), as manifests/overlays/native uses them",
     )
     manifests.set_defaults(func=cmd_manifests)
     return parser

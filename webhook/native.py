@@ -272,30 +272,38 @@ def names(objects: Iterable[JsonObject]) -> list[str]:
     return [f"{o['kind']}/{o['metadata']['name']}" for o in objects]
 
 
-def render(
-    policy_set: PolicySet,
-    install: Install | None = None,
-    *,
-    admission: Admission,
-    as_patch: bool = False,
-) -> str:
-    """`native`: the native objects alone; `hybrid`: the native objects, the webhook
-    configurations narrowed to the rest, and the ClusterRoles (or, `as_patch`, the narrowed
-    configurations as a kustomize patch of the base's, for manifests/overlays/native)."""
-    hybrid = admission == "hybrid"
-    flags = f"--{admission}" + (" --as-patch" if as_patch else "")
-    text = header(policy_set, f"fluxwarden manifests {flags}")
-    text += "".join(f"# {line}\n" for line in summary(policy_set, hybrid=hybrid))
-    if as_patch:
-        configurations = webhook_configurations(
-            policy_set, install, scopes=webhook_scope(policy_set, "hybrid")
-        )
-        for configuration in configurations:
-            configuration["metadata"].pop("annotations", None)
-            configuration["webhooks"] = [{"$patch": "replace"}, *configuration["webhooks"]]
-        return text + dump(configurations)
+def render(policy_set: PolicySet, install: Install | None = None, *, hybrid: bool) -> str:
+    """Without `hybrid`: the native objects alone. With it: the native objects, the webhook
+    configurations narrowed to what they do not cover, and the ClusterRoles."""
     objects = generate(policy_set, hybrid=hybrid)
     if hybrid:
         scopes = webhook_scope(policy_set, "hybrid")
         objects += generate_webhook_install(policy_set, install, scopes=scopes)
-    return text + dump(objects)
+    return _header(policy_set, hybrid=hybrid) + dump(objects)
+
+
+OVERLAY_RESOURCES = "native.yaml"
+OVERLAY_PATCH = "webhooks.yaml"
+
+
+def overlay_files(policy_set: PolicySet, install: Install | None = None) -> dict[str, str]:
+    """What manifests/overlays/native adds to the base: the hybrid native objects (a resource)
+    and the base's webhook configurations narrowed to the rest (a strategic-merge patch that
+    replaces their `webhooks` lists)."""
+    configurations = webhook_configurations(
+        policy_set, install, scopes=webhook_scope(policy_set, "hybrid")
+    )
+    for configuration in configurations:
+        configuration["metadata"].pop("annotations", None)  # the base's stay as they are
+        configuration["webhooks"] = [{"$patch": "replace"}, *configuration["webhooks"]]
+    text = _header(policy_set, hybrid=True)
+    return {
+        OVERLAY_RESOURCES: text + dump(generate(policy_set, hybrid=True)),
+        OVERLAY_PATCH: text + dump(configurations),
+    }
+
+
+def _header(policy_set: PolicySet, *, hybrid: bool) -> str:
+    command = "fluxwarden manifests --hybrid" if hybrid else "fluxwarden manifests --native"
+    lines = summary(policy_set, hybrid=hybrid)
+    return header(policy_set, command) + "".join(f"# {line}\n" for line in lines)

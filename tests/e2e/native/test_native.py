@@ -1,0 +1,135 @@
+"""Native admission policies alone (`fluxwarden manifests --native`) decide as the webhook does:
+every golden case a native policy covers is created on two real API servers, one with the
+webhook, one with only the generated Mutating/ValidatingAdmissionPolicies; the stored objects
+and the warnings are the same (see differential.py for the differences by design), and a
+server-side dry-run stores exactly what a real create does on both. A deliberately broken
+native policy makes the comparison fail (negative control)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+
+import pytest
+import yaml
+
+from tests.controlplane.cluster import ControlPlane, default_bin_dir
+from tests.e2e.harness import apply_objects, wait_until
+from tests.e2e.native.differential import (
+    Answer,
+    admit,
+    delete,
+    differences,
+    natively_decided,
+    prepare,
+)
+from tests.e2e.test_golden_parity import CASES, REFUSED_BY_THE_API_SERVER, _complete
+from tests.golden import Case
+from webhook.cli import SHIPPED_POLICIES
+from webhook.engine import PolicySet
+from webhook.native import generate, render, split
+from webhook.server.policystore import load_policy_file
+
+pytestmark = [pytest.mark.native]
+
+POLICY_SET: PolicySet = load_policy_file(SHIPPED_POLICIES)
+NATIVE_CASES = [c for c in CASES if natively_decided(POLICY_SET, c.obj, hybrid=False)]
+PROBE_CASE = "irc-single-replica/two-replicas-1gi"
+
+
+def _probe(cluster: ControlPlane) -> Answer:
+    case = next(c for c in CASES if c.id == PROBE_CASE)
+    return admit(cluster, _complete(case.obj), dry_run=True)
+
+
+def _replicas(answer: Answer) -> int | None:
+    return None if answer.stored is None else answer.stored["spec"].get("replicas")
+
+
+@pytest.fixture(scope="module")
+def native_cluster() -> Iterator[ControlPlane]:
+    cluster = ControlPlane(default_bin_dir())
+    cluster.start()
+    try:
+        prepare(cluster)
+        apply_objects(cluster, generate(POLICY_SET))
+        # The API server picks policies up asynchronously: until the probe is mutated.
+        wait_until("the native policies", lambda: _replicas(_probe(cluster)) == 1)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _answers(cluster: ControlPlane, case: Case) -> tuple[Answer, Answer]:
+    """(dry-run, real create) of the case's object; the real one is removed again."""
+    obj = _complete(case.obj)
+    dry_run = admit(cluster, obj, dry_run=True)
+    real = admit(cluster, obj, dry_run=False)
+    if real.allowed:
+        delete(cluster, obj, real.name)
+    return dry_run, real
+
+
+def test_every_native_policy_has_golden_cases() -> None:
+    native = {p.name for p in split(POLICY_SET, hybrid=False) if p.native.covers}
+    assert {c.policy for c in NATIVE_CASES} == native
+
+
+@pytest.mark.parametrize("case", NATIVE_CASES, ids=[c.id for c in NATIVE_CASES])
+def test_native_policies_decide_as_the_webhook(
+    webhook_cluster: ControlPlane, native_cluster: ControlPlane, case: Case
+) -> None:
+    webhook_dry, webhook_real = _answers(webhook_cluster, case)
+    native_dry, native_real = _answers(native_cluster, case)
+    assert webhook_dry == webhook_real, "webhook: dry-run differs from a real create"
+    assert native_dry == native_real, "native: dry-run differs from a real create"
+    if case.id in REFUSED_BY_THE_API_SERVER:
+        assert not webhook_dry.allowed
+        assert not native_dry.allowed
+        return
+    native = natively_decided(POLICY_SET, case.obj, hybrid=False)
+    assert differences(webhook_dry, native_dry, native=native, policy_set=POLICY_SET) == []
+
+
+def test_native_output_applies_with_server_side_dry_run(native_cluster: ControlPlane) -> None:
+    for hybrid in (False, True):
+        text = render(POLICY_SET, hybrid=hybrid)
+        result = native_cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=text)
+        assert "(server dry run)" in result.stdout
+        kinds = {d["kind"] for d in yaml.safe_load_all(text) if d}
+        assert {"MutatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= kinds
+        assert ("MutatingWebhookConfiguration" in kinds) == hybrid
+
+
+def test_a_broken_native_policy_fails_the_comparison(
+    webhook_cluster: ControlPlane, native_cluster: ControlPlane
+) -> None:
+    """Negative control: the IRC mutation keeps 2 replicas instead of setting 1."""
+    objects = generate(POLICY_SET)
+    irc = next(
+        o
+        for o in objects
+        if o["kind"] == "MutatingAdmissionPolicy"
+        and o["metadata"]["name"].endswith("irc-single-replica")
+    )
+    broken = copy.deepcopy(irc)
+    mutation = broken["spec"]["mutations"][0]["jsonPatch"]
+    assert "path: '/spec/replicas', value: 1}" in mutation["expression"]
+    mutation["expression"] = mutation["expression"].replace(
+        "path: '/spec/replicas', value: 1}", "path: '/spec/replicas', value: 2}"
+    )
+    case = next(c for c in CASES if c.id == PROBE_CASE)
+    apply_objects(native_cluster, [broken])
+    try:
+        wait_until("the broken policy", lambda: _replicas(_probe(native_cluster)) == 2)
+        webhook_dry, _ = _answers(webhook_cluster, case)
+        native_dry, _ = _answers(native_cluster, case)
+        found = differences(
+            webhook_dry, native_dry, native=["irc-single-replica"], policy_set=POLICY_SET
+        )
+        assert found, "the broken policy went unnoticed"
+        assert "stored objects differ" in found[0], json.dumps(found)
+    finally:
+        apply_objects(native_cluster, [irc])
+        wait_until("the repaired policy", lambda: _replicas(_probe(native_cluster)) == 1)
