@@ -86,6 +86,10 @@ def delete(cluster: ControlPlane, obj: dict[str, Any], name: str) -> None:
 
 def _normalised(obj: dict[str, Any]) -> dict[str, Any]:
     meta = obj["metadata"]
+    uid = meta.get("uid")
+    if uid:  # a Job's selector and labels carry its new uid
+        obj = json.loads(json.dumps(obj).replace(uid, "<uid>"))
+        meta = obj["metadata"]
     for key in VOLATILE:
         meta.pop(key, None)
     if "generateName" in meta:
