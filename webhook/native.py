@@ -219,15 +219,16 @@ def _validating(
         for f, text in zip(findings, texts, strict=True)
     ]
     spec: JsonObject = {**common, "validations": validations}
-    if actions == ["Audit"]:
+    if not enforce:
         # The webhook's annotation: "<action>: message; message" (evaluate._render).
+        label = cel_string("warned: " if part.mode == "warn" else "audited: ")
         found = ", ".join(f"({f.when}) ? {t} : ''" for f, t in zip(findings, texts, strict=True))
         listed = f"[{found}].filter(m, m != '')"
         spec["auditAnnotations"] = [
             {
                 "key": AUDIT_KEY,
                 "valueExpression": Block(
-                    f"size({listed}) > 0 ? 'audited: ' + {listed}.join('; ') : ''"
+                    f"size({listed}) > 0 ? {label} + {listed}.join('; ') : ''"
                 ),
             }
         ]

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,3 +141,14 @@ def differences(
     if by_policy(expected) != by_policy(other.warnings):
         found.append(f"warnings: webhook {expected}, other {other.warnings}")
     return found
+
+
+def settled(compare: Callable[[], list[str]], *, timeout: float = 10.0) -> list[str]:
+    """The API server loads new policies asynchronously (each on its own): repeat `compare`
+    until it finds no difference or `timeout` passes; the last differences found."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = compare()
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
