@@ -10,12 +10,14 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
+from typing import Any
 
+import jsonpatch
 import pytest
 import yaml
 
 from tests.controlplane.cluster import ControlPlane, default_bin_dir
-from tests.e2e.harness import apply_objects, wait_until
+from tests.e2e.harness import apply_objects, ensure_namespaces, wait_until
 from tests.e2e.native.differential import (
     Answer,
     admit,
@@ -26,9 +28,9 @@ from tests.e2e.native.differential import (
     settled,
 )
 from tests.e2e.test_golden_parity import CASES, REFUSED_BY_THE_API_SERVER, _complete
-from tests.golden import Case
+from tests.golden import Case, load_cases
 from webhook.cli import SHIPPED_POLICIES
-from webhook.engine import PolicySet
+from webhook.engine import NoLookups, PolicySet, evaluate, parse_policy_set, request_for
 from webhook.native import generate, render, split
 from webhook.server.policystore import load_policy_file
 
@@ -139,3 +141,87 @@ def test_a_broken_native_policy_fails_the_comparison(
     finally:
         apply_objects(native_cluster, [irc])
         wait_until("the repaired policy", lambda: _replicas(_probe(native_cluster)) == 1)
+
+
+STATIC_TOLERATIONS = [
+    {"key": "dedicated", "operator": "Equal", "value": "fleet", "effect": "NoSchedule"},
+    {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "dedicated", "operator": "Equal", "value": "fleet", "effect": "NoSchedule"},
+]
+# job-update-running is an UPDATE of a started Job: its selector (set by the Job controller)
+# makes a create invalid.
+FLEET_CASES = [
+    c
+    for c in load_cases()
+    if c.policy == "fleet-job-tolerations" and c.path.name != "job-update-running"
+]
+# The DefaultTolerationSeconds admission plugin gives every Pod these before any policy runs.
+DEFAULT_POD_TOLERATIONS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+
+
+def _static_fleet_set() -> PolicySet:
+    raw = yaml.safe_load(SHIPPED_POLICIES.read_text())
+    for entry in raw["spec"]["policies"]:
+        if entry["name"] == "fleet-job-tolerations":
+            entry["params"].update(inheritFromDeployment="", tolerations=STATIC_TOLERATIONS)
+    return parse_policy_set(yaml.safe_dump(raw), source="static-fleet")
+
+
+@pytest.fixture(scope="module")
+def static_fleet(native_cluster: ControlPlane) -> Iterator[PolicySet]:
+    """The native cluster with the Fleet policy as `inheritFromDeployment: ""` makes it."""
+    policy_set = _static_fleet_set()
+    fleet = [
+        o for o in generate(policy_set) if o["metadata"]["name"].endswith("fleet-job-tolerations")
+    ]
+    assert {o["kind"] for o in fleet} >= {"MutatingAdmissionPolicy", "ValidatingAdmissionPolicy"}
+    ensure_namespaces(
+        native_cluster, *sorted({c.obj["metadata"]["namespace"] for c in FLEET_CASES})
+    )
+    apply_objects(native_cluster, fleet)
+    try:
+        yield policy_set
+    finally:
+        native_cluster.kubectl("delete", "-f", "-", input=yaml.safe_dump_all(fleet))
+
+
+@pytest.mark.parametrize("case", FLEET_CASES, ids=[c.id for c in FLEET_CASES])
+def test_static_fleet_tolerations_are_added_as_the_engine_adds_them(
+    native_cluster: ControlPlane, static_fleet: PolicySet, case: Case
+) -> None:
+    """With `inheritFromDeployment: ""` the Fleet policy is native: every Fleet golden object
+    gets the tolerations (merged, never duplicated) the engine adds, and its advisories."""
+    obj = _complete(case.obj)
+    decision = evaluate(obj, request=request_for(obj), policy_set=static_fleet, lookups=NoLookups())
+    wanted = jsonpatch.apply_patch(obj, decision.patch)
+
+    def compare() -> list[str]:
+        answer = admit(native_cluster, obj, dry_run=True)
+        if answer.stored is None:
+            return [f"refused: {answer.error}"]
+        found = []
+        stored = [
+            t
+            for t in _tolerations(answer.stored) or []
+            if t.get("key") not in DEFAULT_POD_TOLERATIONS or t in (_tolerations(wanted) or [])
+        ]
+        if stored != (_tolerations(wanted) or []):
+            found.append(f"tolerations {stored} vs {_tolerations(wanted)}")
+        shown = [w for w in decision.warnings if ": set " not in w]
+        if shown != answer.warnings:
+            found.append(f"warnings {decision.warnings} vs {answer.warnings}")
+        return found
+
+    assert settled(compare) == []
+
+
+def _tolerations(obj: dict[str, Any]) -> Any:
+    kind = obj["kind"]
+    spec = (
+        obj["spec"]
+        if kind == "Pod"
+        else obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        if kind == "CronJob"
+        else obj["spec"].get("template", {}).get("spec", {})
+    )
+    return spec.get("tolerations")
