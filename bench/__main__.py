@@ -1,7 +1,11 @@
 """`python -m bench`: latency and throughput of every policy's typical object over TLS.
 
-python -m bench                      # gunicorn as `fluxwarden serve` runs it
-python -m bench --compare-servers    # gunicorn vs granian under the same load
+python -m bench                      # gunicorn with fluxwarden's gevent worker, as `fluxwarden serve` runs it
+python -m bench --compare-servers    # the same load against other servers (--servers, from bench.servers)
+
+Elsewhere: `python -m bench.apiserver` (writes through the real kube-apiserver),
+`python -m bench.hostile` (admissions with hostile connections open, per server),
+`python -m bench.memory` (a pod's idle memory).
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--compare-servers",
         action="store_true",
-        help="run the same load against gunicorn and granian (see --servers)",
+        help="run the same load against several servers (see --servers)",
     )
     parser.add_argument(
         "--servers",
@@ -277,7 +281,7 @@ def _run(
 
 
 def _versions() -> str:
-    names = ["flask", "werkzeug", "gunicorn", "granian"]
+    names = ["flask", "werkzeug", "gunicorn", "gevent", "granian", "uvicorn", "hypercorn", "a2wsgi"]
     parts = []
     for name in names:
         try:

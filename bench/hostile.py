@@ -3,7 +3,7 @@ useful, kept open (reopened when the server closes them) while admissions are ti
 
 Kinds: `idle-tls` (handshake done, no request), `slow-headers` (handshake, then one header byte
 every 0.5 s, never finishing), `silent-tcp` (connected, no TLS handshake). Used by
-`python -m bench --hostile` and by `tests/server/test_hostile_clients.py`. Bounded: `count`
+`python -m bench.hostile` (every server of `bench.servers`) and by `tests/server/test_hostile_clients.py`. Bounded: `count`
 connections, `duration` seconds at most, everything closed on exit.
 """
 
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 KINDS = ("idle-tls", "slow-headers", "silent-tcp")
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+HOST = "127.0.0.1"
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Hostiles:
     conns: list[_Conn] = field(default_factory=list)
     reopened: int = 0
     failed_opens: int = 0
+    closed_by_server: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
 
     def open(self, kind: str) -> _Conn | None:
         raw = socket.create_connection((self.host, self.port), timeout=5)
@@ -81,6 +83,7 @@ class Hostiles:
                 except OSError:
                     closed.add(conn.sock)
             if conn.sock in closed:
+                self.closed_by_server[conn.kind] += 1
                 conn.sock.close()
                 again = self.open(conn.kind)
                 if again is not None:
@@ -131,8 +134,10 @@ def timed_admissions(
     *,
     count: int,
     timeout: float = 5.0,
+    give_up_after: int | None = None,
 ) -> tuple[list[float], int]:
-    """`count` admissions, each on a new TLS connection: (seconds each, failures)."""
+    """`count` admissions, each on a new TLS connection: (seconds each, failures). With
+    `give_up_after`, stops at that many failures (a starved server would take count x timeout)."""
     latencies: list[float] = []
     failures = 0
     for _ in range(count):
@@ -148,6 +153,8 @@ def timed_admissions(
         except OSError:
             failures += 1
         latencies.append(time.perf_counter() - started)
+        if give_up_after is not None and failures >= give_up_after:
+            break
     return latencies, failures
 
 
@@ -157,51 +164,83 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    """`python -m bench.hostile [--count N] [--admissions M]`: admission latency on new TLS
-    connections with N hostile connections open, against `fluxwarden serve` (2 workers)."""
+    """`python -m bench.hostile [--servers a,b] [--count N] [--admissions M] [--rounds R]`:
+    admission latency on new TLS connections, alone and with N hostile connections open, for
+    each server (2 workers each, the same Flask app), servers interleaved in rounds."""
     import argparse
     import json
     import tempfile
     from pathlib import Path
 
     from tests.conftest import IRC_DEPLOYMENT, admission_review
-    from tests.server.test_server_process import _write_certs, running_server
+
+    from .servers import KINDS, Server, issue_certs
 
     parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument(
+        "--servers", default="gunicorn", help=f"comma-separated, from {list(KINDS)}"
+    )
     parser.add_argument("--count", type=int, default=256)
     parser.add_argument("--admissions", type=int, default=200)
-    parser.add_argument("--connections", type=int, default=1000, help="per worker")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--give-up-after", type=int, default=10, help="failed admissions before a run stops"
+    )
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=12.0,
+        help="seconds the hostile connections stay open at least (to see which the server closes)",
+    )
     options = parser.parse_args()
+    if not 0 <= options.count <= 1024 or not 1 <= options.admissions <= 1000:
+        raise SystemExit("--count 0..1024, --admissions 1..1000")
+    kinds = [KINDS[name] for name in options.servers.split(",")]
 
     def body() -> bytes:
         return json.dumps(admission_review(IRC_DEPLOYMENT)).encode()
 
+    rows: list[str] = []
     with tempfile.TemporaryDirectory(prefix="fluxwarden-hostile-") as tmp:
-        certs = Path(tmp)
-        _write_certs(certs)
-        args: tuple[str, ...] = ("--workers", "2")
-        if options.connections != 1000:  # the default; older servers have no such flag
-            args += ("--connections", str(options.connections))
-        with running_server(certs, *args) as server:
-            quiet, _ = timed_admissions(
-                "127.0.0.1", server.port, server.context(), body, count=options.admissions
-            )
-            with hostile_connections(
-                "127.0.0.1", server.port, server.context(), count=options.count, duration=120
-            ) as hostiles:
-                loud, failures = timed_admissions(
-                    "127.0.0.1", server.port, server.context(), body, count=options.admissions
-                )
-                reopened = hostiles.reopened
-    for label, values in (("no hostile clients", quiet), (f"{options.count} hostile", loud)):
-        print(
-            f"| {label} | {_percentile(values, 0.5) * 1000:.1f} | "
-            f"{_percentile(values, 0.99) * 1000:.1f} | {max(values) * 1000:.1f} | "
-            f"{sum(v > 1 for v in values)} |"
-        )
+        certs = issue_certs(Path(tmp))
+        context = ssl.create_default_context(cafile=str(certs.ca))
+        for round_index in range(options.rounds):
+            shift = round_index % len(kinds)
+            for kind in [*kinds[shift:], *kinds[:shift]]:
+                with Server(kind, certs, Path(tmp)) as server:
+                    runs = [("0", *timed_admissions(HOST, server.port, context, body,
+                             count=options.admissions, give_up_after=options.give_up_after))]  # fmt: skip
+                    with hostile_connections(
+                        HOST, server.port, context, count=options.count, duration=300
+                    ) as hostiles:
+                        opened, opened_at = len(hostiles.conns), time.monotonic()
+                        loud = timed_admissions(
+                            HOST, server.port, context, body, count=options.admissions,
+                            give_up_after=options.give_up_after,
+                        )  # fmt: skip
+                        time.sleep(max(0.0, options.hold - (time.monotonic() - opened_at)))
+                        closed = ", ".join(
+                            f"{kind}: {n}" for kind, n in hostiles.closed_by_server.items()
+                        )
+                    runs.append((str(options.count), *loud))
+                for hostile, values, failures in runs:
+                    rows.append(
+                        f"| {kind.name} | {hostile} | {_percentile(values, 0.5) * 1000:.1f} | "
+                        f"{_percentile(values, 0.99) * 1000:.1f} | {max(values) * 1000:.1f} | "
+                        f"{sum(v > 1 for v in values)} of {len(values)} | {failures} | "
+                        + (
+                            f"{opened} open; closed by the server: {closed} |"
+                            if hostile != "0"
+                            else "|"
+                        )
+                    )
+                print(rows[-2], rows[-1], sep="\n", flush=True)
     print(
-        f"failures: {failures}, hostile connections closed by the server and reopened: {reopened}"
+        f"\n| server | hostile | p50 ms | p99 ms | max ms | over 1 s | failed "
+        f"| hostile connections (held {options.hold:.0f} s) |"
     )
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

@@ -100,13 +100,31 @@ class ServerKind:
             if self.name == "granian-4t":
                 argv += ["--blocking-threads", "4"]
             return argv
+        if self.name == "uvicorn":
+            return [
+                str(bin_dir / "uvicorn"), "--factory", "bench.asgi_app:create_app",
+                "--host", HOST, "--port", str(port), "--workers", "2",
+                "--ssl-certfile", str(certs.cert), "--ssl-keyfile", str(certs.key),
+                "--timeout-keep-alive", "30", "--no-access-log", "--log-level", "warning",
+            ]  # fmt: skip
+        if self.name == "hypercorn":
+            return [
+                str(bin_dir / "hypercorn"), "bench.asgi_app:create_app()",
+                "--bind", f"{HOST}:{port}", "--workers", "2",
+                "--certfile", str(certs.cert), "--keyfile", str(certs.key),
+                "--keep-alive", "30", "--read-timeout", "5", "--log-level", "warning",
+            ]  # fmt: skip
         raise ValueError(self.name)
 
 
-GUNICORN = ServerKind("gunicorn", "gunicorn gevent 2w (fluxwarden serve)")
+GUNICORN = ServerKind(
+    "gunicorn", "gunicorn + fluxwarden's gevent worker, 2 workers (fluxwarden serve)"
+)
 GRANIAN = ServerKind("granian", "granian wsgi 2w (default blocking threads)")
 GRANIAN_4T = ServerKind("granian-4t", "granian wsgi 2w x 4 blocking threads")
-KINDS = {k.name: k for k in (GUNICORN, GRANIAN, GRANIAN_4T)}
+UVICORN = ServerKind("uvicorn", "uvicorn 2w + a2wsgi (ASGI server, WSGI adapter)")
+HYPERCORN = ServerKind("hypercorn", "hypercorn 2w (asyncio) + a2wsgi")
+KINDS = {k.name: k for k in (GUNICORN, GRANIAN, GRANIAN_4T, UVICORN, HYPERCORN)}
 
 
 @dataclass

@@ -91,8 +91,10 @@ def running_server(
     env: dict[str, str] | None = None,
     policies: Path | None = None,
     port: int | None = None,
+    expected_exit: int = 0,
 ) -> Iterator[Server]:
-    """`fluxwarden serve` on 127.0.0.1 in its own process group; stopped (SIGTERM) on exit."""
+    """`fluxwarden serve` on 127.0.0.1 in its own process group; stopped (SIGTERM) on exit,
+    when the test has not stopped it; its exit code must be `expected_exit`."""
     port = port or free_port()
     log = certs / f"server-{port}.log"
     argv = [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -128,7 +130,7 @@ def running_server(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             raise
-    assert code == 0, log.read_text()[-2000:]
+    assert code == expected_exit, log.read_text()[-2000:]
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +254,15 @@ def test_rotated_certificate_is_served_without_restart_or_failed_requests(server
         stale.wrap_socket(raw, server_hostname="127.0.0.1")
     assert server.process.pid == pid
     assert server.process.poll() is None
+
+
+def test_serving_processes_do_not_load_cryptography(server: Server) -> None:
+    # ~8 MiB per process (bench/README.md, idle memory): the server reads its certificate's
+    # expiry with the standard library. /proc/PID/maps lists every shared object a process loaded.
+    master = server.process.pid
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    assert len(children) == 2
+    for pid in [master, *map(int, children)]:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert "_ssl" in maps or "libssl" in maps  # the check reads the right thing
+        assert "/cryptography/" not in maps, pid

@@ -101,6 +101,10 @@ class _Server(BaseApplication):  # type: ignore[misc]
             "loglevel": o.log_level.lower(),
             "child_exit": _child_exit,
             "post_worker_init": lambda worker: configure_logging(o.log_level),
+            # The app (and every module it imports) is loaded once in the master and shared by
+            # the workers' copy-on-write pages; frozen, the garbage collector leaves them shared.
+            "preload_app": True,
+            "pre_fork": _freeze_before_fork,
         }
         for key, value in settings.items():
             self.cfg.set(key, value)
@@ -154,6 +158,13 @@ def _tls_holder(cert_file: Path, key_file: Path, client_ca_file: Path | None) ->
     return _TLSHolder(cert_file, key_file, client_ca_file)
 
 
+def _freeze_before_fork(server: Any, worker: Any) -> None:
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def _child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
@@ -162,6 +173,11 @@ def _child_exit(server: Any, worker: Any) -> None:
 
 def serve(options: ServeOptions) -> None:
     """Run until SIGTERM; gunicorn drains in-flight requests on shutdown."""
+    # The workers share the app the master loads (preload): patch before it is imported, so
+    # its locks and sockets are gevent's.
+    from gevent import monkey
+
+    monkey.patch_all()
     configure_logging(options.log_level)
     # Multiprocess metrics need a shared directory set before prometheus_client is imported.
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")

@@ -17,14 +17,55 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography import x509
-
 log = logging.getLogger("fluxwarden.tls")
+
+# The server reads one field of its certificate, notAfter (for the expiry metric). It does so
+# with the standard library: importing `cryptography` would cost ~8 MiB in every process.
+_SEQUENCE, _CONTEXT_0, _UTC_TIME, _GENERALIZED_TIME = 0x30, 0xA0, 0x17, 0x18
 
 
 def certificate_expiry(cert_file: Path) -> datetime.datetime:
-    certificate = x509.load_pem_x509_certificate(cert_file.read_bytes())
-    return certificate.not_valid_after_utc
+    """notAfter of the first certificate in a PEM file (the serving certificate)."""
+    der = ssl.PEM_cert_to_DER_cert(cert_file.read_text(encoding="ascii"))
+    return not_after(der)
+
+
+def _tlv(data: bytes, offset: int) -> tuple[int, int, int]:
+    """(tag, start of the value, end of the value) of the DER element at `offset`."""
+    tag, length = data[offset], data[offset + 1]
+    start = offset + 2
+    if length & 0x80:  # long form: the next (length & 0x7f) bytes are the length
+        count = length & 0x7F
+        length = int.from_bytes(data[start : start + count], "big")
+        start += count
+    end = start + length
+    if end > len(data):
+        raise ValueError("truncated DER")
+    return tag, start, end
+
+
+def not_after(der: bytes) -> datetime.datetime:
+    """Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serial,
+    signature, issuer, validity SEQUENCE { notBefore, notAfter }, ... }, ... } (RFC 5280)."""
+    tag, start, _ = _tlv(der, 0)
+    tag_tbs, offset, _ = _tlv(der, start)
+    if tag != _SEQUENCE or tag_tbs != _SEQUENCE:
+        raise ValueError("not an X.509 certificate")
+    if der[offset] == _CONTEXT_0:
+        offset = _tlv(der, offset)[2]
+    for _ in range(3):  # serial, signature algorithm, issuer
+        offset = _tlv(der, offset)[2]
+    tag, validity, _ = _tlv(der, offset)
+    if tag != _SEQUENCE:
+        raise ValueError("no validity in the certificate")
+    after = _tlv(der, _tlv(der, validity)[2])
+    text = der[after[1] : after[2]].decode("ascii")
+    if after[0] == _UTC_TIME:  # YYMMDDHHMMSSZ; RFC 5280: YY >= 50 is 19YY
+        year = int(text[:2])
+        text = f"{1900 + year if year >= 50 else 2000 + year}{text[2:]}"
+    elif after[0] != _GENERALIZED_TIME:
+        raise ValueError("notAfter is neither UTCTime nor GeneralizedTime")
+    return datetime.datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=datetime.UTC)
 
 
 def _stamp(*paths: Path) -> tuple[tuple[int, int], ...] | None:

@@ -13,6 +13,8 @@ rotation). This worker does the TLS itself, with the reloading context, and boun
 - the number of connections (`worker_connections`): when the pool is nearly full, the
   connections that have been waiting longest for a handshake or a request line are closed first,
   so hostile clients cannot fill it; a connection in the middle of a request is never closed.
+
+On SIGTERM it stops accepting, answers the requests in flight and closes the waiting ones.
 """
 
 from __future__ import annotations
@@ -66,12 +68,28 @@ class HardenedWorker(GeventWorker):  # type: ignore[misc]
     header_timeout = 5.0
     idle_timeout = 30.0
     io_timeout = 5.0
+    sockets: list[Any]  # gunicorn's listeners (set by the base class)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.waiting: dict[Any, tuple[float, gevent.Timeout]] = {}
         self.served: dict[Any, int] = {}
         self.sockets_of: dict[Any, Any] = {}
+
+    def patch(self) -> None:
+        """gunicorn's patch, minus a second `patch_all` when the master already patched:
+        patching again walks every object (`gc.get_objects`), which writes to the pages the
+        preloaded app shares with the master and makes them this worker's own."""
+        import socket
+
+        from gevent import monkey
+
+        if not monkey.is_module_patched("socket"):
+            monkey.patch_all()
+        self.sockets = [
+            socket.socket(s.FAMILY, socket.SOCK_STREAM, fileno=s.sock.detach())
+            for s in self.sockets
+        ]
 
     def timeout_ctx(self) -> _Waiting:
         """Around each wait for request headers: the first one, then the keep-alive idle time."""
@@ -134,10 +152,24 @@ class HardenedWorker(GeventWorker):  # type: ignore[misc]
         import gunicorn.workers.ggevent as ggevent
 
         ggevent.Pool = _Pool
+        gevent.spawn(self._end_waits_when_stopping)
         try:
             super().run()
         finally:
             ggevent.Pool = original
+
+    def _end_waits_when_stopping(self) -> None:
+        """After SIGTERM, close the connections that have no request in flight (waiting for a
+        handshake or for a request, idle keep-alives included): the drain then waits only for
+        requests being answered, not for the API server's pooled idle connections to time out."""
+        while self.alive:
+            gevent.sleep(0.1)
+        while True:  # until the worker exits: a connection may go idle after its last answer
+            for greenlet, (_, timeout) in list(self.waiting.items()):
+                self.waiting.pop(greenlet, None)
+                if isinstance(greenlet, Greenlet):
+                    greenlet.kill(timeout, block=False)
+            gevent.sleep(0.1)
 
 
 def _handshake_done(sock: Any) -> bool:
