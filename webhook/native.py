@@ -24,7 +24,6 @@ What users see differently from the webhook (MutatingAdmissionPolicies cannot wa
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -267,10 +266,6 @@ def _not_exempt(policy: str) -> str:
         f"!(has({annotations}) && {key} in {annotations} && "
         f"{annotations}[{key}].split(',').exists(p, p.trim() in ['all', {cel_string(policy)}]))"
     )
-
-
-def names(objects: Iterable[JsonObject]) -> list[str]:
-    return [f"{o['kind']}/{o['metadata']['name']}" for o in objects]
 
 
 def render(policy_set: PolicySet, install: Install | None = None, *, hybrid: bool) -> str:
