@@ -374,6 +374,13 @@ def cmd_manifests(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from .alerts import render
+
+    sys.stdout.write(render(load_policies(args), namespace=args.namespace))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fluxwarden", description=__doc__.splitlines()[0] if __doc__ else "")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -529,6 +536,17 @@ def build_parser() -> argparse.ArgumentParser:
         "(a patch narrowing the base's webhooks), as manifests/overlays/native uses them",
     )
     manifests.set_defaults(func=cmd_manifests)
+    alerts = commands.add_parser(
+        "alerts",
+        help="print the PrometheusRule (alerts for the failure modes) generated from the policy set",
+    )
+    _common(alerts)
+    alerts.add_argument(
+        "--namespace",
+        default=OWN_NAMESPACE,
+        help=f"where fluxwarden runs (default {OWN_NAMESPACE})",
+    )
+    alerts.set_defaults(func=cmd_alerts)
     return parser
 
 

@@ -313,7 +313,7 @@ def _match_condition(
         parts.append(match.condition)
     if not parts:
         return None
-    return " && ".join(f"({p})" if " || " in p else p for p in parts)
+    return " && ".join(f"({p})" if "||" in p else p for p in parts)  # " ||\n" too
 
 
 def _subresource_condition(rule: ResourceMatch, kinds: list[ResourceKind]) -> str:

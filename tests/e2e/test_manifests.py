@@ -87,7 +87,7 @@ def _webhooks(
 
 def test_webhook_configurations_are_narrow(cluster: ControlPlane, manifests: Path) -> None:
     pairs = _webhooks(cluster, manifests, "base")
-    assert len(pairs) == 6
+    assert len(pairs) == 7  # Jobs have their own: gitjob's Jobs are matched in any namespace
     for config, hook in pairs:
         assert (
             config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
@@ -151,6 +151,13 @@ def _job(
             }
         },
     }
+
+
+def _gitrepo_job(namespace: str) -> dict[str, Any]:
+    """As Fleet's gitjob labels the Job it creates per GitRepo."""
+    job = _job("simple-2f5a1", {}, namespace)
+    job["metadata"]["labels"] = {"fleet.cattle.io/gitrepo-generation": "1"}
+    return job
 
 
 def _helmrelease(
@@ -249,6 +256,14 @@ ADMISSION_CASES = [
     ("Job labelled app: fleet-job", _job("some-fleet-job", {"app": "fleet-job"}), True),
     ("other Job in cattle-fleet-system", _job("unrelated", {"app": "other"}), False),
     ("fleet-job-labelled Job elsewhere", _job("elsewhere", {"app": "fleet-job"}, "apps"), False),
+    ("helm-operation-named Job elsewhere", _job("helm-operation-x", {}, "apps"), False),
+    ("gitjob's GitRepo Job in any namespace", _gitrepo_job("apps"), True),
+    ("fleet-agent Deployment", _deployment("fleet-agent", "cattle-fleet-system"), True),
+    (
+        "other Deployment in cattle-fleet-system",
+        _deployment("gitjob", "cattle-fleet-system"),
+        False,
+    ),
     (
         "helm-operation Pod by generateName",
         _pod("cattle-system", generate_name="helm-operation-"),

@@ -134,9 +134,9 @@ def test_the_listing_plan_follows_the_declared_scopes(shipped_policies: PolicySe
     plan, notices = listing_plan(shipped_policies, None)
     where = {listing.kind.resource: list(listing.namespaces) for listing in plan}
     assert where == {
-        "deployments.apps": ["flux-system"],
+        "deployments.apps": ["cattle-fleet-local-system", "cattle-fleet-system", "flux-system"],
         "horizontalpodautoscalers.autoscaling": ["flux-system"],
-        "jobs.batch": ["cattle-fleet-system", "cattle-system"],
+        "jobs.batch": [None],  # gitjob's Jobs live in the GitRepos' namespaces
         "cronjobs.batch": ["cattle-fleet-system", "cattle-system"],
         "pods": ["cattle-fleet-system", "cattle-system"],
         "helmreleases.helm.toolkit.fluxcd.io": [None],

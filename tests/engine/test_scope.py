@@ -68,7 +68,8 @@ def test_flux_in_another_namespace_moves_the_namespace_selector() -> None:
     assert selector["matchExpressions"][0] == {
         "key": "kubernetes.io/metadata.name",
         "operator": "In",
-        "values": ["flux"],
+        # fleet-agent shares the Deployments webhook; flux-system itself has moved
+        "values": ["cattle-fleet-local-system", "cattle-fleet-system", "flux"],
     }
 
 
@@ -178,6 +179,9 @@ class _NoReads:
         return None
 
     def dependencies(self, kind: Any, ref: Any) -> None:
+        return None
+
+    def persistent_volume_claim(self, namespace: str, name: str) -> None:
         return None
 
 

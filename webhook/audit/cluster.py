@@ -116,6 +116,9 @@ class DependencyGraph:
     def deployment(self, namespace: str, name: str) -> JsonObject | None:
         return self._fallback.deployment(namespace, name)
 
+    def persistent_volume_claim(self, namespace: str, name: str) -> JsonObject | None:
+        return self._fallback.persistent_volume_claim(namespace, name)
+
     def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
         edges = self._edges.get((kind, ref))
         if edges is not None:

@@ -145,6 +145,10 @@ class Lookups(Protocol):
         """The resolved `spec.dependsOn` of an object; None when the object is unknown."""
         ...
 
+    def persistent_volume_claim(self, namespace: str, name: str) -> JsonObject | None:
+        """A PersistentVolumeClaim (metadata, spec, status); None when it does not exist."""
+        ...
+
 
 class NoLookups:
     """For callers with nothing to look up: every lookup is unavailable."""
@@ -153,6 +157,9 @@ class NoLookups:
         raise LookupUnavailable("no lookups configured")
 
     def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
+        raise LookupUnavailable("no lookups configured")
+
+    def persistent_volume_claim(self, namespace: str, name: str) -> JsonObject | None:
         raise LookupUnavailable("no lookups configured")
 
 

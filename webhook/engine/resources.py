@@ -39,6 +39,9 @@ CRONJOBS = ResourceKind(
     "batch", ("v1",), "cronjobs", "CronJob", ("spec", "jobTemplate", "spec", "template")
 )
 PODS = ResourceKind("", ("v1",), "pods", "Pod", ())
+PERSISTENT_VOLUME_CLAIMS = ResourceKind(
+    "", ("v1",), "persistentvolumeclaims", "PersistentVolumeClaim"
+)
 # v2beta1 is listed so that releases still written in it are warned about (it was removed in
 # Flux 2.7 and never honoured driftDetection).
 HELMRELEASES = ResourceKind(

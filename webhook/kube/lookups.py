@@ -144,6 +144,9 @@ class KubeLookups:
     def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
         return self.dependencies_within(kind, ref, self._budget())
 
+    def persistent_volume_claim(self, namespace: str, name: str) -> JsonObject | None:
+        return self.persistent_volume_claim_within(namespace, name, self._budget())
+
     def _cached(self, key: object, fetch: Callable[[float], T], budget: Budget) -> T:
         now = self._clock()
         with self._lock:
@@ -219,6 +222,26 @@ class KubeLookups:
             return {"metadata": plain.get("metadata", {}), "spec": plain.get("spec", {})}
 
         return self._cached(("deployment", namespace, name), fetch, budget)
+
+    def persistent_volume_claim_within(
+        self, namespace: str, name: str, budget: Budget
+    ) -> JsonObject | None:
+        """One GET (the generated ClusterRole grants exactly that on the claim's name)."""
+        core = client.CoreV1Api(self._apps.api_client)
+
+        def fetch(timeout: float) -> JsonObject | None:
+            try:
+                found: Any = core.read_namespaced_persistent_volume_claim(
+                    name, namespace, _request_timeout=timeout
+                )
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+            plain: JsonObject = core.api_client.sanitize_for_serialization(found)
+            return {key: plain.get(key, {}) for key in ("metadata", "spec", "status")}
+
+        return self._cached(("persistentvolumeclaim", namespace, name), fetch, budget)
 
     def dependencies_within(
         self, kind: DependencyKind, ref: ObjectRef, budget: Budget
@@ -311,3 +334,6 @@ class RequestLookups:
 
     def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
         return self.shared.dependencies_within(kind, ref, self.budget)
+
+    def persistent_volume_claim(self, namespace: str, name: str) -> JsonObject | None:
+        return self.shared.persistent_volume_claim_within(namespace, name, self.budget)

@@ -15,6 +15,7 @@ class OfflineLookups:
     def __init__(self, objects: Iterable[JsonObject]) -> None:
         self._deployments: dict[ObjectRef, JsonObject] = {}
         self._dependencies: dict[tuple[str, ObjectRef], list[ObjectRef]] = {}
+        self._claims: dict[ObjectRef, JsonObject] = {}
         for obj in objects:
             self.add(obj)
 
@@ -25,11 +26,18 @@ class OfflineLookups:
         ref = ObjectRef(target.namespace, target.name)
         if (target.group, target.kind) == ("apps", "Deployment"):
             self._deployments[ref] = obj
+        elif (target.group, target.kind) == ("", "PersistentVolumeClaim"):
+            self._claims[ref] = obj
         elif GROUPS.get(target.group) == target.kind:
             self._dependencies[(target.kind, ref)] = depends_on(obj, target.namespace)
 
     def deployment(self, namespace: str, name: str) -> JsonObject | None:
         return self._deployments.get(ObjectRef(namespace, name))
+
+    def persistent_volume_claim(self, namespace: str, name: str) -> JsonObject | None:
+        # As for dependencies: the namespace may come from a kustomization.yaml, not the file.
+        found = self._claims.get(ObjectRef(namespace, name))
+        return found if found is not None else self._claims.get(ObjectRef("", name))
 
     def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
         found = self._dependencies.get((kind, ref))

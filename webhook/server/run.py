@@ -3,7 +3,8 @@
 gunicorn with our gevent worker (`worker.py`) was chosen by measurement (see bench/README.md):
 hostile connections cost a greenlet each and every phase of a connection is bounded in time; the
 worker hands every new connection the current TLS context (rotation without a restart); the
-gunicorn master restarts dead workers and drains on SIGTERM.
+gunicorn master restarts dead workers and drains on SIGTERM. The app is loaded once, in the master
+(preload), and the workers share its memory (bench/README.md, "Memory of a serve pod").
 """
 
 from __future__ import annotations

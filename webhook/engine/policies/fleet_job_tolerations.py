@@ -1,7 +1,18 @@
-"""Rancher Fleet's cleanup jobs and Rancher's helm-operation pods: give them tolerations.
+"""Rancher Fleet's pods and Rancher's helm-operation pods: give them tolerations.
 
 On clusters where every node is tainted these pods did not get the chart's tolerations and never
 schedule (rancher/fleet#3180). Tolerations are merged in, never removed, never duplicated.
+
+Covered (names and labels as rancher/fleet writes them):
+- the cleanup Job `fleet-cleanup-clusterregistrations` and CronJob `fleet-cleanup-gitrepo-jobs`
+  (charts/fleet/templates, pod label `app: fleet-job`), and `helm-operation-*` pods;
+- the `fleet-agent` Deployment, which fleet-controller writes into the agent namespace
+  (`cattle-fleet-system` downstream, `cattle-fleet-local-system` for the local cluster):
+  internal/cmd/controller/agentmanagement/agent/manifest.go, `agentApp`;
+- gitjob's Job per GitRepo, created in the GitRepo's own namespace and labelled
+  `fleet.cattle.io/gitrepo-generation` (internal/cmd/controller/gitops/reconciler/gitjob.go,
+  `newGitJob`; the label constant is in gitjob_controller.go). gitjob copies fleet-controller's
+  tolerations into it, but not the ones configured here.
 """
 
 from __future__ import annotations
@@ -10,12 +21,14 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..match import Match, ResourceMatch
-from ..model import JsonObject, Lookups, LookupUnavailable, Request
+from ..match import Match, ResourceMatch, cel_string
+from ..model import JsonObject, Lookups, LookupUnavailable, Request, Target
 from ..resources import CRONJOBS, DEPLOYMENTS, JOBS, PODS
 from .base import Native, Params, Policy, Read, Report, dig
 
 DEFAULT_FLEET_NAMESPACE = "cattle-fleet-system"
+# gitjob labels every Job it creates for a GitRepo with the GitRepo's generation.
+GITJOB_LABEL = "fleet.cattle.io/gitrepo-generation"
 
 
 class Toleration(BaseModel):
@@ -46,6 +59,19 @@ class FleetParams(Params):
     pod_labels: dict[str, str] = Field(
         default_factory=lambda: {"app": "fleet-job"}, alias="podLabels"
     )
+    agent_deployments: list[str] = Field(
+        default_factory=lambda: ["fleet-agent"], alias="agentDeployments"
+    )
+    agent_namespaces: list[str] = Field(
+        default_factory=lambda: [DEFAULT_FLEET_NAMESPACE, "cattle-fleet-local-system"],
+        alias="agentNamespaces",
+    )
+    git_jobs: bool = Field(default=True, alias="gitJobs")
+    git_job_namespaces: list[str] = Field(
+        default_factory=list,
+        alias="gitJobNamespaces",
+        description="where GitRepos live (their Jobs run there); empty: any namespace",
+    )
     tolerations: list[Toleration] = Field(default_factory=list)
     inherit_from_deployment: str = Field(
         default="fleet-controller",
@@ -59,7 +85,7 @@ def pod_template(obj: JsonObject, kind: str) -> tuple[Any, Any]:
     if kind == "Pod":
         return obj.get("metadata"), obj.get("spec")
     template = dig(obj, "spec", "jobTemplate", "spec", "template") if kind == "CronJob" else None
-    if kind == "Job":
+    if kind in ("Job", "Deployment"):
         template = dig(obj, "spec", "template")
     if not isinstance(template, dict):
         return None, None
@@ -92,21 +118,50 @@ class FleetJobTolerations(Policy[FleetParams]):
         "untolerated pods never schedule on fully tainted nodes (rancher/fleet#3180)"
     )
     summary: ClassVar[str] = (
-        "Fleet cleanup jobs and Rancher helm-operation pods lack tolerations and never schedule on "
-        "fully tainted clusters (rancher/fleet#3180): add the configured tolerations"
+        "Fleet cleanup jobs, fleet-agent, gitjob's GitRepo Jobs and Rancher helm-operation pods "
+        "lack tolerations and never schedule on fully tainted clusters (rancher/fleet#3180): "
+        "add the configured tolerations"
     )
     params_model = FleetParams
 
     def scope(self, params: FleetParams) -> tuple[Match, ...]:
-        return (
+        matches = [
             Match(
                 resources=tuple(ResourceMatch(kind) for kind in (JOBS, CRONJOBS, PODS)),
                 namespaces=frozenset(params.namespaces),
                 names=frozenset(params.names),
                 name_prefixes=tuple(params.name_prefixes),
                 pod_labels=tuple(sorted(params.pod_labels.items())),
-            ),
-        )
+            )
+        ]
+        if params.agent_deployments:
+            matches.append(
+                Match(
+                    resources=(ResourceMatch(DEPLOYMENTS),),
+                    namespaces=frozenset(params.agent_namespaces),
+                    names=frozenset(params.agent_deployments),
+                )
+            )
+        if params.git_jobs:
+            labels = "object.metadata.labels"
+            matches.append(
+                Match(
+                    resources=(ResourceMatch(JOBS),),
+                    namespaces=frozenset(params.git_job_namespaces),
+                    condition=f"has({labels}) && {cel_string(GITJOB_LABEL)} in {labels}",
+                )
+            )
+        return tuple(matches)
+
+    def applies_to(self, target: Target, obj: JsonObject, params: FleetParams) -> bool:
+        """The gitjob match covers any Job of its namespaces: only those gitjob labelled."""
+        named = self.scope(params)[0]
+        if named.matches(target, obj):
+            return True
+        if target.kind == "Deployment":
+            return True  # the agent match: its names and namespaces say it all
+        labels = dig(obj, "metadata", "labels")
+        return params.git_jobs and isinstance(labels, dict) and GITJOB_LABEL in labels
 
     def reads(self, params: FleetParams) -> tuple[Read, ...]:
         if not params.inherit_from_deployment:

@@ -1,4 +1,9 @@
-"""source-controller storage: an unbounded /tmp next to an emptyDir /data fills the node's disk."""
+"""source-controller storage: an unbounded /tmp and /data on emptyDirs fill the node's disk.
+
+Flux's advice is a PersistentVolumeClaim for /data (artifacts survive restarts and stay off the
+node's ephemeral storage); `dataVolumeClaim` opts in. The claim is looked up first: a pod that
+waits for a missing claim is worse than a full disk, so without it the Deployment is left alone.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from ..match import Match, ResourceMatch, cel_string
-from ..model import JsonObject, Lookups, Request
-from ..resources import DEPLOYMENTS
+from ..model import JsonObject, Lookups, LookupUnavailable, Request
+from ..resources import DEPLOYMENTS, PERSISTENT_VOLUME_CLAIMS
 from .base import (
     Native,
     NativeFinding,
@@ -16,10 +21,15 @@ from .base import (
     Params,
     Policy,
     Quantity,
+    Read,
     Report,
     dig,
+    metadata,
     named_container,
 )
+
+# Access modes a single node attaches: the new pod of a rolling update cannot start elsewhere.
+_SINGLE_NODE_ACCESS = frozenset({"ReadWriteOnce", "ReadWriteOncePod"})
 
 
 class StorageParams(Params):
@@ -27,6 +37,13 @@ class StorageParams(Params):
     container: str = "manager"
     namespaces: list[str] = Field(default_factory=lambda: ["flux-system"])
     tmp_size_limit: Quantity = Field(default="2Gi", alias="tmpSizeLimit")
+    data_size_limit: Quantity = Field(default="10Gi", alias="dataSizeLimit")
+    data_volume_claim: str = Field(
+        default="",
+        alias="dataVolumeClaim",
+        description="PersistentVolumeClaim (in the Deployment's namespace) to put /data on "
+        'instead of its emptyDir; "" keeps the emptyDir, bounded by dataSizeLimit.',
+    )
 
 
 def _volume_mounted_at(pod_spec: JsonObject, container: JsonObject, path: str) -> JsonObject | None:
@@ -41,10 +58,10 @@ def _volume_mounted_at(pod_spec: JsonObject, container: JsonObject, path: str) -
 class SourceControllerStorage(Policy[StorageParams]):
     name: ClassVar[str] = "source-controller-storage"
     webhook: ClassVar[Literal["mutate", "validate"]] = "mutate"
-    reason: ClassVar[str] = "an unbounded /tmp fills the node's ephemeral storage"
+    reason: ClassVar[str] = "emptyDirs without a bound fill the node's ephemeral storage"
     summary: ClassVar[str] = (
-        "source-controller fills the node's disk through an unbounded /tmp: warn when /data is an "
-        "emptyDir and /tmp has no sizeLimit, and set one when enforced"
+        "source-controller fills the node's disk through emptyDir /tmp and /data: set their "
+        "sizeLimit, or move /data to the PersistentVolumeClaim `dataVolumeClaim` when it exists"
     )
     params_model = StorageParams
 
@@ -56,6 +73,11 @@ class SourceControllerStorage(Policy[StorageParams]):
                 names=frozenset({params.deployment}),
             ),
         )
+
+    def reads(self, params: StorageParams) -> tuple[Read, ...]:
+        if not params.data_volume_claim:
+            return ()
+        return (Read(PERSISTENT_VOLUME_CLAIMS, frozenset({params.data_volume_claim})),)
 
     def check(
         self,
@@ -74,25 +96,32 @@ class SourceControllerStorage(Policy[StorageParams]):
         data = _volume_mounted_at(pod_spec, container, "/data")
         if data is None or "emptyDir" not in data:
             return  # persistent /data: artifacts do not land on the node's ephemeral storage
+        if params.data_volume_claim:
+            namespace = request.target.namespace or str(metadata(obj).get("namespace") or "")
+            _move_data_to_claim(
+                obj, data, namespace=namespace, params=params, lookups=lookups, report=report
+            )
+        else:
+            _bound(data, params.data_size_limit, report)
         tmp = _volume_mounted_at(pod_spec, container, "/tmp")
         if tmp is None:
             report.advise("/tmp is not a volume: downloads go to the container's writable layer")
             return
-        if "emptyDir" not in tmp or dig(tmp, "emptyDir", "sizeLimit") is not None:
-            return
-        empty_dir = tmp.get("emptyDir")
-        if not isinstance(empty_dir, dict):
-            empty_dir = {}
-            tmp["emptyDir"] = empty_dir
-        empty_dir["sizeLimit"] = params.tmp_size_limit
-        report.changed(
-            f"volumes[{tmp.get('name')}].emptyDir.sizeLimit", None, params.tmp_size_limit
-        )
+        if "emptyDir" in tmp:
+            _bound(tmp, params.tmp_size_limit, report)
 
     def native(self, params: StorageParams) -> Native:
+        if params.data_volume_claim:
+            return Native(
+                covers=(),
+                webhook=self.scope(params),
+                keeps=f"everything: /data moves to the claim {params.data_volume_claim} only "
+                "when a lookup finds it",
+            )
         pod = "object.spec.template.spec"
         manager = f"{pod}.containers[variables.index]"
         size = cel_string(params.tmp_size_limit)
+        data_size = cel_string(params.data_size_limit)
 
         def mounted_at(path: str) -> str:
             """Names of the manager's volumes mounted at `path` (trailing slashes ignored)."""
@@ -114,9 +143,18 @@ class SourceControllerStorage(Policy[StorageParams]):
                 ),
                 ("data", mounted_at("/data")),
                 (
+                    "dataIndex",
+                    f"size(variables.data) > 0 "
+                    f"? {pod}.volumes.map(v, v.name).indexOf(variables.data[0]) : -1",
+                ),
+                (
                     "ephemeralData",
-                    f"size(variables.data) > 0 && "
-                    f"{pod}.volumes.exists(v, v.name == variables.data[0] && has(v.emptyDir))",
+                    f"variables.dataIndex >= 0 && has({pod}.volumes[variables.dataIndex].emptyDir)",
+                ),
+                (
+                    "setDataLimit",
+                    "variables.ephemeralData && "
+                    f"!has({pod}.volumes[variables.dataIndex].emptyDir.sizeLimit)",
                 ),
                 ("tmp", mounted_at("/tmp")),
                 (
@@ -126,7 +164,9 @@ class SourceControllerStorage(Policy[StorageParams]):
                 ),
                 (
                     "setLimit",
+                    # One emptyDir at both paths is bounded once, as /data (check() order).
                     "variables.ephemeralData && variables.tmpIndex >= 0 && "
+                    "variables.tmpIndex != variables.dataIndex && "
                     f"has({pod}.volumes[variables.tmpIndex].emptyDir) && "
                     f"!has({pod}.volumes[variables.tmpIndex].emptyDir.sizeLimit)",
                 ),
@@ -146,6 +186,12 @@ class SourceControllerStorage(Policy[StorageParams]):
                 ),
                 NativeFinding(
                     "change",
+                    "variables.setDataLimit",
+                    "'set volumes[' + variables.data[0] + '].emptyDir.sizeLimit to ' + "
+                    f"{data_size} + ' (was unset)'",
+                ),
+                NativeFinding(
+                    "change",
                     "variables.setLimit",
                     "'set volumes[' + variables.tmp[0] + '].emptyDir.sizeLimit to ' + "
                     f"{size} + ' (was unset)'",
@@ -153,8 +199,70 @@ class SourceControllerStorage(Policy[StorageParams]):
             ),
             mutations=(
                 NativeMutation(
+                    "variables.setDataLimit ? [JSONPatch{op: 'add', path: "
+                    "'/spec/template/spec/volumes/' + string(variables.dataIndex) + "
+                    f"'/emptyDir/sizeLimit', value: {data_size}}}] : []"
+                ),
+                NativeMutation(
                     "variables.setLimit ? [JSONPatch{op: 'add', path: '/spec/template/spec/volumes/' "
                     f"+ string(variables.tmpIndex) + '/emptyDir/sizeLimit', value: {size}}}] : []"
                 ),
             ),
+        )
+
+
+def _bound(volume: JsonObject, size_limit: str, report: Report) -> None:
+    """Give an emptyDir volume `size_limit` unless it has a sizeLimit already."""
+    if dig(volume, "emptyDir", "sizeLimit") is not None:
+        return
+    empty_dir = volume.get("emptyDir")
+    if not isinstance(empty_dir, dict):
+        empty_dir = {}
+        volume["emptyDir"] = empty_dir
+    empty_dir["sizeLimit"] = size_limit
+    report.changed(f"volumes[{volume.get('name')}].emptyDir.sizeLimit", None, size_limit)
+
+
+def _move_data_to_claim(
+    obj: JsonObject,
+    data: JsonObject,
+    *,
+    namespace: str,
+    params: StorageParams,
+    lookups: Lookups,
+    report: Report,
+) -> None:
+    """Replace the /data emptyDir by the claim, only when the claim is known to exist."""
+    claim_name = params.data_volume_claim
+    where = f"{namespace}/{claim_name}" if namespace else claim_name
+    try:
+        claim = lookups.persistent_volume_claim(namespace, claim_name)
+    except LookupUnavailable as error:
+        report.advise(
+            f"could not look up PersistentVolumeClaim {where} ({error}): /data left on its emptyDir"
+        )
+        return
+    if claim is None or dig(claim, "metadata", "deletionTimestamp"):
+        state = "does not exist" if claim is None else "is being deleted"
+        report.advise(
+            f"PersistentVolumeClaim {where} {state}: /data left on its emptyDir "
+            "(a pod waiting for a missing claim never starts)"
+        )
+        return
+    del data["emptyDir"]
+    data["persistentVolumeClaim"] = {"claimName": claim_name}
+    report.changed(
+        f"volumes[{data.get('name')}]", "emptyDir", f"persistentVolumeClaim {claim_name}"
+    )
+    access = dig(claim, "spec", "accessModes")
+    strategy = dig(obj, "spec", "strategy", "type") or "RollingUpdate"
+    if (
+        isinstance(access, list)
+        and access
+        and set(access) <= _SINGLE_NODE_ACCESS
+        and strategy != "Recreate"
+    ):
+        report.advise(
+            f"strategy {strategy} with a {'/'.join(access)} claim: a new pod on another node "
+            "cannot attach it while the old one runs; use strategy Recreate"
         )

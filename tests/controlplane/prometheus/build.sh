@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Build promtool (Prometheus v3.16.0, Go module v0.316.0) from its Go module and generate the
+# prometheus-operator v0.95.2 monitoring CRDs (PrometheusRule among them) with controller-gen
+# (the one ../flux/build.sh builds), into the per-machine cache next to the control plane.
+# Idempotent like ../build.sh: exits at once when everything is there.  Progress on stderr;
+# the last line on stdout is the output directory (promtool + crds/).
+#
+#   tests/controlplane/prometheus/build.sh              build if needed, print the dir
+#   tests/controlplane/prometheus/build.sh --print-dir  print the dir, build nothing
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PROMETHEUS_VERSION=3.16.0 # what the Go module v0.316.0 is released as
+CACHE_ROOT=${FLUXWARDEN_CACHE:-$HOME/.cache/fluxwarden}
+OUT="$CACHE_ROOT/controlplane/prometheus-v$PROMETHEUS_VERSION"
+CRD_PATH=github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1
+
+log() { printf '[prometheus] %s\n' "$*" >&2; }
+
+case "${1:-}" in
+"") ;;
+--print-dir)
+	echo "$OUT"
+	exit 0
+	;;
+*)
+	echo "usage: $0 [--print-dir]" >&2
+	exit 2
+	;;
+esac
+
+outputs_ok() {
+	local dir=$1 out
+	[[ -x $dir/promtool && -f $dir/crds/.complete ]] || return 1
+	[[ -f $dir/crds/monitoring.coreos.com_prometheusrules.yaml ]] || return 1
+	# Capture, don't pipe into `grep -q` (pipefail + SIGPIPE, see ../build.sh).
+	out=$("$dir/promtool" --version 2>&1) || return 1
+	[[ $out == *"version $PROMETHEUS_VERSION "* ]] || return 1
+}
+
+if outputs_ok "$OUT"; then
+	log "promtool $PROMETHEUS_VERSION and the monitoring CRDs already built"
+	echo "$OUT"
+	exit 0
+fi
+
+command -v go >/dev/null || {
+	log "error: 'go' not found in PATH (need Go >= 1.26.7)"
+	exit 1
+}
+# controller-gen comes from the Flux build (built there if missing; a no-op when it is done).
+CONTROLLER_GEN="$("$HERE/../flux/build.sh" | tail -n 1)/controller-gen"
+
+mkdir -p "$CACHE_ROOT/controlplane"
+if command -v flock >/dev/null; then
+	exec 9>"$CACHE_ROOT/controlplane/.build-prometheus.lock"
+	if ! flock -n 9; then
+		log "another build is running; waiting for it"
+		flock 9
+		if outputs_ok "$OUT"; then
+			echo "$OUT"
+			exit 0
+		fi
+	fi
+fi
+
+STAGE=$(mktemp -d "$CACHE_ROOT/controlplane/.build-prometheus.XXXXXX")
+trap 'rm -rf "$STAGE"' EXIT
+export CGO_ENABLED=0
+case " ${GOFLAGS:-} " in
+*" -buildvcs=false "*) ;;
+*) export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false" ;;
+esac
+
+timed() { # timed NAME CMD...: run CMD under /usr/bin/time -v when available, log time and RSS
+	local name=$1 start rss_kb
+	shift
+	start=$(date +%s)
+	if [[ -x /usr/bin/time ]]; then
+		/usr/bin/time -v -o "$STAGE/time-$name.txt" "$@"
+		rss_kb=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$STAGE/time-$name.txt")
+		log "  $name: $(($(date +%s) - start))s, peak RSS $((rss_kb / 1024)) MiB"
+	else
+		"$@"
+		log "  $name: $(($(date +%s) - start))s"
+	fi
+}
+
+log "go: $(go version)"
+log "step 1/2: promtool $PROMETHEUS_VERSION (downloads modules on first run)"
+# The version stamp promtool --version prints, as Prometheus' own release build sets it.
+STAMP=github.com/prometheus/common/version
+(cd "$HERE" && timed promtool go build -trimpath \
+	-ldflags "-s -w -X $STAMP.Version=$PROMETHEUS_VERSION -X $STAMP.Branch=HEAD" \
+	-o "$STAGE/bin/promtool" github.com/prometheus/prometheus/cmd/promtool)
+log "step 2/2: monitoring.coreos.com CRDs ($(cd "$HERE" && go list -m -f '{{.Version}}' github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring))"
+mkdir -p "$STAGE/bin/crds"
+(cd "$HERE" && "$CONTROLLER_GEN" crd:crdVersions=v1 paths="$CRD_PATH" \
+	output:crd:artifacts:config="$STAGE/bin/crds")
+touch "$STAGE/bin/crds/.complete"
+log "  $(find "$STAGE/bin/crds" -name '*.yaml' | wc -l) CRDs"
+rm -rf "$OUT"
+mv "$STAGE/bin" "$OUT"
+echo "$OUT"
