@@ -49,9 +49,10 @@ test: setup lint controlplane ## Lint, then run every test, end-to-end ones agai
 golden: setup ## Rewrite every golden file (policy cases, audit formats, fix cases) from the code; review the diff
 	$(BIN)/python -m tests.golden
 
-generate: setup ## Regenerate manifests/base/generated.yaml (webhooks, ClusterRoles) and the alert rules from the policy set
+generate: setup ## Regenerate manifests/base/generated.yaml (webhooks, ClusterRoles), the alert rules and overlays/native from the policy set
 	$(BIN)/fluxwarden manifests --policies policies/flux-best-practices.yaml > manifests/base/generated.yaml
 	$(BIN)/fluxwarden alerts --policies policies/flux-best-practices.yaml > manifests/components/monitoring/prometheusrule.yaml
+	$(BIN)/fluxwarden manifests --policies policies/flux-best-practices.yaml --hybrid --overlay manifests/overlays/native
 
 run: setup ## Serve the webhook on https://127.0.0.1:8443 with a throwaway certificate
 	@mkdir -p .run/certs

@@ -41,7 +41,9 @@ import yaml
 from tests.controlplane.cluster import ControlPlane, missing_binaries
 from tests.e2e.flux.harness import generated_crds
 from tests.e2e.harness import WebhookServer, install_crds, wait_until
-from webhook.manifests import generate
+from webhook.manifests import Scopes, generate
+from webhook.native import generate as native_policies
+from webhook.native import webhook_scope
 from webhook.server.policystore import load_policy_file
 
 from .hostile import hostile_connections
@@ -323,10 +325,12 @@ class Bench:
     fluxwarden: WebhookServer
     hostile_count: int
 
-    def webhook_configurations(self, url: str | None = None) -> list[JsonObject]:
+    def webhook_configurations(
+        self, url: str | None = None, *, scopes: Scopes | None = None
+    ) -> list[JsonObject]:
         """The generated Mutating/ValidatingWebhookConfigurations, pointed at the local server
-        (or at `url`, a server with a certificate from the same CA)."""
-        objects = generate(load_policy_file(SHIPPED_POLICIES))
+        (or at `url`, a server with a certificate from the same CA); `scopes`: hybrid's."""
+        objects = generate(load_policy_file(SHIPPED_POLICIES), scopes=scopes)
         configs = [o for o in objects if o["kind"].endswith("WebhookConfiguration")]
         for config in configs:
             config["metadata"].pop("annotations", None)  # no cert-manager: caBundle set here
@@ -426,6 +430,88 @@ def null_webhook(bench: Bench) -> Iterator[None]:
         process.wait(10)
 
 
+def _native_objects(*, hybrid: bool) -> list[JsonObject]:
+    return native_policies(load_policy_file(SHIPPED_POLICIES), hybrid=hybrid)
+
+
+def _wait_for_native(bench: Bench, applies: Sequence[TargetedApply]) -> None:
+    """The API server loads policies asynchronously: until each apply shows its effect (dry run)."""
+    connection = ApiConnection(bench.cluster)
+    try:
+        for apply in applies:
+            path, obj = apply.request(0)
+            wait_until(
+                f"the native policy for {apply.name}",
+                lambda: apply.shows_effect(connection.apply(path, obj, dry_run=True)),  # noqa: B023
+                30,
+            )
+    finally:
+        connection.close()
+
+
+@contextlib.contextmanager
+def native(bench: Bench) -> Iterator[None]:
+    """Only the generated Mutating/ValidatingAdmissionPolicies (`fluxwarden manifests --native`):
+    no webhook call; what needs lookups (Fleet inheritance, the dependsOn graph) is not done."""
+    objects = _native_objects(hybrid=False)
+    bench.apply(objects)
+    try:
+        _wait_for_native(bench, [a for a in APPLIES if _natively_done(a)])
+        yield
+    finally:
+        bench.delete(objects)
+
+
+@contextlib.contextmanager
+def hybrid(bench: Bench) -> Iterator[None]:
+    """`manifests/overlays/native`: native policies plus the webhooks narrowed to the rest."""
+    objects = _native_objects(hybrid=True)
+    configs = bench.webhook_configurations(
+        scopes=webhook_scope(load_policy_file(SHIPPED_POLICIES), "hybrid")
+    )
+    bench.apply([*objects, *configs])
+    try:
+        _wait_for_native(bench, [a for a in APPLIES if _natively_done(a)])
+        yield
+    finally:
+        bench.delete([*configs, *objects])
+
+
+# The drift-detection mutation as an ApplyConfiguration (a merge of a typed partial object)
+# instead of the generated JSONPatch: the measurement behind choosing JSONPatch.
+DRIFT_APPLY_CONFIGURATION = (
+    "variables.change ? Object{spec: Object.spec{driftDetection: "
+    "Object.spec.driftDetection{mode: 'enabled'}}} : Object{}"
+)
+
+
+@contextlib.contextmanager
+def native_apply_configuration(bench: Bench) -> Iterator[None]:
+    """`native` with the HelmRelease mutation written as an ApplyConfiguration."""
+    objects = _native_objects(hybrid=False)
+    for obj in objects:
+        if obj["kind"] == "MutatingAdmissionPolicy" and obj["metadata"]["name"].endswith(
+            "helmrelease-drift-detection"
+        ):
+            obj["spec"]["mutations"] = [
+                {
+                    "patchType": "ApplyConfiguration",
+                    "applyConfiguration": {"expression": DRIFT_APPLY_CONFIGURATION},
+                }
+            ]
+    bench.apply(objects)
+    try:
+        _wait_for_native(bench, [a for a in APPLIES if _natively_done(a)])
+        yield
+    finally:
+        bench.delete(objects)
+
+
+def _natively_done(apply: TargetedApply) -> bool:
+    """What native policies alone do: not the Fleet inheritance nor the dependsOn warning."""
+    return apply.touched and apply.name not in ("fleet-cronjob-update", "kustomization-create")
+
+
 def _touched(apply: TargetedApply) -> bool:
     return apply.touched
 
@@ -441,6 +527,24 @@ CONFIGURATIONS: list[Configuration] = [
     ),
     Configuration(
         "webhook", "fluxwarden webhook (generated configurations)", fluxwarden_webhook, _touched
+    ),
+    Configuration(
+        "native",
+        "native admission policies only (fluxwarden manifests --native)",
+        native,
+        _natively_done,
+    ),
+    Configuration(
+        "native-applyconfig",
+        "native, the HelmRelease mutation as an ApplyConfiguration instead of a JSONPatch",
+        native_apply_configuration,
+        _natively_done,
+    ),
+    Configuration(
+        "hybrid",
+        "native policies + webhooks for the rest (manifests/overlays/native)",
+        hybrid,
+        _touched,
     ),
     Configuration(
         "webhook+hostile",
@@ -806,6 +910,8 @@ def webhook_call_table(results: dict[str, Result], configs: Sequence[Configurati
             if calls:
                 mean = result.api_webhook_seconds[name] / calls * 1000
                 rows.append([config.name, name, f"{calls:.0f}", f"{mean:.2f}"])
+    if not rows:  # e.g. only native policies: no webhook was called
+        return "(no webhook calls)"
     return markdown_table(header, rows)
 
 

@@ -359,10 +359,21 @@ def _render_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_manifests(args: argparse.Namespace) -> int:
+    from . import native
     from .manifests import Install, render
 
     policy_set = load_policies(args)
-    sys.stdout.write(render(policy_set, Install(namespace=args.namespace, service=args.service)))
+    install = Install(namespace=args.namespace, service=args.service)
+    if args.overlay:
+        if not args.hybrid:
+            raise UsageError("--overlay needs --hybrid")
+        for name, text in native.overlay_files(policy_set, install).items():
+            (Path(args.overlay) / name).write_text(text)
+        return 0
+    if args.native or args.hybrid:
+        sys.stdout.write(native.render(policy_set, install, hybrid=args.hybrid))
+        return 0
+    sys.stdout.write(render(policy_set, install))
     return 0
 
 
@@ -515,6 +526,24 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"where fluxwarden runs (default {OWN_NAMESPACE})",
     )
     manifests.add_argument("--service", default="fluxwarden", help="fluxwarden's Service name")
+    admission = manifests.add_mutually_exclusive_group()
+    admission.add_argument(
+        "--native",
+        action="store_true",
+        help="only Mutating/ValidatingAdmissionPolicies + bindings (Kubernetes 1.36+) for what "
+        "CEL can express; what needs lookups is not enforced at admission",
+    )
+    admission.add_argument(
+        "--hybrid",
+        action="store_true",
+        help="native policies, plus webhook configurations and RBAC for only what they do not cover",
+    )
+    manifests.add_argument(
+        "--overlay",
+        metavar="DIR",
+        help="with --hybrid: write DIR/native.yaml (the native objects) and DIR/webhooks.yaml "
+        "(a patch narrowing the base's webhooks), as manifests/overlays/native uses them",
+    )
     manifests.set_defaults(func=cmd_manifests)
     alerts = commands.add_parser(
         "alerts",

@@ -46,6 +46,49 @@ class Read:
     names: frozenset[str] = frozenset()
 
 
+FindingKind = Literal["violation", "change", "advisory"]
+
+
+@dataclass(frozen=True)
+class NativeFinding:
+    """One finding CEL can compute from the object alone, worded as `check` words it.
+
+    `when`: CEL, true when `check` reports it; `message`: a CEL string expression, the text
+    without the mode's prefix ("would ", "would deny: ") that the generator adds.
+    """
+
+    kind: FindingKind
+    when: str
+    message: str
+
+
+@dataclass(frozen=True)
+class NativeMutation:
+    """One MutatingAdmissionPolicy mutation: a CEL expression yielding a JSONPatch list or an
+    ApplyConfiguration."""
+
+    expression: str
+    patch_type: Literal["JSONPatch", "ApplyConfiguration"] = "JSONPatch"
+
+
+@dataclass(frozen=True)
+class Native:
+    """What a policy does as native admission policies (Kubernetes 1.36+), and what it keeps.
+
+    `covers`: the matches the native objects handle completely (mutations and findings below);
+    `webhook`: the matches that stay in the webhook in hybrid mode, because they need lookups;
+    `keeps`: why, in one sentence (`fluxwarden manifests --native` prints it).
+    Variables are CEL (`variables.<name>` in the other expressions), evaluated in order.
+    """
+
+    covers: tuple[Match, ...]
+    webhook: tuple[Match, ...] = ()
+    keeps: str = ""
+    variables: tuple[tuple[str, str], ...] = ()
+    findings: tuple[NativeFinding, ...] = ()
+    mutations: tuple[NativeMutation, ...] = ()
+
+
 @dataclass
 class Report:
     """Findings of one policy on one object, in words a `kubectl apply` user can act on."""
@@ -94,6 +137,11 @@ class Policy(ABC, Generic[ParamsT]):
     def applies_to(self, target: Target, obj: JsonObject, params: ParamsT) -> bool:
         """What a Match cannot say (e.g. an HPA's scaleTargetRef); called only on matches."""
         return True
+
+    def native(self, params: ParamsT) -> Native:
+        """The part CEL can express as Mutating/ValidatingAdmissionPolicies; by default none:
+        the whole scope stays in the webhook."""
+        return Native(covers=(), webhook=self.scope(params), keeps="not expressed in CEL")
 
     def reads(self, params: ParamsT) -> tuple[Read, ...]:
         """What `check` looks up through `Lookups`; the webhook's RBAC is generated from it."""

@@ -6,13 +6,25 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from ..match import Match, ResourceMatch
+from ..match import Match, ResourceMatch, cel_string
 from ..model import JsonObject, Lookups, Request
 from ..resources import DEPLOYMENTS
 from ..units import parse_duration
-from .base import Duration, Params, Policy, Report, dig, named_container
+from .base import (
+    Duration,
+    Native,
+    NativeFinding,
+    NativeMutation,
+    Params,
+    Policy,
+    Report,
+    dig,
+    named_container,
+)
 
 FLAG = "--requeue-dependency"
+# What units.parse_duration accepts, so that CEL's duration() is only called where check() parses.
+PARSED_DURATION = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$|^0$"
 
 
 class RequeueParams(Params):
@@ -90,3 +102,87 @@ class ControllerRequeueDependency(Policy[RequeueParams]):
             args.append(wanted)
         container["args"] = args
         report.changed(f"containers[{params.container}].args {FLAG}", value, params.interval)
+
+    def native(self, params: RequeueParams) -> Native:
+        pod = "object.spec.template.spec"
+        manager = f"{pod}.containers[variables.index]"
+        flag, wanted = cel_string(FLAG), cel_string(f"{FLAG}={params.interval}")
+        args = "variables.args"
+        at = "variables.at"
+        path = "'/spec/template/spec/containers/' + string(variables.index) + '/args'"
+        rewrite = (
+            f"!has({manager}.args) ? [JSONPatch{{op: 'add', path: {path}, value: [{wanted}]}}] : "
+            f"{at} < 0 ? [JSONPatch{{op: 'add', path: {path} + '/-', value: {wanted}}}] : "
+            f"[JSONPatch{{op: 'replace', path: {path} + '/' + string({at}), value: {wanted}}}] + "
+            f"(variables.span == 2 ? [JSONPatch{{op: 'remove', path: {path} + '/' + "
+            f"string({at} + 1)}}] : [])"
+        )
+        return Native(
+            covers=self.scope(params),
+            keeps="nothing: the object alone decides",
+            variables=(
+                (
+                    "index",
+                    f"has(object.spec.template) && has({pod}) "
+                    f"? {pod}.containers.map(c, c.name).indexOf({cel_string(params.container)}) "
+                    ": -1",
+                ),
+                (
+                    "args",
+                    f"variables.index >= 0 && has({manager}.args) ? {manager}.args : []",
+                ),
+                # The last occurrence is the one Go's flag parsing keeps.
+                (
+                    "at",
+                    f"{args}.map(a, a == {flag} || a.startsWith({flag} + '=')).lastIndexOf(true)",
+                ),
+                (
+                    "span",
+                    f"{at} < 0 ? 0 : {args}[{at}] != {flag} ? 1 : {at} + 1 < size({args}) ? 2 : 1",
+                ),
+                ("hasValue", f"{at} >= 0 && ({args}[{at}] != {flag} || variables.span == 2)"),
+                (
+                    "value",
+                    f"!variables.hasValue ? '' : {args}[{at}] == {flag} ? {args}[{at} + 1] : "
+                    f"{args}[{at}].substring({len(FLAG) + 1})",
+                ),
+                (
+                    "expanded",
+                    "variables.hasValue && "
+                    "(variables.value.contains('$(') || variables.value.contains('${'))",
+                ),
+                (
+                    "parsed",
+                    f"variables.hasValue && variables.value.matches({cel_string(PARSED_DURATION)})",
+                ),
+                (
+                    "rewrite",
+                    "variables.index >= 0 && !variables.expanded && !(variables.parsed && "
+                    "duration(variables.value) > duration('0s') && "
+                    f"duration(variables.value) <= duration({cel_string(params.interval)}))",
+                ),
+            ),
+            findings=(
+                NativeFinding(
+                    "advisory",
+                    "variables.index < 0",
+                    cel_string(f"no container named {params.container!r}; {FLAG} not checked"),
+                ),
+                NativeFinding(
+                    "change",
+                    "variables.rewrite",
+                    cel_string(
+                        f"set containers[{params.container}].args {FLAG} to {params.interval} (was "
+                    )
+                    + " + (variables.hasValue ? variables.value : 'unset') + ')'",
+                ),
+                NativeFinding(
+                    "advisory",
+                    "variables.rewrite && variables.hasValue && !variables.parsed",
+                    cel_string(f"{FLAG} value ")
+                    + " + '\\'' + variables.value + '\\'' + "
+                    + cel_string(" is not a duration; replacing it"),
+                ),
+            ),
+            mutations=(NativeMutation(f"variables.rewrite ? ({rewrite}) : []"),),
+        )

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..match import Match, ResourceMatch, cel_string
 from ..model import JsonObject, Lookups, LookupUnavailable, Request, Target
 from ..resources import CRONJOBS, DEPLOYMENTS, JOBS, PODS
-from .base import Params, Policy, Read, Report, dig
+from .base import Native, Params, Policy, Read, Report, dig
 
 DEFAULT_FLEET_NAMESPACE = "cattle-fleet-system"
 # gitjob labels every Job it creates for a GitRepo with the GitRepo's generation.
@@ -219,6 +219,23 @@ class FleetJobTolerations(Policy[FleetParams]):
         report.changes.append(
             f"set {path}: +{len(added)} ({', '.join(_describe(t) for t in added)})"
         )
+
+    def native(self, params: FleetParams) -> Native:
+        # The CEL lives in its own module (it imports this one): one method here.
+        from .fleet_job_tolerations_native import native_static
+
+        if params.inherit_from_deployment or not params.tolerations:
+            return Native(
+                covers=(),
+                webhook=self.scope(params),
+                keeps=(
+                    "everything: the tolerations inherited from the Deployment "
+                    f"{params.inherit_from_deployment or '(none)'} are a lookup"
+                    if params.inherit_from_deployment
+                    else "nothing to add: no tolerations configured"
+                ),
+            )
+        return native_static(self.scope(params), [t.as_object() for t in params.tolerations])
 
 
 def _describe(toleration: JsonObject) -> str:

@@ -12,7 +12,7 @@ from pydantic import Field
 from ..match import Match, ResourceMatch, cel_string
 from ..model import JsonObject, Lookups, Request
 from ..resources import HELMRELEASES
-from .base import Params, Policy, Report, dig, ensure_dict
+from .base import Native, NativeFinding, NativeMutation, Params, Policy, Report, dig, ensure_dict
 
 HELM_GROUP = HELMRELEASES.group
 SUPPORTED_VERSIONS = ("v2", "v2beta2")
@@ -74,3 +74,60 @@ class HelmReleaseDriftDetection(Policy[DriftParams]):
             spec = ensure_dict(obj, "spec")
             ensure_dict(spec, "driftDetection")["mode"] = params.drift_mode
             report.changed("spec.driftDetection.mode", mode, params.drift_mode)
+
+    def native(self, params: DriftParams) -> Native:
+        versions = ", ".join(cel_string(v) for v in SUPPORTED_VERSIONS)
+        drift = "object.spec.driftDetection"
+        mode = cel_string(params.drift_mode)
+        replaced = "['disabled']" if params.override_disabled else "[]"
+        set_mode = (
+            f"!has(object.spec) ? [JSONPatch{{op: 'add', path: '/spec', "
+            f"value: {{'driftDetection': {{'mode': {mode}}}}}}}] : "
+            f"!has({drift}) ? [JSONPatch{{op: 'add', path: '/spec/driftDetection', "
+            f"value: {{'mode': {mode}}}}}] : "
+            f"[JSONPatch{{op: 'add', path: '/spec/driftDetection/mode', value: {mode}}}]"
+        )
+        return Native(
+            covers=self.scope(params),
+            keeps="nothing: the object alone decides",
+            variables=(
+                ("supported", f"request.kind.version in [{versions}]"),
+                (
+                    "mode",
+                    f"has(object.spec) && has({drift}) && has({drift}.mode) "
+                    f"? string({drift}.mode) : ''",
+                ),
+                (
+                    "change",
+                    f"variables.supported && (variables.mode == '' || "
+                    f"variables.mode in {replaced})",
+                ),
+            ),
+            findings=(
+                NativeFinding(
+                    "change",
+                    "variables.change",
+                    f"'set spec.driftDetection.mode to ' + {mode} + ' (was ' + "
+                    "(variables.mode == '' ? 'unset' : variables.mode) + ')'",
+                ),
+                NativeFinding(
+                    "advisory",
+                    "!variables.supported",
+                    f"{cel_string(HELM_GROUP + '/')} + request.kind.version + "
+                    + cel_string(
+                        " does not honour spec.driftDetection (removed in Flux 2.7); "
+                        f"migrate to {HELM_GROUP}/v2"
+                    ),
+                ),
+                NativeFinding(
+                    "advisory",
+                    "variables.supported && variables.mode == 'disabled' && "
+                    f"!(variables.mode in {replaced})",
+                    cel_string(
+                        "spec.driftDetection.mode is explicitly disabled: manual edits to this "
+                        "release's objects will not be reverted"
+                    ),
+                ),
+            ),
+            mutations=(NativeMutation(f"variables.change ? ({set_mode}) : []"),),
+        )

@@ -10,7 +10,7 @@ from ..match import GO_DURATION, Match, ResourceMatch, cel_string
 from ..model import JsonObject, Lookups, Request
 from ..resources import HELMRELEASES
 from ..units import parse_duration
-from .base import Duration, Params, Policy, Report, dig
+from .base import Duration, Native, NativeFinding, Params, Policy, Report, dig
 
 
 class IntervalParams(Params):
@@ -72,3 +72,38 @@ class HelmReleaseInterval(Policy[IntervalParams]):
                 f"spec.interval {interval} is longer than {params.max_interval}: "
                 "drift is corrected only that often"
             )
+
+    def native(self, params: IntervalParams) -> Native:
+        interval = "object.spec.interval"
+        low, high = cel_string(params.min_interval), cel_string(params.max_interval)
+        return Native(
+            covers=self.scope(params),
+            keeps="nothing: the object alone decides",
+            variables=(
+                # Absent or ${VAR} (Flux substitutes it later): not judged, as in check().
+                (
+                    "judged",
+                    f"has(object.spec) && has({interval}) && !string({interval}).contains('${{')",
+                ),
+                ("valid", f"variables.judged && {interval}.matches({cel_string(GO_DURATION)})"),
+            ),
+            findings=(
+                NativeFinding(
+                    "advisory",
+                    "variables.judged && !variables.valid",
+                    f"'spec.interval \\'' + {interval} + '\\' is not a duration'",
+                ),
+                NativeFinding(
+                    "advisory",
+                    f"variables.valid && duration({interval}) < duration({low})",
+                    f"'spec.interval ' + {interval} + ' is shorter than ' + {low} + "
+                    + cel_string(": frequent reconciles load the API server and the chart source"),
+                ),
+                NativeFinding(
+                    "advisory",
+                    f"variables.valid && duration({interval}) > duration({high})",
+                    f"'spec.interval ' + {interval} + ' is longer than ' + {high} + "
+                    + cel_string(": drift is corrected only that often"),
+                ),
+            ),
+        )

@@ -7,6 +7,7 @@ hands leadership to a standby with an empty DB, which re-scans and rolls image t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -16,6 +17,9 @@ from ..model import JsonObject, Lookups, Request, Target
 from ..resources import DEPLOYMENTS, HPAS
 from ..units import parse_quantity
 from .base import (
+    Native,
+    NativeFinding,
+    NativeMutation,
     Params,
     Policy,
     Quantity,
@@ -132,3 +136,93 @@ class IrcSingleReplica(Policy[IrcParams]):
             ensure_dict(ensure_dict(container, "resources"), "limits")["memory"] = wanted
             path = f"containers[{container.get('name')}].resources.limits.memory"
             report.changed(path, limit, wanted)
+
+    def native(self, params: IrcParams) -> Native:
+        deployment, scaling = self.scope(params)
+        replicas, wanted = str(params.replicas), cel_string(params.memory_limit)
+        container = cel_string(params.container)
+        pod = "object.spec.template.spec"
+        manager = f"{pod}.containers[variables.index]"
+        path = "'/spec/template/spec/containers/' + string(variables.index) + '/resources'"
+        set_limit = (
+            f"!has({manager}.resources) ? [JSONPatch{{op: 'add', path: {path}, "
+            "value: {'limits': {'memory': variables.wanted}}}] : "
+            f"!has({manager}.resources.limits) ? [JSONPatch{{op: 'add', path: {path} + "
+            "'/limits', value: {'memory': variables.wanted}}] : "
+            f"[JSONPatch{{op: 'add', path: {path} + '/limits/memory', value: variables.wanted}}]"
+        )
+        return Native(
+            # The Deployment itself; its scale subresource and HPAs stay in the webhook.
+            covers=(replace(deployment, resources=(ResourceMatch(DEPLOYMENTS),)),),
+            webhook=(
+                replace(deployment, resources=(ResourceMatch(DEPLOYMENTS, ("scale",)),)),
+                scaling,
+            ),
+            keeps=(
+                "deployments/scale and HPAs: the Deployment's exempt annotation also covers "
+                "them, and reading it is a lookup"
+            ),
+            variables=(
+                (
+                    "index",
+                    f"has(object.spec.template) && has({pod}) "
+                    f"? {pod}.containers.map(c, c.name).indexOf({container}) : -1",
+                ),
+                (
+                    "limit",
+                    f"variables.index >= 0 && has({manager}.resources) && "
+                    f"has({manager}.resources.limits) && 'memory' in {manager}.resources.limits "
+                    f"? string({manager}.resources.limits['memory']) : ''",
+                ),
+                (
+                    "request",
+                    f"variables.index >= 0 && has({manager}.resources) && "
+                    f"has({manager}.resources.requests) && "
+                    f"'memory' in {manager}.resources.requests "
+                    f"? string({manager}.resources.requests['memory']) : ''",
+                ),
+                # Requests stay <= limit: a request above the wanted limit raises it further.
+                (
+                    "wanted",
+                    f"variables.request != '' && "
+                    f"quantity(variables.request).isGreaterThan(quantity({wanted})) "
+                    f"? variables.request : {wanted}",
+                ),
+                (
+                    "raiseLimit",
+                    "variables.index >= 0 && (variables.limit == '' || "
+                    "quantity(variables.limit).isLessThan(quantity(variables.wanted)))",
+                ),
+                (
+                    "lowerReplicas",
+                    f"has(object.spec.replicas) && object.spec.replicas > {replicas}",
+                ),
+            ),
+            findings=(
+                NativeFinding(
+                    "change",
+                    "variables.lowerReplicas",
+                    f"'set spec.replicas to {replicas} (was ' + string(object.spec.replicas) + ')'",
+                ),
+                NativeFinding(
+                    "advisory",
+                    "variables.index < 0",
+                    cel_string(
+                        f"no container named {params.container!r}; memory limit not checked"
+                    ),
+                ),
+                NativeFinding(
+                    "change",
+                    "variables.raiseLimit",
+                    cel_string(f"set containers[{params.container}].resources.limits.memory to ")
+                    + " + variables.wanted + ' (was ' + "
+                    "(variables.limit == '' ? 'unset' : variables.limit) + ')'",
+                ),
+            ),
+            mutations=(
+                NativeMutation(
+                    f"(variables.lowerReplicas ? [JSONPatch{{op: 'replace', path: '/spec/replicas', "
+                    f"value: {replicas}}}] : []) + (variables.raiseLimit ? ({set_limit}) : [])"
+                ),
+            ),
+        )

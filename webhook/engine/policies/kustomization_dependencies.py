@@ -17,7 +17,7 @@ from ..model import (
     Target,
 )
 from ..resources import HELMRELEASES, KUSTOMIZATIONS
-from .base import Params, Policy, Read, Report, dig
+from .base import Native, Params, Policy, Read, Report, dig
 
 GROUPS: dict[str, DependencyKind] = {
     KUSTOMIZATIONS.group: "Kustomization",
@@ -147,3 +147,13 @@ class KustomizationDependencies(Policy[DependencyParams]):
                 f"dependsOn chain is {depth} deep (more than {params.max_depth}): "
                 "each hop waits for the previous one to become ready"
             )
+
+    def native(self, params: DependencyParams) -> Native:
+        return Native(
+            covers=(),
+            webhook=self.scope(params),
+            keeps=(
+                "everything: cycles, missing dependencies and depth need the other objects' "
+                "dependsOn (a graph lookup CEL cannot make)"
+            ),
+        )

@@ -11,10 +11,22 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from ..match import Match, ResourceMatch
+from ..match import Match, ResourceMatch, cel_string
 from ..model import JsonObject, Lookups, LookupUnavailable, Request
 from ..resources import DEPLOYMENTS, PERSISTENT_VOLUME_CLAIMS
-from .base import Params, Policy, Quantity, Read, Report, dig, metadata, named_container
+from .base import (
+    Native,
+    NativeFinding,
+    NativeMutation,
+    Params,
+    Policy,
+    Quantity,
+    Read,
+    Report,
+    dig,
+    metadata,
+    named_container,
+)
 
 # Access modes a single node attaches: the new pod of a rolling update cannot start elsewhere.
 _SINGLE_NODE_ACCESS = frozenset({"ReadWriteOnce", "ReadWriteOncePod"})
@@ -97,6 +109,106 @@ class SourceControllerStorage(Policy[StorageParams]):
             return
         if "emptyDir" in tmp:
             _bound(tmp, params.tmp_size_limit, report)
+
+    def native(self, params: StorageParams) -> Native:
+        if params.data_volume_claim:
+            return Native(
+                covers=(),
+                webhook=self.scope(params),
+                keeps=f"everything: /data moves to the claim {params.data_volume_claim} only "
+                "when a lookup finds it",
+            )
+        pod = "object.spec.template.spec"
+        manager = f"{pod}.containers[variables.index]"
+        size = cel_string(params.tmp_size_limit)
+        data_size = cel_string(params.data_size_limit)
+
+        def mounted_at(path: str) -> str:
+            """Names of the manager's volumes mounted at `path` (trailing slashes ignored)."""
+            return (
+                f"variables.index >= 0 && has({manager}.volumeMounts) && has({pod}.volumes) "
+                f"? {manager}.volumeMounts.filter(m, m.mountPath.matches({cel_string(f'^{path}/*$')})"
+                f" && {pod}.volumes.exists(v, v.name == m.name)).map(m, m.name) : []"
+            )
+
+        return Native(
+            covers=self.scope(params),
+            keeps="nothing: the object alone decides",
+            variables=(
+                (
+                    "index",
+                    f"has(object.spec.template) && has({pod}) "
+                    f"? {pod}.containers.map(c, c.name).indexOf({cel_string(params.container)}) "
+                    ": -1",
+                ),
+                ("data", mounted_at("/data")),
+                (
+                    "dataIndex",
+                    f"size(variables.data) > 0 "
+                    f"? {pod}.volumes.map(v, v.name).indexOf(variables.data[0]) : -1",
+                ),
+                (
+                    "ephemeralData",
+                    f"variables.dataIndex >= 0 && has({pod}.volumes[variables.dataIndex].emptyDir)",
+                ),
+                (
+                    "setDataLimit",
+                    "variables.ephemeralData && "
+                    f"!has({pod}.volumes[variables.dataIndex].emptyDir.sizeLimit)",
+                ),
+                ("tmp", mounted_at("/tmp")),
+                (
+                    "tmpIndex",
+                    f"size(variables.tmp) > 0 "
+                    f"? {pod}.volumes.map(v, v.name).indexOf(variables.tmp[0]) : -1",
+                ),
+                (
+                    "setLimit",
+                    # One emptyDir at both paths is bounded once, as /data (check() order).
+                    "variables.ephemeralData && variables.tmpIndex >= 0 && "
+                    "variables.tmpIndex != variables.dataIndex && "
+                    f"has({pod}.volumes[variables.tmpIndex].emptyDir) && "
+                    f"!has({pod}.volumes[variables.tmpIndex].emptyDir.sizeLimit)",
+                ),
+            ),
+            findings=(
+                NativeFinding(
+                    "advisory",
+                    "variables.index < 0",
+                    cel_string(f"no container named {params.container!r}; storage not checked"),
+                ),
+                NativeFinding(
+                    "advisory",
+                    "variables.ephemeralData && size(variables.tmp) == 0",
+                    cel_string(
+                        "/tmp is not a volume: downloads go to the container's writable layer"
+                    ),
+                ),
+                NativeFinding(
+                    "change",
+                    "variables.setDataLimit",
+                    "'set volumes[' + variables.data[0] + '].emptyDir.sizeLimit to ' + "
+                    f"{data_size} + ' (was unset)'",
+                ),
+                NativeFinding(
+                    "change",
+                    "variables.setLimit",
+                    "'set volumes[' + variables.tmp[0] + '].emptyDir.sizeLimit to ' + "
+                    f"{size} + ' (was unset)'",
+                ),
+            ),
+            mutations=(
+                NativeMutation(
+                    "variables.setDataLimit ? [JSONPatch{op: 'add', path: "
+                    "'/spec/template/spec/volumes/' + string(variables.dataIndex) + "
+                    f"'/emptyDir/sizeLimit', value: {data_size}}}] : []"
+                ),
+                NativeMutation(
+                    "variables.setLimit ? [JSONPatch{op: 'add', path: '/spec/template/spec/volumes/' "
+                    f"+ string(variables.tmpIndex) + '/emptyDir/sizeLimit', value: {size}}}] : []"
+                ),
+            ),
+        )
 
 
 def _bound(volume: JsonObject, size_limit: str, report: Report) -> None:

@@ -1,0 +1,149 @@
+"""The hybrid install (`manifests/overlays/native`: native policies for what CEL can express,
+webhooks narrowed to the rest) decides every golden case as the webhook-only install does, and
+nothing is decided twice: an object a native policy decides never reaches fluxwarden (its
+request counter stays put), and a duplicate warning would fail the comparison."""
+
+from __future__ import annotations
+
+import ssl
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.controlplane.cluster import ControlPlane, default_bin_dir
+from tests.e2e.harness import (
+    REPO,
+    WEBHOOK_KINDS,
+    WebhookServer,
+    apply_objects,
+    register,
+    rendered,
+    wait_until,
+)
+from tests.e2e.native.differential import (
+    Answer,
+    admit,
+    delete,
+    differences,
+    natively_decided,
+    prepare,
+    settled,
+)
+from tests.e2e.test_golden_parity import CASES, REFUSED_BY_THE_API_SERVER, _complete
+from tests.golden import Case
+from webhook.cli import SHIPPED_POLICIES
+from webhook.engine import PolicySet
+from webhook.server.policystore import load_policy_file
+
+pytestmark = [pytest.mark.native]
+
+POLICY_SET: PolicySet = load_policy_file(SHIPPED_POLICIES)
+OVERLAY = REPO / "manifests" / "overlays" / "native"
+NATIVE_KINDS = (
+    "MutatingAdmissionPolicy",
+    "MutatingAdmissionPolicyBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+)
+REQUESTS = "fluxwarden_admission_requests_total"
+
+
+def _policy_results(server: WebhookServer, policies: list[str]) -> float:
+    """How often fluxwarden evaluated these policies (its policy results counter)."""
+    context = ssl.create_default_context(cafile=str(server.certs / "ca.crt"))
+    with urllib.request.urlopen(f"{server.url}/metrics", context=context, timeout=5) as reply:
+        text = reply.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("fluxwarden_policy_results_total{")
+        and any(f'policy="{p}"' in line for p in policies)
+    )
+
+
+def _case(case_id: str) -> Case:
+    return next(c for c in CASES if c.id == case_id)
+
+
+@pytest.fixture(scope="module")
+def hybrid(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ControlPlane, WebhookServer]]:
+    cluster = ControlPlane(default_bin_dir())
+    cluster.start()
+    try:
+        prepare(cluster)
+        server = WebhookServer(cluster, Path(tmp_path_factory.mktemp("hybrid"))).start()
+        try:
+            apply_objects(
+                cluster, [d for d in rendered(cluster, OVERLAY) if d["kind"] in NATIVE_KINDS]
+            )
+            register(cluster, server, overlay=OVERLAY)
+            irc = _complete(_case("irc-single-replica/two-replicas-1gi").obj)
+            hpa = _complete(_case("irc-single-replica/hpa-targeting-irc").obj)
+
+            def ready() -> bool:
+                before = server.metric_total(REQUESTS)
+                admit(cluster, hpa, dry_run=True)
+                called = server.metric_total(REQUESTS) > before
+                stored = admit(cluster, irc, dry_run=True).stored
+                return called and stored is not None and stored["spec"]["replicas"] == 1
+
+            wait_until("the native policies and the narrowed webhooks", ready)
+            yield cluster, server
+        finally:
+            server.stop()
+    finally:
+        cluster.stop()
+
+
+def test_the_overlay_narrows_the_webhooks(hybrid: tuple[ControlPlane, WebhookServer]) -> None:
+    docs = [d for d in rendered(hybrid[0], OVERLAY) if d["kind"] in WEBHOOK_KINDS]
+    hooks = {h["name"]: h for d in docs for h in d["webhooks"]}
+    deployments = str(hooks["deployments.mutate.fluxwarden.io"])
+    assert "deployments/scale" in deployments  # IRC's scale subresource stays
+    for native in ("'source-controller'", "'kustomize-controller'", "'helm-controller'"):
+        assert native not in deployments
+    assert "'image-reflector-controller'" in deployments
+    assert "helmreleases.mutate.fluxwarden.io" not in hooks  # drift detection is native
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hybrid_decides_as_the_webhook_and_nothing_twice(
+    webhook_cluster: ControlPlane, hybrid: tuple[ControlPlane, WebhookServer], case: Case
+) -> None:
+    cluster, server = hybrid
+    obj = _complete(case.obj)
+    webhook_dry = admit(webhook_cluster, obj, dry_run=True)
+    native = natively_decided(POLICY_SET, case.obj, hybrid=True)
+    before = _policy_results(server, native)
+    answers: list[Answer] = []
+
+    def compare() -> list[str]:
+        answers.append(admit(cluster, obj, dry_run=True))
+        if case.id in REFUSED_BY_THE_API_SERVER:
+            return [] if not (webhook_dry.allowed or answers[-1].allowed) else ["not refused"]
+        return differences(webhook_dry, answers[-1], native=native, policy_set=POLICY_SET)
+
+    assert settled(compare) == []
+    hybrid_dry = answers[-1]
+    assert _policy_results(server, native) == before, (
+        f"{native}: decided natively, yet by fluxwarden too"
+    )
+    for side, dry_run in ((webhook_cluster, webhook_dry), (cluster, hybrid_dry)):
+        real = admit(side, obj, dry_run=False)
+        if real.allowed:
+            delete(side, obj, real.name)
+        assert dry_run == real, "dry-run differs from a real create"
+
+
+def test_the_policy_counter_sees_what_the_webhook_decides(
+    hybrid: tuple[ControlPlane, WebhookServer],
+) -> None:
+    """Control for the "nothing twice" check: an HPA on IRC stays in the webhook and is counted."""
+    cluster, server = hybrid
+    before = _policy_results(server, ["irc-single-replica"])
+    admit(cluster, _complete(_case("irc-single-replica/hpa-targeting-irc").obj), dry_run=True)
+    assert _policy_results(server, ["irc-single-replica"]) > before

@@ -1,0 +1,193 @@
+"""The native admission policies are generated from the same policy set as the webhooks: the
+committed overlay is the generator's output, modes map to validation actions, the exempt
+annotation and excluded namespaces are kept, and hybrid webhooks cover exactly the rest."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, ClassVar, Literal
+
+import yaml
+
+from tests.e2e.harness import REPO
+from webhook.engine import JsonObject, Lookups, PolicySet, Request, parse_mode
+from webhook.engine.match import Match, ResourceMatch
+from webhook.engine.policies import Params, Policy, Report
+from webhook.engine.policies.base import Native, NativeFinding
+from webhook.engine.policyset import ConfiguredPolicy
+from webhook.engine.resources import ResourceKind
+from webhook.manifests import generate as generate_webhooks
+from webhook.native import (
+    OVERLAY_PATCH,
+    OVERLAY_RESOURCES,
+    generate,
+    overlay_files,
+    split,
+    webhook_scope,
+)
+
+OVERLAY = REPO / "manifests" / "overlays" / "native"
+CONFIGMAPS = ResourceKind("", ("v1",), "configmaps", "ConfigMap")
+
+
+def _by_name(objects: list[JsonObject]) -> dict[str, JsonObject]:
+    return {f"{o['kind']}/{o['metadata']['name']}": o for o in objects}
+
+
+def test_committed_overlay_is_what_the_shipped_policy_set_generates(
+    shipped_policies: PolicySet,
+) -> None:
+    files = overlay_files(shipped_policies)
+    for name in (OVERLAY_RESOURCES, OVERLAY_PATCH):
+        assert (OVERLAY / name).read_text() == files[name], (
+            f"manifests/overlays/native/{name} is stale: run `make generate` and commit it"
+        )
+
+
+def test_enforce_mutates_and_warns_warn_and_audit_only_report(shipped_policies: PolicySet) -> None:
+    enforce = _by_name(generate(shipped_policies))
+    mutation = enforce["MutatingAdmissionPolicy/fluxwarden-irc-single-replica"]
+    assert mutation["spec"]["mutations"][0]["patchType"] == "JSONPatch"
+    assert enforce["ValidatingAdmissionPolicyBinding/fluxwarden-irc-single-replica"]["spec"][
+        "validationActions"
+    ] == ["Warn"]
+    # helmrelease-interval is at warn in the shipped set: no mutation, Warn only.
+    assert "MutatingAdmissionPolicy/fluxwarden-helmrelease-interval" not in enforce
+    for ceiling, action in (("warn", "Warn"), ("audit", "Audit")):
+        objects = _by_name(generate(shipped_policies.with_ceiling(parse_mode(ceiling))))
+        assert not any(k.startswith("MutatingAdmissionPolicy/") for k in objects), ceiling
+        binding = objects["ValidatingAdmissionPolicyBinding/fluxwarden-irc-single-replica"]
+        assert binding["spec"]["validationActions"] == [action]
+        policy = objects["ValidatingAdmissionPolicy/fluxwarden-irc-single-replica"]
+        assert "would " in str(policy["spec"]["validations"])
+        assert policy["spec"]["auditAnnotations"][0]["key"] == "finding"
+    assert generate(shipped_policies.with_ceiling(parse_mode("off"))) == []
+
+
+def test_exempt_annotation_and_excluded_namespaces_are_kept(shipped_policies: PolicySet) -> None:
+    excluded = replace(
+        shipped_policies, excluded_namespaces=frozenset({"fluxwarden-system", "legacy"})
+    )
+    drift = _by_name(generate(excluded))[
+        "MutatingAdmissionPolicy/fluxwarden-helmrelease-drift-detection"
+    ]
+    conditions = {c["name"]: c["expression"] for c in drift["spec"]["matchConditions"]}
+    assert "'fluxwarden.io/exempt'" in conditions["not-exempt"]
+    assert "'helmrelease-drift-detection'" in conditions["not-exempt"]
+    assert drift["spec"]["matchConstraints"]["namespaceSelector"]["matchExpressions"] == [
+        {
+            "key": "kubernetes.io/metadata.name",
+            "operator": "NotIn",
+            "values": ["fluxwarden-system", "legacy"],
+        }
+    ]
+
+
+def test_what_needs_lookups_stays_in_the_webhook(shipped_policies: PolicySet) -> None:
+    parts = {p.name: p for p in split(shipped_policies, hybrid=False)}
+    assert not parts["kustomization-dependencies"].native.covers
+    assert not parts["fleet-job-tolerations"].native.covers  # inherits fleet-controller's
+    assert "lookup" in parts["fleet-job-tolerations"].native.keeps
+    irc = parts["irc-single-replica"].native
+    assert [r.subresources for m in irc.webhook for r in m.resources] == [("scale",), ("",)]
+
+
+def _covered(scopes: dict[str, tuple[Match, ...]], policy: str) -> set[tuple[str, str]]:
+    return {(r.kind.plural, s) for m in scopes[policy] for r in m.resources for s in r.subresources}
+
+
+def test_hybrid_webhooks_cover_exactly_what_native_objects_do_not(
+    shipped_policies: PolicySet,
+) -> None:
+    hybrid = webhook_scope(shipped_policies, "hybrid")
+    for part in split(shipped_policies, hybrid=True):
+        native = {
+            (r.kind.plural, s)
+            for m in part.native.covers
+            for r in m.resources
+            for s in r.subresources
+        }
+        kept = _covered(hybrid, part.name)
+        declared = _covered({part.name: part.configured.scope}, part.name)
+        assert not native & kept, part.name  # nothing enforced twice
+        assert native | kept == declared, part.name  # nothing lost
+    # Negative control: the webhook-only install covers what the native objects cover.
+    everything = webhook_scope(shipped_policies, "webhook")
+    assert _covered(everything, "helmrelease-drift-detection") == {("helmreleases", "")}
+    assert _covered(hybrid, "helmrelease-drift-detection") == set()
+
+
+def test_hybrid_keeps_a_policy_whose_objects_reach_the_same_webhook_anyway(
+    shipped_policies: PolicySet,
+) -> None:
+    """The validating webhook receives HelmReleases for the dependsOn check, and fluxwarden
+    evaluates every validating policy that matches: the interval check stays there."""
+    native = {p.name: p for p in split(shipped_policies, hybrid=False)}
+    hybrid = {p.name: p for p in split(shipped_policies, hybrid=True)}
+    assert native["helmrelease-interval"].native.covers
+    assert not hybrid["helmrelease-interval"].native.covers
+    assert "kustomization-dependencies" in hybrid["helmrelease-interval"].native.keeps
+    hooks = [
+        h["name"]
+        for o in generate_webhooks(
+            shipped_policies, scopes=webhook_scope(shipped_policies, "hybrid")
+        )
+        if o["kind"].endswith("WebhookConfiguration")
+        for h in o["webhooks"]
+    ]
+    assert "helmreleases.validate.fluxwarden.io" in hooks
+    assert "helmreleases.mutate.fluxwarden.io" not in hooks
+
+
+class _DenyingPolicy(Policy[Params]):
+    """A policy with a violation CEL can decide: enforce becomes a Deny policy."""
+
+    name: ClassVar[str] = "no-bad-configmaps"
+    webhook: ClassVar[Literal["mutate", "validate"]] = "validate"
+    summary: ClassVar[str] = "denies ConfigMaps named bad"
+    params_model = Params
+
+    def scope(self, params: Params) -> tuple[Match, ...]:
+        return (Match(resources=(ResourceMatch(CONFIGMAPS),)),)
+
+    def check(
+        self, obj: JsonObject, *, request: Request, params: Params, lookups: Lookups, report: Report
+    ) -> None:
+        if obj.get("metadata", {}).get("name") == "bad":
+            report.violation("bad name")
+
+    def native(self, params: Params) -> Native:
+        return Native(
+            covers=self.scope(params),
+            findings=(NativeFinding("violation", "object.metadata.name == 'bad'", "'bad name'"),),
+        )
+
+
+def test_violations_deny_when_enforced_and_warn_would_deny_otherwise(
+    shipped_policies: PolicySet,
+) -> None:
+    extra = ConfiguredPolicy.of(_DenyingPolicy(), mode="enforce", params=Params())
+    with_extra = replace(shipped_policies, policies=(extra,))
+    enforce = _by_name(generate(with_extra))
+    assert enforce["ValidatingAdmissionPolicyBinding/fluxwarden-no-bad-configmaps-deny"]["spec"][
+        "validationActions"
+    ] == ["Deny"]
+    warn = _by_name(generate(with_extra.with_ceiling(parse_mode("warn"))))
+    policy: Any = warn["ValidatingAdmissionPolicy/fluxwarden-no-bad-configmaps"]
+    assert "'would deny: '" in policy["spec"]["validations"][0]["messageExpression"]
+
+
+def test_the_cli_prints_native_and_hybrid(capsys: Any) -> None:
+    from webhook.cli import main
+
+    assert main(["manifests", "--native"]) == 0
+    native = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
+    assert {d["kind"] for d in native} == {
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
+    assert main(["manifests", "--hybrid"]) == 0
+    kinds = {d["kind"] for d in yaml.safe_load_all(capsys.readouterr().out) if d}
+    assert {"MutatingWebhookConfiguration", "ClusterRole", "MutatingAdmissionPolicy"} <= kinds
