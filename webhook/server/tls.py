@@ -26,8 +26,13 @@ _SEQUENCE, _CONTEXT_0, _UTC_TIME, _GENERALIZED_TIME = 0x30, 0xA0, 0x17, 0x18
 
 def certificate_expiry(cert_file: Path) -> datetime.datetime:
     """notAfter of the first certificate in a PEM file (the serving certificate)."""
-    der = ssl.PEM_cert_to_DER_cert(cert_file.read_text(encoding="ascii"))
-    return not_after(der)
+    text = cert_file.read_text(encoding="ascii")
+    # cert-manager's tls.crt holds the chain; PEM_cert_to_DER_cert takes everything between the
+    # first header and the last footer, so it is given the first block only.
+    first, footer, _ = text.partition(ssl.PEM_FOOTER)
+    if not footer:
+        raise ValueError(f"{cert_file}: no PEM certificate")
+    return not_after(ssl.PEM_cert_to_DER_cert(first + footer))
 
 
 def _tlv(data: bytes, offset: int) -> tuple[int, int, int]:
