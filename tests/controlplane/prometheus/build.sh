@@ -51,40 +51,10 @@ command -v go >/dev/null || {
 # controller-gen comes from the Flux build (built there if missing; a no-op when it is done).
 CONTROLLER_GEN="$("$HERE/../flux/build.sh" | tail -n 1)/controller-gen"
 
-mkdir -p "$CACHE_ROOT/controlplane"
-if command -v flock >/dev/null; then
-	exec 9>"$CACHE_ROOT/controlplane/.build-prometheus.lock"
-	if ! flock -n 9; then
-		log "another build is running; waiting for it"
-		flock 9
-		if outputs_ok "$OUT"; then
-			echo "$OUT"
-			exit 0
-		fi
-	fi
-fi
-
-STAGE=$(mktemp -d "$CACHE_ROOT/controlplane/.build-prometheus.XXXXXX")
-trap 'rm -rf "$STAGE"' EXIT
-export CGO_ENABLED=0
-case " ${GOFLAGS:-} " in
-*" -buildvcs=false "*) ;;
-*) export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false" ;;
-esac
-
-timed() { # timed NAME CMD...: run CMD under /usr/bin/time -v when available, log time and RSS
-	local name=$1 start rss_kb
-	shift
-	start=$(date +%s)
-	if [[ -x /usr/bin/time ]]; then
-		/usr/bin/time -v -o "$STAGE/time-$name.txt" "$@"
-		rss_kb=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$STAGE/time-$name.txt")
-		log "  $name: $(($(date +%s) - start))s, peak RSS $((rss_kb / 1024)) MiB"
-	else
-		"$@"
-		log "  $name: $(($(date +%s) - start))s"
-	fi
-}
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
+lock_build prometheus
+stage_build prometheus
 
 log "go: $(go version)"
 log "step 1/2: promtool $PROMETHEUS_VERSION (downloads modules on first run)"
