@@ -25,7 +25,7 @@ from typing import Any
 
 from tests.controlplane.cluster import ControlPlane
 from tests.e2e.harness import ensure_namespaces, install_crds
-from tests.e2e.test_golden_parity import CASES
+from tests.e2e.test_golden_parity import SERVED_CASES
 from webhook.engine import PolicySet, request_for
 from webhook.engine.match import any_match
 from webhook.native import split
@@ -34,7 +34,9 @@ VAP_PREFIX = re.compile(
     r"^Validation failed for ValidatingAdmissionPolicy '[^']*' with binding '[^']*': "
 )
 VOLATILE = ("uid", "creationTimestamp", "resourceVersion", "managedFields", "generation")
-NAMESPACES = sorted({c.spec["object"]["metadata"].get("namespace", "default") for c in CASES})
+NAMESPACES = sorted(
+    {c.spec["object"]["metadata"].get("namespace", "default") for c in SERVED_CASES}
+)
 
 
 @dataclass

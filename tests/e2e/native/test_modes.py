@@ -23,7 +23,7 @@ from tests.e2e.native.differential import (
     prepare,
     settled,
 )
-from tests.e2e.test_golden_parity import CASES, REFUSED_BY_THE_API_SERVER, _complete
+from tests.e2e.test_golden_parity import REFUSED_BY_THE_API_SERVER, SERVED_CASES, _complete
 from tests.golden import Case
 from webhook.cli import SHIPPED_POLICIES
 from webhook.engine import PolicySet, parse_mode
@@ -41,7 +41,7 @@ def _cases(ceiling: str) -> list[Case]:
     policy_set = POLICY_SET.with_ceiling(parse_mode(ceiling))
     return [
         c
-        for c in CASES
+        for c in SERVED_CASES
         if c.id not in REFUSED_BY_THE_API_SERVER
         and natively_decided(policy_set, c.obj, hybrid=False)
         and c.spec["object"]["metadata"].get("name")  # audit events are found by name
@@ -103,7 +103,7 @@ def sides(
             register(webhook, server)
             wait_for_webhook(webhook, server)
             apply_objects(native, generate(POLICY_SET.with_ceiling(parse_mode(ceiling))))
-            probe = _complete(next(c for c in CASES if c.id == PROBE).obj)
+            probe = _complete(next(c for c in SERVED_CASES if c.id == PROBE).obj)
             native_side = Side(native)
 
             def active() -> bool:
@@ -122,7 +122,7 @@ def sides(
 @pytest.mark.parametrize("case_id", sorted({c.id for m in CEILINGS for c in _cases(m)}))
 def test_native_actions_follow_the_mode(sides: tuple[str, Side, Side], case_id: str) -> None:
     ceiling, webhook, native = sides
-    case = next(c for c in CASES if c.id == case_id)
+    case = next(c for c in SERVED_CASES if c.id == case_id)
     if case not in _cases(ceiling):
         pytest.skip(f"not decided natively under a {ceiling} ceiling")
     obj = _complete(case.obj)

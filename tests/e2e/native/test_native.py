@@ -27,7 +27,7 @@ from tests.e2e.native.differential import (
     prepare,
     settled,
 )
-from tests.e2e.test_golden_parity import CASES, REFUSED_BY_THE_API_SERVER, _complete
+from tests.e2e.test_golden_parity import REFUSED_BY_THE_API_SERVER, SERVED_CASES, _complete
 from tests.golden import Case, load_cases
 from webhook.cli import SHIPPED_POLICIES
 from webhook.engine import NoLookups, PolicySet, evaluate, parse_policy_set, request_for
@@ -37,12 +37,12 @@ from webhook.server.policystore import load_policy_file
 pytestmark = [pytest.mark.native]
 
 POLICY_SET: PolicySet = load_policy_file(SHIPPED_POLICIES)
-NATIVE_CASES = [c for c in CASES if natively_decided(POLICY_SET, c.obj, hybrid=False)]
+NATIVE_CASES = [c for c in SERVED_CASES if natively_decided(POLICY_SET, c.obj, hybrid=False)]
 PROBE_CASE = "irc-single-replica/two-replicas-1gi"
 
 
 def _probe(cluster: ControlPlane) -> Answer:
-    case = next(c for c in CASES if c.id == PROBE_CASE)
+    case = next(c for c in SERVED_CASES if c.id == PROBE_CASE)
     return admit(cluster, _complete(case.obj), dry_run=True)
 
 
@@ -138,7 +138,7 @@ def test_a_broken_native_policy_fails_the_comparison(
     mutation["expression"] = mutation["expression"].replace(
         "path: '/spec/replicas', value: 1}", "path: '/spec/replicas', value: 2}"
     )
-    case = next(c for c in CASES if c.id == PROBE_CASE)
+    case = next(c for c in SERVED_CASES if c.id == PROBE_CASE)
     apply_objects(native_cluster, [broken])
     try:
         wait_until("the broken policy", lambda: _replicas(_probe(native_cluster)) == 2)
