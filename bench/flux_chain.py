@@ -147,11 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     from tests.e2e.flux.harness import ArtifactServer, missing
     from tests.e2e.harness import (
         REPO,
-        WebhookServer,
         ensure_namespaces,
         install_crds,
-        register,
-        wait_for_webhook,
+        serving,
     )
 
     absent = missing()
@@ -162,14 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         install_crds(cluster)
         ensure_namespaces(cluster, FLUX_NS)
-        server = WebhookServer(cluster, workdir / "fluxwarden").start()
-        try:
-            register(cluster, server)
-            wait_for_webhook(cluster, server)
+        with serving(cluster, workdir / "fluxwarden"):
             cluster.kubectl("apply", "-f", str(REPO / "examples" / "flux-system.yaml"))
             stored = stored_controller_args(cluster)
-        finally:
-            server.stop()
         fixed = [a for a in stored if not a.startswith(DROPPED_PREFIXES)]
         settings: dict[str, list[str]] = {"default (30s)": [], "as fluxwarden stored it": fixed}
         print(f"stored kustomize-controller args: {' '.join(stored)}", file=sys.stderr)

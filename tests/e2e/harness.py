@@ -8,6 +8,7 @@ the proxy serves (wgpolicyk8s.io PolicyReports). Used by the e2e tests and by `m
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +273,18 @@ def wait_for_webhook(cluster: ControlPlane, server: WebhookServer) -> None:
         return server.metric_total("fluxwarden_admission_requests_total") > before
 
     wait_until("the API server to call fluxwarden", answered)
+
+
+@contextlib.contextmanager
+def serving(
+    cluster: ControlPlane, workdir: Path, *, mode: str | None = None
+) -> Iterator[WebhookServer]:
+    """fluxwarden started in `workdir`, registered with the shipped webhook configurations and
+    answering the API server; stopped on exit."""
+    server = WebhookServer(cluster, workdir, mode=mode).start()
+    try:
+        register(cluster, server)
+        wait_for_webhook(cluster, server)
+        yield server
+    finally:
+        server.stop()

@@ -19,13 +19,7 @@ import jsonpatch
 import pytest
 
 from tests.controlplane.cluster import ControlPlane, default_bin_dir
-from tests.e2e.harness import (
-    WebhookServer,
-    ensure_namespaces,
-    install_crds,
-    register,
-    wait_for_webhook,
-)
+from tests.e2e.harness import ensure_namespaces, install_crds, serving
 from tests.golden import Case, load_cases
 from webhook.cli import SHIPPED_POLICIES
 from webhook.engine import evaluate, request_for
@@ -107,13 +101,8 @@ def parity_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Control
             {c.spec["object"]["metadata"].get("namespace", "default") for c in CASES}
         )
         ensure_namespaces(cluster, *namespaces)
-        server = WebhookServer(cluster, Path(tmp_path_factory.mktemp("parity"))).start()
-        try:
-            register(cluster, server)
-            wait_for_webhook(cluster, server)
+        with serving(cluster, Path(tmp_path_factory.mktemp("parity"))):
             yield cluster
-        finally:
-            server.stop()
     finally:
         cluster.stop()
 

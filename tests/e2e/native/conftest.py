@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.controlplane.cluster import ControlPlane, default_bin_dir
-from tests.e2e.harness import WebhookServer, register, wait_for_webhook
+from tests.e2e.harness import serving
 from tests.e2e.native.differential import prepare
 
 
@@ -19,12 +19,7 @@ def webhook_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contro
     cluster.start()
     try:
         prepare(cluster)
-        server = WebhookServer(cluster, Path(tmp_path_factory.mktemp("webhook"))).start()
-        try:
-            register(cluster, server)
-            wait_for_webhook(cluster, server)
+        with serving(cluster, Path(tmp_path_factory.mktemp("webhook"))):
             yield cluster
-        finally:
-            server.stop()
     finally:
         cluster.stop()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.controlplane.cluster import ControlPlane, default_bin_dir
-from tests.e2e.harness import WebhookServer, apply_objects, register, wait_for_webhook, wait_until
+from tests.e2e.harness import apply_objects, serving, wait_until
 from tests.e2e.native.differential import (
     Answer,
     admit,
@@ -97,11 +97,7 @@ def sides(
         native.start()
         prepare(webhook)
         prepare(native)
-        server = WebhookServer(webhook, Path(tmp_path_factory.mktemp(ceiling)), mode=ceiling)
-        server.start()
-        try:
-            register(webhook, server)
-            wait_for_webhook(webhook, server)
+        with serving(webhook, Path(tmp_path_factory.mktemp(ceiling)), mode=ceiling):
             apply_objects(native, generate(POLICY_SET.with_ceiling(parse_mode(ceiling))))
             probe = _complete(next(c for c in SERVED_CASES if c.id == PROBE).obj)
             native_side = Side(native)
@@ -112,8 +108,6 @@ def sides(
 
             wait_until("the native policies", active)
             yield ceiling, Side(webhook), native_side
-        finally:
-            server.stop()
     finally:
         webhook.stop()
         native.stop()
