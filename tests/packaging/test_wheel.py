@@ -10,6 +10,8 @@ import venv
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# The runners CI jobs use, pinned so a new release of either cannot change what this test means.
+PINNED_TOOLS = ("uv==0.13.8", "pipx==1.18.4")
 HELMRELEASE = """\
 apiVersion: helm.toolkit.fluxcd.io/v2
 kind: HelmRelease
@@ -79,7 +81,7 @@ def test_uvx_and_pipx_run_the_wheel_outside_the_repo(tmp_path: Path) -> None:
     wheel = next((tmp_path / "dist").glob("fluxwarden-*.whl"))
     venv.create(tmp_path / "tools", with_pip=True)
     tools = tmp_path / "tools" / "bin"
-    installed = _run(tools / "pip", "install", "--quiet", "uv", "pipx", cwd=tmp_path)
+    installed = _run(tools / "pip", "install", "--quiet", *PINNED_TOOLS, cwd=tmp_path)
     assert installed.returncode == 0, installed.stderr
     work = tmp_path / "repo"
     work.mkdir()
