@@ -681,7 +681,7 @@ class Result:
     api_webhook_calls: dict[str, float] = field(default_factory=dict)
     in_app_ms: dict[str, list[float]] = field(default_factory=dict)
     # Connections fluxwarden accepted over the latency phases (its fluxwarden_connections_total).
-    connections: float = 0.0
+    connections: float | None = None
 
 
 class SequenceNumbers:
@@ -930,8 +930,10 @@ def run(
                 calls = bench.fluxwarden.metric_total("fluxwarden_admission_requests_total")
                 result.webhook_calls += calls - calls_before
                 # minus the two /metrics reads of this bookkeeping
-                connected = bench.fluxwarden.metric_total(CONNECTIONS) - connections_before
-                result.connections += max(connected - 2, 0)
+                connections_after = bench.fluxwarden.metric_total(CONNECTIONS)
+                if connections_after:  # 0: a fluxwarden without the metric (an older tree)
+                    connected = connections_after - connections_before
+                    result.connections = (result.connections or 0.0) + max(connected - 2, 0)
                 result.targeted_writes += per_op * sum(a.touched for a in APPLIES)
                 records, _ = _decision_records(bench.fluxwarden.log, offset)
                 for apply in APPLIES:
@@ -1026,7 +1028,7 @@ def throughput_table(results: dict[str, Result], configs: Sequence[Configuration
                 if result.targeted_writes
                 else "",
                 f"{result.connections / result.webhook_calls:.3f}"
-                if result.webhook_calls and result.connections
+                if result.webhook_calls and result.connections is not None
                 else "",
             ]
         )
