@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_REREAD = 60.0  # seconds: bound ServiceAccount tokens are rotated by the kubelet
+# Keep-alive connections kept per worker, as the kubernetes client sizes its pool: more
+# concurrent lookups than this still run, but their connections are closed afterwards.
+POOL_SIZE = (os.cpu_count() or 1) * 5
 # Kubeconfig user keys `RestReader` handles; anything else goes to the kubernetes client.
 _USER_KEYS = {
     "token",
@@ -137,7 +140,7 @@ class RestReader:
         self,
         credentials: Credentials,
         *,
-        maxsize: int = 4,
+        maxsize: int = POOL_SIZE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.server = credentials.server.rstrip("/")
