@@ -323,6 +323,8 @@ class Bench:
     cluster: ControlPlane
     fluxwarden: WebhookServer
     hostile_count: int
+    tree: Path | None = None  # --tree: another source tree's fluxwarden (`webhook@tree`)
+    pprof: Path | None = None  # --pprof: the API server's CPU profiles go here
 
     def webhook_configurations(
         self, url: str | None = None, *, scopes: Scopes | None = None
@@ -405,15 +407,45 @@ def fluxwarden_webhook_hostile(bench: Bench) -> Iterator[None]:
         yield
 
 
+class TreeWebhookServer(WebhookServer):
+    """`fluxwarden serve` as the e2e harness starts it, from another source tree (`python -m
+    webhook` finds the package in its working directory first)."""
+
+    def __init__(self, cluster: ControlPlane, workdir: Path, tree: Path) -> None:
+        super().__init__(cluster, workdir)
+        self.tree = tree
+
+    def start(self) -> TreeWebhookServer:
+        with contextlib.chdir(self.tree):
+            super().start()
+        return self
+
+
 @contextlib.contextmanager
-def null_webhook(bench: Bench) -> Iterator[None]:
-    """The same webhook configurations, pointed at a server that allows everything at once
-    (`bench.nullwebhook`): what the API server spends on calling a webhook at all."""
+def fluxwarden_from_tree(bench: Bench) -> Iterator[None]:
+    """`webhook` with the fluxwarden of `--tree` (e.g. main, `git archive main | tar -x -C
+    DIR`): the two trees compared in the same run, same API server, same neighbours."""
+    if bench.tree is None:
+        raise SystemExit("configuration webhook@tree needs --tree DIR")
+    own = bench.fluxwarden
+    other = TreeWebhookServer(bench.cluster, own.workdir.parent / "tree", bench.tree).start()
+    bench.fluxwarden = other
+    try:
+        with fluxwarden_webhook(bench):
+            yield
+    finally:
+        bench.fluxwarden = own
+        other.stop()
+
+
+@contextlib.contextmanager
+def _null_webhook_running(bench: Bench, *extra: str) -> Iterator[None]:
+    """`bench.nullwebhook` (with `extra` arguments) registered in fluxwarden's place."""
     port = free_port()
     certs = bench.fluxwarden.certs
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.nullwebhook", str(port), str(certs / "tls.crt"),
-         str(certs / "tls.key")],
+         str(certs / "tls.key"), *extra],
         cwd=ROOT, stdin=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
@@ -427,6 +459,59 @@ def null_webhook(bench: Bench) -> Iterator[None]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@contextlib.contextmanager
+def null_webhook(bench: Bench) -> Iterator[None]:
+    """The same webhook configurations, pointed at a server that allows everything at once
+    (`bench.nullwebhook`): what the API server spends on calling a webhook at all."""
+    with _null_webhook_running(bench):
+        yield
+
+
+def fluxwarden_answers(bench: Bench) -> list[JsonObject]:
+    """fluxwarden's answer to each targeted apply (its review POSTed directly), for replay."""
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", bench.fluxwarden.port, context=bench.fluxwarden_context(), timeout=10
+    )
+    answers = []
+    try:
+        for apply in APPLIES:
+            if apply.webhook_path is None:
+                continue
+            _, obj = apply.request(0)
+            group, _, version = obj["apiVersion"].rpartition("/")
+            review = admission_review(obj, group=group, version=version)
+            review["request"]["uid"] = "replay"
+            body = json.dumps(review).encode()
+            conn.request("POST", apply.webhook_path, body, {"Content-Type": "application/json"})
+            response = json.loads(conn.getresponse().read())["response"]
+            del response["uid"]
+            answers.append(
+                {
+                    "path": apply.webhook_path,
+                    "kind": obj["kind"],
+                    "namePrefix": apply.log_name,
+                    "response": response,
+                }
+            )
+    finally:
+        conn.close()
+    return answers
+
+
+@contextlib.contextmanager
+def replayed_webhook(bench: Bench) -> Iterator[None]:
+    """The null webhook answering each targeted apply with fluxwarden's own answer (patch,
+    warnings, audit annotations), recorded once: what fluxwarden's answers cost the API server,
+    without fluxwarden's time."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as answers:
+        json.dump(fluxwarden_answers(bench), answers)
+    try:
+        with _null_webhook_running(bench, answers.name):
+            yield
+    finally:
+        Path(answers.name).unlink()
 
 
 def _native_objects(*, hybrid: bool) -> list[JsonObject]:
@@ -525,6 +610,12 @@ CONFIGURATIONS: list[Configuration] = [
         marker_warning=MARKER,
     ),
     Configuration(
+        "replayed-webhook",
+        "the null webhook replaying fluxwarden's answers (patches, warnings, audit annotations)",
+        replayed_webhook,
+        _touched,
+    ),
+    Configuration(
         "webhook", "fluxwarden webhook (generated configurations)", fluxwarden_webhook, _touched
     ),
     Configuration(
@@ -543,6 +634,12 @@ CONFIGURATIONS: list[Configuration] = [
         "hybrid",
         "native policies + webhooks for the rest (manifests/overlays/native)",
         hybrid,
+        _touched,
+    ),
+    Configuration(
+        "webhook@tree",
+        "fluxwarden from --tree DIR (e.g. main), generated configurations",
+        fluxwarden_from_tree,
         _touched,
     ),
     Configuration(
@@ -583,6 +680,8 @@ class Result:
     api_webhook_seconds: dict[str, float] = field(default_factory=dict)
     api_webhook_calls: dict[str, float] = field(default_factory=dict)
     in_app_ms: dict[str, list[float]] = field(default_factory=dict)
+    # Connections fluxwarden accepted over the latency phases (its fluxwarden_connections_total).
+    connections: float | None = None
 
 
 class SequenceNumbers:
@@ -617,7 +716,9 @@ def wait_for_effect(bench: Bench, config: Configuration, timeout: float = 60.0) 
         return streak >= 3
 
     try:
-        wait_until(f"{config.name} in effect (last: {mismatch})", settled, timeout)
+        wait_until(f"{config.name} in effect", settled, timeout)
+    except TimeoutError as error:
+        raise TimeoutError(f"{error} (last: {mismatch})") from error
     finally:
         conn.close()
 
@@ -669,6 +770,7 @@ def measure_direct(bench: Bench, seq: SequenceNumbers, per_op: int, result: Resu
 
 
 WEBHOOK_DURATION = "apiserver_admission_webhook_admission_duration_seconds"
+CONNECTIONS = "fluxwarden_connections_total"
 
 
 def webhook_call_totals(cluster: ControlPlane) -> dict[str, tuple[float, float]]:
@@ -707,10 +809,11 @@ def measure_throughput(
     seconds: float,
     result: Result,
     control_plane_pids: list[int],
+    profile_to: Path | None = None,
 ) -> None:
     done = [0] * writers
     errors = [0] * writers
-    start = threading.Barrier(writers + 1)
+    start = threading.Barrier(writers + 1 + (profile_to is not None))
     stop_at = [0.0]
 
     def write(index: int) -> None:
@@ -735,6 +838,12 @@ def measure_throughput(
             conn.close()
 
     threads = [threading.Thread(target=write, args=(i,), daemon=True) for i in range(writers)]
+    if profile_to is not None:
+        threads.append(
+            threading.Thread(
+                target=_cpu_profile, args=(bench, profile_to, seconds, start), daemon=True
+            )
+        )
     for thread in threads:
         thread.start()
     fluxwarden_pgid = bench.fluxwarden.process.pid if bench.fluxwarden.process else 0
@@ -752,6 +861,22 @@ def measure_throughput(
     result.write_errors += sum(errors)
     result.write_seconds += elapsed
     result.rates.append(sum(done) / elapsed)
+
+
+def _cpu_profile(bench: Bench, path: Path, seconds: float, start: threading.Barrier) -> None:
+    """The API server's CPU profile (pprof) over the throughput phase (`--pprof`)."""
+    work = bench.cluster.workdir
+    context = ssl.create_default_context(cafile=str(work / "ca.crt"))
+    context.load_cert_chain(work / "admin.crt", work / "admin.key")
+    host, _, port = bench.cluster.server_url.removeprefix("https://").partition(":")
+    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=seconds + 30)
+    start.wait()
+    try:
+        conn.request("GET", f"/debug/pprof/profile?seconds={max(1, round(seconds))}")
+        reply = conn.getresponse()
+        path.write_bytes(reply.read())
+    finally:
+        conn.close()
 
 
 def _decision_records(log: Path, offset: int) -> tuple[list[JsonObject], int]:
@@ -787,6 +912,7 @@ def run(
             with config.set_up(bench):
                 wait_for_effect(bench, config)
                 calls_before = bench.fluxwarden.metric_total("fluxwarden_admission_requests_total")
+                connections_before = bench.fluxwarden.metric_total(CONNECTIONS)
                 offset = bench.fluxwarden.log.stat().st_size
                 api_before = webhook_call_totals(bench.cluster)
                 measure_latency(bench, config, seq, per_op, result)
@@ -803,6 +929,11 @@ def run(
                 time.sleep(0.3)  # the last decision-log lines reach the file
                 calls = bench.fluxwarden.metric_total("fluxwarden_admission_requests_total")
                 result.webhook_calls += calls - calls_before
+                # minus the two /metrics reads of this bookkeeping
+                connections_after = bench.fluxwarden.metric_total(CONNECTIONS)
+                if connections_after:  # 0: a fluxwarden without the metric (an older tree)
+                    connected = connections_after - connections_before
+                    result.connections = (result.connections or 0.0) + max(connected - 2, 0)
                 result.targeted_writes += per_op * sum(a.touched for a in APPLIES)
                 records, _ = _decision_records(bench.fluxwarden.log, offset)
                 for apply in APPLIES:
@@ -820,6 +951,9 @@ def run(
                     seconds=seconds,
                     result=result,
                     control_plane_pids=pids,
+                    profile_to=bench.pprof / f"{config.name}-round{round_index + 1}.pprof"
+                    if bench.pprof
+                    else None,
                 )
             print(
                 f"round {round_index + 1}/{rounds} {config.name}: {result.rates[-1]:.0f} writes/s",
@@ -875,7 +1009,7 @@ def throughput_table(results: dict[str, Result], configs: Sequence[Configuration
     base_rate = base.writes / base.write_seconds if base.write_seconds else 0.0
     header = ["configuration", "writes/s", "x none", "rounds writes/s", "errors"]
     header += ["API server+etcd CPU ms/write", "fluxwarden CPU ms/write"]
-    header += ["webhook calls per targeted write"]
+    header += ["webhook calls per targeted write", "connections per webhook call"]
     rows = []
     for config in configs:
         result = results[config.name]
@@ -892,6 +1026,9 @@ def throughput_table(results: dict[str, Result], configs: Sequence[Configuration
                 f"{result.fluxwarden_cpu * per_write:.2f}",
                 f"{result.webhook_calls / result.targeted_writes:.2f}"
                 if result.targeted_writes
+                else "",
+                f"{result.connections / result.webhook_calls:.3f}"
+                if result.webhook_calls and result.connections is not None
                 else "",
             ]
         )
@@ -989,6 +1126,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated, from {[c.name for c in CONFIGURATIONS]} ({BASELINE} always runs)",
     )
     parser.add_argument("--json", type=Path, help="also write the raw samples here")
+    parser.add_argument(
+        "--tree", type=Path, help="another source tree, for the webhook@tree configuration"
+    )
+    parser.add_argument(
+        "--pprof",
+        type=Path,
+        help="API server started with --profiling=true; its CPU profile of each throughput "
+        "phase is written here (`go tool pprof -top FILE`)",
+    )
     return parser
 
 
@@ -1008,12 +1154,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     with (
         tempfile.TemporaryDirectory(prefix="fluxwarden-bench-api-") as tmp,
-        ControlPlane() as cluster,
+        ControlPlane(
+            # bench-only: the harness disables profiling; a later flag wins
+            extra_apiserver_args=["--profiling=true"] if args.pprof else [],
+        ) as cluster,
     ):
         install_crds(cluster, *crds())
         server = WebhookServer(cluster, Path(tmp) / "fluxwarden").start()
+        if args.pprof:
+            args.pprof.mkdir(parents=True, exist_ok=True)
         try:
-            bench = Bench(cluster, server, args.hostile)
+            bench = Bench(cluster, server, args.hostile, tree=args.tree, pprof=args.pprof)
             seed(bench)
             results = run(
                 bench,

@@ -1,6 +1,11 @@
 """A webhook that allows everything and does nothing else: `python -m bench.nullwebhook PORT
-CERT KEY`. Through the API server it shows what calling *any* webhook costs, apart from
-fluxwarden's own work (`bench.apiserver`, configuration `null-webhook`). Loopback only."""
+CERT KEY [ANSWERS]`. Through the API server it shows what calling *any* webhook costs, apart from
+fluxwarden's own work (`bench.apiserver`, configuration `null-webhook`). Loopback only.
+
+With ANSWERS (a JSON list of `{"path", "kind", "namePrefix", "response"}`), a request that
+matches an entry gets that canned response (its uid set): fluxwarden's own answers replayed
+without computing them (configuration `replayed-webhook`), so the API server's cost of applying
+fluxwarden's patches, warnings and audit annotations is measured apart from fluxwarden's time."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import json
 import ssl
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 MARKER = "bench: null webhook called"
 
@@ -19,19 +25,26 @@ class AllowAll(BaseHTTPRequestHandler):
     wbufsize = 1 << 16
     disable_nagle_algorithm = True
 
+    answers: list[dict[str, Any]] = []  # noqa: RUF012 - set once by main()
+
     def do_POST(self) -> None:
         review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        request = review["request"]
+        # The warning tells the benchmark the API server called this webhook.
+        response: dict[str, Any] = {"allowed": True, "warnings": [MARKER]}
+        if self.answers:
+            response = {"allowed": True}
+            for entry in self.answers:
+                if (
+                    entry["path"] == self.path.partition("?")[0]  # the API server adds ?timeout=
+                    and entry["kind"] == request["kind"]["kind"]
+                    and str(request.get("name", "")).startswith(entry["namePrefix"])
+                ):
+                    response = dict(entry["response"])
+                    break
+        response["uid"] = request["uid"]
         body = json.dumps(
-            {
-                "apiVersion": "admission.k8s.io/v1",
-                "kind": "AdmissionReview",
-                # The warning tells the benchmark the API server called this webhook.
-                "response": {
-                    "uid": review["request"]["uid"],
-                    "allowed": True,
-                    "warnings": [MARKER],
-                },
-            }
+            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
         ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -45,6 +58,9 @@ class AllowAll(BaseHTTPRequestHandler):
 
 def main() -> None:
     port, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    if len(sys.argv) > 4:
+        with open(sys.argv[4], encoding="utf-8") as answers:
+            AllowAll.answers = json.load(answers)
     server = ThreadingHTTPServer(("127.0.0.1", port), AllowAll)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)

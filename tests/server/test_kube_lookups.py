@@ -7,21 +7,22 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
 
 from webhook.engine import LookupUnavailable, ObjectRef, PolicySet, evaluate, request_for
 from webhook.kube.lookups import KubeLookups, load_api_client
+from webhook.kube.rest import load_reader
+
+Api = Callable[[int], Any]  # port -> what KubeLookups reads the API through
 
 
-def api_client(port: int, tmp_path: Path) -> client.ApiClient:
-    """Through load_api_client, as `fluxwarden serve` builds it (retries=0), from a kubeconfig."""
+def _kubeconfig(port: int, tmp_path: Path) -> Path:
     kubeconfig = tmp_path / f"kubeconfig-{port}"
     kubeconfig.write_text(
         yaml.safe_dump(
@@ -35,7 +36,16 @@ def api_client(port: int, tmp_path: Path) -> client.ApiClient:
             }
         )
     )
-    return load_api_client(str(kubeconfig), retries=0)
+    return kubeconfig
+
+
+@pytest.fixture(params=["serve", "kubernetes-client"])
+def api(request: pytest.FixtureRequest, tmp_path: Path) -> Api:
+    """From a kubeconfig, as `fluxwarden serve` reads the API (urllib3, `load_reader`) and as
+    the cluster audit does (the kubernetes client, `load_api_client(retries=0)`)."""
+    if request.param == "serve":
+        return lambda port: load_reader(str(_kubeconfig(port, tmp_path)))
+    return lambda port: load_api_client(str(_kubeconfig(port, tmp_path)), retries=0)
 
 
 @pytest.fixture
@@ -101,9 +111,9 @@ FLEET_JOB = {
 
 
 def test_a_hung_api_is_a_warning_within_the_timeout_then_backs_off(
-    silent_port: int, shipped_policies: PolicySet, tmp_path: Path
+    silent_port: int, shipped_policies: PolicySet, api: Api
 ) -> None:
-    lookups = KubeLookups(api_client(silent_port, tmp_path), timeout=0.5, backoff=30)
+    lookups = KubeLookups(api(silent_port), timeout=0.5, backoff=30)
     started = time.monotonic()
     decision = evaluate(
         FLEET_JOB,
@@ -125,7 +135,7 @@ def test_a_hung_api_is_a_warning_within_the_timeout_then_backs_off(
 
 
 def test_a_dead_api_is_a_warning_not_a_denial(
-    dead_port: int, shipped_policies: PolicySet, tmp_path: Path
+    dead_port: int, shipped_policies: PolicySet, api: Api
 ) -> None:
     ks = {
         "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
@@ -137,7 +147,7 @@ def test_a_dead_api_is_a_warning_not_a_denial(
         ks,
         request=request_for(ks),
         policy_set=shipped_policies,
-        lookups=KubeLookups(api_client(dead_port, tmp_path), timeout=0.5),
+        lookups=KubeLookups(api(dead_port), timeout=0.5),
     )
     assert decision.allowed
     assert decision.warnings[0].startswith(
@@ -147,7 +157,7 @@ def test_a_dead_api_is_a_warning_not_a_denial(
 
 
 def test_answers_are_cached_and_missing_objects_are_none(
-    fake_api: tuple[int, type[_FakeAPI]], tmp_path: Path
+    fake_api: tuple[int, type[_FakeAPI]], api: Api
 ) -> None:
     port, handler = fake_api
     path = "/apis/apps/v1/namespaces/cattle-fleet-system/deployments/fleet-controller"
@@ -173,7 +183,7 @@ def test_answers_are_cached_and_missing_objects_are_none(
         },
     }
     clock = [0.0]
-    lookups = KubeLookups(api_client(port, tmp_path), ttl=5, clock=lambda: clock[0])
+    lookups = KubeLookups(api(port), ttl=5, clock=lambda: clock[0])
     expected = [{"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"}]
 
     def tolerations() -> object:
@@ -224,13 +234,13 @@ def _decide(obj: dict[str, Any], policies: PolicySet, lookups: Any) -> Any:
 
 
 def test_a_namespace_of_dependencies_is_one_list_not_one_get_per_name(
-    fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, tmp_path: Path
+    fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, api: Api
 ) -> None:
     port, handler = fake_api
     names = [f"dep-{i}" for i in range(199)]
     _serve_kustomizations(handler, [_ks(n, "flux-system") for n in names])
     me = _ks("apps", "flux-system", *[("flux-system", n) for n in names])
-    lookups = KubeLookups(api_client(port, tmp_path)).for_request(time.monotonic() + 2.5)
+    lookups = KubeLookups(api(port)).for_request(time.monotonic() + 2.5)
     decision = _decide(me, shipped_policies, lookups)
     assert decision.allowed
     assert decision.warnings == []
@@ -238,39 +248,39 @@ def test_a_namespace_of_dependencies_is_one_list_not_one_get_per_name(
 
 
 def test_a_cycle_across_namespaces_is_still_found(
-    fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, tmp_path: Path
+    fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, api: Api
 ) -> None:
     port, handler = fake_api
     _serve_kustomizations(
         handler, [_ks("b", "team-b", ("team-c", "c")), _ks("c", "team-c", ("team-a", "a"))]
     )
     me = _ks("a", "team-a", ("team-b", "b"))
-    decision = _decide(me, shipped_policies, KubeLookups(api_client(port, tmp_path)))
+    decision = _decide(me, shipped_policies, KubeLookups(api(port)))
     assert not decision.allowed
     assert "team-a/a -> team-b/b -> team-c/c -> team-a/a" in decision.deny_reasons[0]
 
 
 def test_where_listing_is_forbidden_objects_are_read_one_by_one(
-    fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, tmp_path: Path
+    fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, api: Api
 ) -> None:
     port, handler = fake_api
     _serve_kustomizations(handler, [_ks("b", "flux-system", ("flux-system", "a"))])
     handler.forbidden.add(f"{KS_API}/flux-system/kustomizations")
     me = _ks("a", "flux-system", ("flux-system", "b"))
-    decision = _decide(me, shipped_policies, KubeLookups(api_client(port, tmp_path)))
+    decision = _decide(me, shipped_policies, KubeLookups(api(port)))
     assert not decision.allowed
     assert handler.requests[-1] == f"{KS_API}/flux-system/kustomizations/b"
 
 
 def test_a_slow_api_costs_one_request_deadline_not_one_timeout_per_lookup(
-    fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, tmp_path: Path
+    fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, api: Api
 ) -> None:
     port, handler = fake_api
     handler.delay = 0.3  # every answer; each lookup alone is well within its 2 s timeout
     chain = [_ks(f"k{i}", f"ns-{i}", (f"ns-{i + 1}", f"k{i + 1}")) for i in range(1, 12)]
     _serve_kustomizations(handler, chain)
     me = _ks("k0", "ns-0", ("ns-1", "k1"))
-    lookups = KubeLookups(api_client(port, tmp_path), timeout=2.0)
+    lookups = KubeLookups(api(port), timeout=2.0)
     started = time.monotonic()
     decision = _decide(me, shipped_policies, lookups.for_request(started + 1.0))
     elapsed = time.monotonic() - started
@@ -284,9 +294,9 @@ def test_a_slow_api_costs_one_request_deadline_not_one_timeout_per_lookup(
 
 
 def test_a_hung_api_is_given_no_more_than_the_request_deadline(
-    silent_port: int, shipped_policies: PolicySet, tmp_path: Path
+    silent_port: int, shipped_policies: PolicySet, api: Api
 ) -> None:
-    lookups = KubeLookups(api_client(silent_port, tmp_path), timeout=2.0)
+    lookups = KubeLookups(api(silent_port), timeout=2.0)
     started = time.monotonic()
     decision = _decide(
         _ks("apps", "flux-system", ("flux-system", "infra")),
@@ -304,13 +314,13 @@ def test_a_hung_api_is_given_no_more_than_the_request_deadline(
 
 
 def test_fan_out_is_capped_per_request(
-    fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, tmp_path: Path
+    fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, api: Api
 ) -> None:
     port, handler = fake_api
     spread = [_ks(f"k{i}", f"ns-{i}") for i in range(30)]
     _serve_kustomizations(handler, spread)
     me = _ks("apps", "flux-system", *[(f"ns-{i}", f"k{i}") for i in range(30)])
-    lookups = KubeLookups(api_client(port, tmp_path), max_calls=8)
+    lookups = KubeLookups(api(port), max_calls=8)
     decision = _decide(me, shipped_policies, lookups.for_request(time.monotonic() + 2.5))
     assert decision.allowed
     assert decision.warnings == [
@@ -321,14 +331,14 @@ def test_fan_out_is_capped_per_request(
 
 
 def test_identical_concurrent_lookups_are_made_once(
-    fake_api: tuple[int, type[_FakeAPI]], tmp_path: Path
+    fake_api: tuple[int, type[_FakeAPI]], api: Api
 ) -> None:
     port, handler = fake_api
     handler.delay = 0.3
     path = "/apis/apps/v1/namespaces/cattle-fleet-system/deployments/fleet-controller"
     spec: dict[str, Any] = {"selector": {}, "template": {"spec": {"containers": []}}}
     handler.objects[path] = {"metadata": {"name": "fleet-controller"}, "spec": spec}
-    lookups = KubeLookups(api_client(port, tmp_path))
+    lookups = KubeLookups(api(port))
     answers: list[object] = []
 
     def ask() -> None:

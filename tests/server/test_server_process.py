@@ -229,6 +229,25 @@ def test_metrics_add_up_across_worker_processes(server: Server) -> None:
     assert time.time() + 86400 < expiry < time.time() + 3 * 86400  # the 2-day test certificate
 
 
+def test_connections_are_counted_once_however_many_requests_they_carry(server: Server) -> None:
+    def connections() -> float:
+        metric = "fluxwarden_connections_total "
+        text = server.get("/metrics")  # itself a new connection
+        return next(float(x.split()[1]) for x in text.splitlines() if x.startswith(metric))
+
+    before = connections()
+    kept = server.connection()
+    for _ in range(5):
+        assert (
+            server.post("/validate", json.dumps(admission_review(IRC_DEPLOYMENT)).encode(), kept)[0]
+            == 200
+        )
+    kept.close()
+    assert server.post("/validate", json.dumps(admission_review(IRC_DEPLOYMENT)).encode())[0] == 200
+    # the keep-alive connection, the new one, and the second /metrics (counted on accept)
+    assert connections() - before == 3
+
+
 def test_rotated_certificate_is_served_without_restart_or_failed_requests(server: Server) -> None:
     review = json.dumps(admission_review(IRC_DEPLOYMENT)).encode()
     kept_open = server.connection()

@@ -1,11 +1,12 @@
-"""Lookups against the live cluster through the `kubernetes` client: cached, bounded in time.
+"""Lookups against the live cluster: cached, bounded in time.
 
-The only module that imports `kubernetes` at request time. A slow or unreachable API server turns
-into `LookupUnavailable` (a warning), never a hang or a denial; after a failure the API is not
-asked again for `backoff` seconds so a dead API server does not slow every admission request.
-Each admission request has a deadline and a number of API calls shared by all its lookups
-(`for_request`); identical lookups of concurrent requests are made once; dependsOn graphs are
-read one namespace list at a time.
+The only module that reads the API at request time, through an `ApiReader` (`rest.py`: plain
+urllib3 for `fluxwarden serve`, or the `kubernetes` client the cluster audit already has). A slow
+or unreachable API server turns into `LookupUnavailable` (a warning), never a hang or a denial;
+after a failure the API is not asked again for `backoff` seconds so a dead API server does not
+slow every admission request. Each admission request has a deadline and a number of API calls
+shared by all its lookups (`for_request`); identical lookups of concurrent requests are made
+once; dependsOn graphs are read one namespace list at a time.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..engine import JsonObject, LookupUnavailable, ObjectRef
 from ..engine.model import DependencyKind
 from ..engine.policies.kustomization_dependencies import depends_on
 from ..engine.resources import HELMRELEASES, KUSTOMIZATIONS, ResourceKind
+from .rest import ApiError, ApiReader, ClientReader, api_path
+
+if TYPE_CHECKING:
+    from kubernetes import client
 
 T = TypeVar("T")
 MAX_CACHE_ENTRIES = 4096
@@ -36,11 +38,14 @@ DEPENDENCY_APIS: dict[DependencyKind, ResourceKind] = {
 def load_api_client(
     kubeconfig: str | None = None, context: str | None = None, *, retries: int | None = None
 ) -> client.ApiClient:
-    """In-cluster config when running in a pod, else the kubeconfig (like kubectl).
+    """The `kubernetes` client (the cluster audit, `review`): in-cluster config when running in
+    a pod, else the kubeconfig (like kubectl). `fluxwarden serve` reads with `rest.load_reader`.
 
     `retries=0` for admission-time lookups: urllib3 retries a timed-out request three times
     by default, which would turn a 2 s lookup timeout into 8 s, past the webhook's 5 s.
     """
+    from kubernetes import client, config
+
     configuration = client.Configuration()
     loaded = False
     if kubeconfig is None:
@@ -111,7 +116,7 @@ class KubeLookups:
 
     def __init__(
         self,
-        api_client: client.ApiClient,
+        api: ApiReader | client.ApiClient,
         *,
         ttl: float = 1.0,
         timeout: float = 2.0,
@@ -119,8 +124,8 @@ class KubeLookups:
         max_calls: int = MAX_CALLS_PER_REQUEST,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._apps = client.AppsV1Api(api_client)
-        self._custom = client.CustomObjectsApi(api_client)
+        # An `ApiReader`, or a kubernetes ApiClient (the cluster audit's) read through one.
+        self._api: ApiReader = api if hasattr(api, "get") else ClientReader(api)
         self._ttl, self._timeout, self._backoff, self._clock = ttl, timeout, backoff, clock
         self._max_calls = max_calls
         self._cache: dict[object, tuple[float, Any]] = {}
@@ -187,7 +192,7 @@ class KubeLookups:
             return fetch(timeout)
         except (LookupUnavailable, _Forbidden):
             raise
-        except ApiException as error:
+        except ApiError as error:
             self._mark_down()
             raise LookupUnavailable(
                 f"Kubernetes API error {error.status}: {error.reason}"
@@ -208,18 +213,23 @@ class KubeLookups:
         with self._lock:
             self._down_until = self._clock() + self._backoff
 
+    def _get(self, path: str, timeout: float) -> Any:
+        """The object at `path`, None when it does not exist."""
+        try:
+            return self._api.get(path, timeout=timeout)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
     def deployment_within(self, namespace: str, name: str, budget: Budget) -> JsonObject | None:
+        path = api_path("apis", "apps", "v1", "namespaces", namespace, "deployments", name)
+
         def fetch(timeout: float) -> JsonObject | None:
-            try:
-                found: Any = self._apps.read_namespaced_deployment(
-                    name, namespace, _request_timeout=timeout
-                )
-            except ApiException as error:
-                if error.status == 404:
-                    return None
-                raise
-            plain: JsonObject = self._apps.api_client.sanitize_for_serialization(found)
-            return {"metadata": plain.get("metadata", {}), "spec": plain.get("spec", {})}
+            found = self._get(path, timeout)
+            if not isinstance(found, dict):
+                return None
+            return {"metadata": found.get("metadata") or {}, "spec": found.get("spec") or {}}
 
         return self._cached(("deployment", namespace, name), fetch, budget)
 
@@ -227,19 +237,13 @@ class KubeLookups:
         self, namespace: str, name: str, budget: Budget
     ) -> JsonObject | None:
         """One GET (the generated ClusterRole grants exactly that on the claim's name)."""
-        core = client.CoreV1Api(self._apps.api_client)
+        path = api_path("api", "v1", "namespaces", namespace, "persistentvolumeclaims", name)
 
         def fetch(timeout: float) -> JsonObject | None:
-            try:
-                found: Any = core.read_namespaced_persistent_volume_claim(
-                    name, namespace, _request_timeout=timeout
-                )
-            except ApiException as error:
-                if error.status == 404:
-                    return None
-                raise
-            plain: JsonObject = core.api_client.sanitize_for_serialization(found)
-            return {key: plain.get(key, {}) for key in ("metadata", "spec", "status")}
+            found = self._get(path, timeout)
+            if not isinstance(found, dict):
+                return None
+            return {key: found.get(key) or {} for key in ("metadata", "spec", "status")}
 
         return self._cached(("persistentvolumeclaim", namespace, name), fetch, budget)
 
@@ -272,19 +276,12 @@ class KubeLookups:
     ) -> dict[str, list[ObjectRef]]:
         api = DEPENDENCY_APIS[kind]
         for version in api.versions:
+            path = api_path("apis", api.group, version, "namespaces", namespace, api.plural)
             graph: dict[str, list[ObjectRef]] = {}
-            token: str | None = None
+            query = {"limit": str(LIST_PAGE)}
             try:
                 while True:
-                    page: Any = self._custom.list_namespaced_custom_object(
-                        api.group,
-                        version,
-                        namespace,
-                        api.plural,
-                        limit=LIST_PAGE,
-                        _continue=token,
-                        _request_timeout=timeout,
-                    )
+                    page: Any = self._api.get(path, query=query, timeout=timeout)
                     for obj in page.get("items") or []:
                         name = (obj.get("metadata") or {}).get("name")
                         if isinstance(name, str):
@@ -292,8 +289,9 @@ class KubeLookups:
                     token = (page.get("metadata") or {}).get("continue")
                     if not token:
                         return graph
+                    query = {"limit": str(LIST_PAGE), "continue": token}
                     timeout = min(self._timeout, budget.spend())  # each page is a call
-            except ApiException as error:
+            except ApiError as error:
                 if error.status == 404:
                     continue  # this version is not served: try the next
                 if error.status == 403:
@@ -306,20 +304,12 @@ class KubeLookups:
     ) -> list[ObjectRef] | None:
         api = DEPENDENCY_APIS[kind]
         for version in api.versions:
-            try:
-                obj: Any = self._custom.get_namespaced_custom_object(
-                    api.group,
-                    version,
-                    ref.namespace,
-                    api.plural,
-                    ref.name,
-                    _request_timeout=timeout,
-                )
-            except ApiException as error:
-                if error.status == 404:
-                    continue  # not found, or this version is not served: try the next
-                raise
-            return depends_on(obj, ref.namespace)
+            path = api_path(
+                "apis", api.group, version, "namespaces", ref.namespace, api.plural, ref.name
+            )
+            obj = self._get(path, timeout)  # None: not found, or this version is not served
+            if isinstance(obj, dict):
+                return depends_on(obj, ref.namespace)
         return None
 
 

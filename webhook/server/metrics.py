@@ -41,6 +41,11 @@ POLICY_LOAD_ERRORS = Counter(
     "fluxwarden_policy_load_errors_total",
     "Policy set files that failed to load (the previous set stays in force).",
 )
+CONNECTIONS = Counter(
+    "fluxwarden_connections_total",
+    "Connections accepted (the API server keeps its connections open: a rate near the request "
+    "rate means every request pays a TLS handshake).",
+)
 CERT_EXPIRY = Gauge(
     "fluxwarden_certificate_expiry_timestamp_seconds",
     "Unix time at which the serving certificate expires.",

@@ -99,7 +99,10 @@ class HardenedWorker(GeventWorker):  # type: ignore[misc]
         return _Waiting(self, self.header_timeout if first else self.idle_timeout)
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        from . import metrics
+
         me = gevent.getcurrent()
+        metrics.CONNECTIONS.inc()
         try:
             self._evict_if_crowded()
             client.settimeout(self.io_timeout)
