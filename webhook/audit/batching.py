@@ -10,10 +10,12 @@ all members at once, and a member alone does over its own objects only, is the r
 
 - merging the members' outputs: the same object ID in two members is an error (split the batch);
 - transformer configuration merged from every level (`configurations`, `crds`), `vars`,
-  `openapi`, `sortOptions`, the root's `buildMetadata` (any but Flux's origin annotations), helm, generator/transformer/validator plugins, name
-  prefixes and suffixes (they steer name-reference matching), name changes by patches,
-  `local-config` objects (dropped after name references are fixed), remote bases, symlinks
-  (origin paths are joined lexically): a member whose tree uses any of them is built alone;
+  `openapi`, `sortOptions`, the root's `buildMetadata` (other than Flux's origin annotations),
+  helm, generator/transformer/validator plugins, name prefixes and suffixes (they steer
+  name-reference matching), name changes by patches, `local-config` objects (dropped after
+  name references are fixed), remote bases, the tag itself, symlinks (origin paths are joined
+  lexically; checked by render.py for the whole repo): a member whose tree uses any of them is
+  built alone;
 - name references (`FixBackReferences`): a reference in one member can be set to an object of
   another member with the same name, kind and a compatible namespace. The write puts that
   object's name into the referring member, so `cross_references` flags any member holding the
@@ -56,7 +58,7 @@ _ALONE_FIELDS = frozenset(
         "nameSuffix",
     }
 )
-_ALONE_TEXT = ("allowNameChange", "/metadata/name", "local-config")
+_ALONE_TEXT = ("allowNameChange", "/metadata/name", "local-config", TAG_KEY)
 _REMOTE = ("://", "github.com/", "gitlab.com/", "bitbucket.org/", "git@", "?ref=", "?version=")
 
 # kinds kustomize's built-in name-reference configuration can point a reference at
@@ -95,12 +97,10 @@ class Footprint:
     namespace: str | None
 
 
-def footprint(
-    directory: Path, kustomization: dict[str, Any], texts: dict[Path, str | None]
-) -> Footprint | None:
+def footprint(directory: Path, kustomization: dict[str, Any], reader: Reader) -> Footprint | None:
     """The footprint of a member whose rewritten root kustomization is `kustomization` (in
     `directory` of the original repo, which holds no symlinks), or None when it must be built
-    alone. `texts` caches the files read, across members."""
+    alone."""
     if kustomization.get("buildMetadata") != ["originAnnotations"]:
         return None  # the root's buildMetadata applies to every level below it
     directories: set[Path] = set()
@@ -111,19 +111,19 @@ def footprint(
         if current in directories:
             continue
         directories.add(current)
-        if not _batchable(current, content, texts):
+        if not _batchable(current, content, reader):
             return None
         for entry in _entries(content):
             if not isinstance(entry, str) or any(mark in entry for mark in _REMOTE):
                 return None
             path = (current / entry).resolve()
             if path.is_file():
-                text = _text(path, texts)
+                text = reader.text(path)
                 if text is None or any(mark in text for mark in _ALONE_TEXT):
                     return None
                 files.add(path)
             elif path.is_dir():
-                loaded = _load_kustomization(path, texts)
+                loaded = reader.kustomization(path)
                 if loaded is None:
                     return None
                 pending.append((path, loaded))
@@ -138,15 +138,6 @@ def footprint(
     )
 
 
-def _text(path: Path, texts: dict[Path, str | None]) -> str | None:
-    if path not in texts:
-        try:
-            texts[path] = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            texts[path] = None
-    return texts[path]
-
-
 def _entries(content: dict[str, Any]) -> list[Any]:
     found: list[Any] = []
     for name in ("resources", "components", "bases"):
@@ -157,22 +148,43 @@ def _entries(content: dict[str, Any]) -> list[Any]:
     return found
 
 
-def _load_kustomization(directory: Path, texts: dict[Path, str | None]) -> dict[str, Any] | None:
-    """A nested kustomization, or None when it cannot take part in a batch."""
-    files = [directory / n for n in KUSTOMIZATION_FILES if (directory / n).is_file()]
-    if len(files) != 1:
-        return None
-    text = _text(files[0], texts)
-    if text is None or any(mark in text for mark in _ALONE_TEXT):
-        return None
-    try:
-        content = load_yaml(text)
-    except yaml.YAMLError:
-        return None
-    return content if isinstance(content, dict) else None
+class Reader:
+    """The repo files footprints read, each read (and each kustomization parsed) once across
+    the members of a rendering. Nested kustomizations are only read, never changed."""
+
+    def __init__(self) -> None:
+        self._texts: dict[Path, str | None] = {}
+        self._kustomizations: dict[Path, dict[str, Any] | None] = {}
+
+    def text(self, path: Path) -> str | None:
+        if path not in self._texts:
+            try:
+                self._texts[path] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                self._texts[path] = None
+        return self._texts[path]
+
+    def kustomization(self, directory: Path) -> dict[str, Any] | None:
+        """The kustomization of a nested directory, None when it cannot take part in a batch."""
+        if directory not in self._kustomizations:
+            self._kustomizations[directory] = self._parse(directory)
+        return self._kustomizations[directory]
+
+    def _parse(self, directory: Path) -> dict[str, Any] | None:
+        files = [directory / n for n in KUSTOMIZATION_FILES if (directory / n).is_file()]
+        if len(files) != 1:
+            return None
+        text = self.text(files[0])
+        if text is None or any(mark in text for mark in _ALONE_TEXT):
+            return None
+        try:
+            content = load_yaml(text)
+        except yaml.YAMLError:
+            return None
+        return content if isinstance(content, dict) else None
 
 
-def _batchable(directory: Path, content: dict[str, Any], texts: dict[Path, str | None]) -> bool:
+def _batchable(directory: Path, content: dict[str, Any], reader: Reader) -> bool:
     """No field of this kustomization reaches beyond the member's own objects."""
     if any(field in content for field in _ALONE_FIELDS):
         return False
@@ -187,7 +199,7 @@ def _batchable(directory: Path, content: dict[str, Any], texts: dict[Path, str |
         if isinstance(path, str) and "\n" not in path:
             file = (directory / path).resolve()
             if file.is_file():
-                text = _text(file, texts)
+                text = reader.text(file)
                 if text is None or any(mark in text for mark in _ALONE_TEXT):
                     return False
     return True

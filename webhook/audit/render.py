@@ -12,13 +12,13 @@ rendered output are rendered in turn (with their parent's patches and substituti
 kustomize's `originAnnotations` build metadata says which file each object came from; it is
 removed from the objects before they are evaluated.
 
-Speed: each kustomize process costs far more than the build itself (start-up, and the OpenAPI
+Speed: a kustomize process costs far more than the build itself (start-up, and the OpenAPI
 schema it parses for strategic-merge patches), so the Flux Kustomizations of one breadth-first
 level are built several to a process (`batching.py`): one generated kustomization lists their
-`spec.path` directories, each rewritten as above plus a transformer that tags its objects; the
-output is split back by tag. Only Kustomizations whose builds kustomize cannot make interact are
-batched together, and a batch that fails, or whose output shows one member's names in
-another's, is built again one Kustomization per process, exactly as without batching.
+`spec.path` directories, each rewritten as above plus a transformer that tags its objects, and
+the output is split back by tag. Kustomizations that kustomize could make interact in a batch
+are built apart; a batch that fails, or a member whose output holds another member's names, is
+built again as without batching, so objects, sources and errors are those of one build each.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ _VAR_NAME = re.compile(r"^[_a-zA-Z][_a-zA-Z0-9]*$")
 _EXPRESSION = re.compile(r"\$\$|\$\{([^}]*)\}")
 _DEFAULTS = re.compile(r"^([_a-zA-Z][_a-zA-Z0-9]*)(?:(:?[-=])(.*))?$", re.DOTALL)
 _BUILD_TIMEOUT = 120
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class KustomizeNotFound(Exception):
@@ -155,17 +156,17 @@ class Renderer:
         # One copy of the repo per concurrent build: a build rewrites a kustomization.yaml.
         self._copies: queue.SimpleQueue[Path] = queue.SimpleQueue()
         self.workers = max(1, min(4, os.cpu_count() or 1))
-        for number in range(self.workers):
-            copy = self._work / f"repo-{number}"
-            shutil.copytree(self.root, copy, symlinks=True, ignore=shutil.ignore_patterns(".git"))
-            self._copies.put(copy.resolve())
+        self._copy(0)
+        # the other copies are made while the first level (usually one build) runs
+        self._copier = threading.Thread(target=self._copy_others, daemon=True)
+        self._copier.start()
         # origin paths in a batch are joined lexically from the batch's directory
         self.batching = not any(
             (Path(top) / name).is_symlink()
             for top, dirs, files in os.walk(self._work / "repo-0")
             for name in (*dirs, *files)
         )
-        self._texts: dict[Path, str | None] = {}
+        self._reader = batching.Reader()
         self._values: dict[tuple[str, str, str], dict[str, str] | None] = {}
         self._shown = False  # a progress line is on the terminal
         self._done = 0
@@ -174,7 +175,22 @@ class Renderer:
             if document.is_kubernetes_object and document.obj is not None:
                 self._remember_values(document.obj)
 
+    def _copy(self, number: int) -> None:
+        copy = self._work / f"repo-{number}"
+        try:
+            shutil.copytree(self.root, copy, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+        except (OSError, shutil.Error):
+            if number == 0:
+                raise
+            return  # fewer copies: builds wait for one another
+        self._copies.put(copy.resolve())
+
+    def _copy_others(self) -> None:
+        for number in range(1, self.workers):
+            self._copy(number)
+
     def close(self) -> None:
+        self._copier.join()
         shutil.rmtree(self._work, ignore_errors=True)
 
     def __enter__(self) -> Renderer:
@@ -300,7 +316,7 @@ class Renderer:
             apply_flux_fields(kustomization, ks)
         except (OSError, ValueError, yaml.YAMLError):
             return None
-        return batching.footprint(directory, kustomization, self._texts)
+        return batching.footprint(directory, kustomization, self._reader)
 
     def _build_batch(self, members: Sequence[tuple[dict[str, Any], str]]) -> list[_Build]:
         """The builds of `members` in one kustomize process; on any failure, or when a member's
@@ -449,7 +465,7 @@ class Renderer:
         if not isinstance(origin, str):
             return None
         try:
-            data = yaml.safe_load(origin)
+            data = yaml.load(origin, Loader=_SAFE_LOADER)  # safe_load, on the C parser
         except yaml.YAMLError:
             return None
         path = data.get("path") if isinstance(data, dict) else None
