@@ -202,3 +202,23 @@ PUBLIC = [Path(p) for p in os.environ.get("FLUXWARDEN_RENDER_REPOS", "").split("
 @pytest.mark.parametrize("repo", PUBLIC, ids=str)
 def test_public_repo_renders_the_same_batched(repo: Path) -> None:
     assert _differences(repo) == []
+
+
+def _footprint(directory: str, files: set[str], namespace: str | None) -> batching.Footprint:
+    return batching.Footprint(
+        Path(directory), frozenset({Path(directory)}), frozenset(map(Path, files)), namespace
+    )
+
+
+def test_plan_keeps_apart_members_that_may_clash_or_read_each_other() -> None:
+    shared = "/r/components/backup/pvc.yaml"
+    a = _footprint("/r/apps/a", {"/r/apps/a/x.yaml", shared}, "media")
+    b = _footprint("/r/apps/b", {"/r/apps/b/x.yaml", shared}, "media")
+    c = _footprint("/r/apps/c", {"/r/apps/c/x.yaml", shared}, "tools")  # shared, elsewhere
+    inner = _footprint("/r/apps/a/sub", {"/r/apps/a/sub/x.yaml"}, "other")
+    reader = _footprint("/r/apps/d", {"/r/apps/c/kustomization.yaml"}, "other")
+    # a and b: the same file in one namespace; c shares it in another namespace and joins the
+    # smallest batch; no footprint: alone; inner lies below a's directory; reader reads c's
+    # kustomization.yaml
+    assert batching.plan([a, b, c, None, inner, reader], workers=1) == [[0, 2], [1, 4, 5], [3]]
+    assert len(batching.plan([a, c], workers=2)) == 2  # at least one batch per worker

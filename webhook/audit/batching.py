@@ -209,8 +209,14 @@ def _inside(inner: Path, outer: Path) -> bool:
     return inner == outer or str(inner).startswith(str(outer) + "/")
 
 
+def _reads_kustomization_of(a: Footprint, b: Footprint) -> bool:
+    return b.directory in a.directories or any(
+        f.parent == b.directory and f.name in KUSTOMIZATION_FILES for f in a.files
+    )
+
+
 def _conflict(a: Footprint, b: Footprint) -> bool:
-    if a.directory in b.directories or b.directory in a.directories:
+    if _reads_kustomization_of(a, b) or _reads_kustomization_of(b, a):
         return True  # one reads the other's rewritten kustomization.yaml
     if _inside(a.directory, b.directory) or _inside(b.directory, a.directory):
         return True  # a generated kustomization.yaml changes what the other's generator finds
