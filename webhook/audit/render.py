@@ -11,6 +11,14 @@ rendered output are rendered in turn (with their parent's patches and substituti
 
 kustomize's `originAnnotations` build metadata says which file each object came from; it is
 removed from the objects before they are evaluated.
+
+Speed: a kustomize process costs far more than the build itself (start-up, and the OpenAPI
+schema it parses for strategic-merge patches), so the Flux Kustomizations of one breadth-first
+level are built several to a process (`batching.py`): one generated kustomization lists their
+`spec.path` directories, each rewritten as above plus a transformer that tags its objects, and
+the output is split back by tag. Kustomizations that kustomize could make interact in a batch
+are built apart; a batch that fails, or a member whose output holds another member's names, is
+built again as without batching, so objects, sources and errors are those of one build each.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +40,7 @@ from typing import Any
 
 import yaml
 
+from . import batching
 from .documents import Document, FastManifestLoader, load_yaml, parse_stream
 
 FLUX_KUSTOMIZE_GROUP = "kustomize.toolkit.fluxcd.io"
@@ -42,6 +51,7 @@ _VAR_NAME = re.compile(r"^[_a-zA-Z][_a-zA-Z0-9]*$")
 _EXPRESSION = re.compile(r"\$\$|\$\{([^}]*)\}")
 _DEFAULTS = re.compile(r"^([_a-zA-Z][_a-zA-Z0-9]*)(?:(:?[-=])(.*))?$", re.DOTALL)
 _BUILD_TIMEOUT = 120
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class KustomizeNotFound(Exception):
@@ -66,8 +76,9 @@ class _Build:
 
     output: str | None
     problem: str | None
-    directory: Path  # spec.path in the copy it was built in
+    directory: Path  # where kustomize ran: spec.path in the copy, or the batch's directory
     copy: Path
+    objects: list[dict[str, Any]] | None = None  # parsed already (a batch member's share)
 
 
 @dataclass(frozen=True)
@@ -145,10 +156,17 @@ class Renderer:
         # One copy of the repo per concurrent build: a build rewrites a kustomization.yaml.
         self._copies: queue.SimpleQueue[Path] = queue.SimpleQueue()
         self.workers = max(1, min(4, os.cpu_count() or 1))
-        for number in range(self.workers):
-            copy = self._work / f"repo-{number}"
-            shutil.copytree(self.root, copy, symlinks=True, ignore=shutil.ignore_patterns(".git"))
-            self._copies.put(copy.resolve())
+        self._copy(0)
+        # the other copies are made while the first level (usually one build) runs
+        self._copier = threading.Thread(target=self._copy_others, daemon=True)
+        self._copier.start()
+        # origin paths in a batch are joined lexically from the batch's directory
+        self.batching = not any(
+            (Path(top) / name).is_symlink()
+            for top, dirs, files in os.walk(self._work / "repo-0")
+            for name in (*dirs, *files)
+        )
+        self._reader = batching.Reader()
         self._values: dict[tuple[str, str, str], dict[str, str] | None] = {}
         self._shown = False  # a progress line is on the terminal
         self._done = 0
@@ -157,7 +175,22 @@ class Renderer:
             if document.is_kubernetes_object and document.obj is not None:
                 self._remember_values(document.obj)
 
+    def _copy(self, number: int) -> None:
+        copy = self._work / f"repo-{number}"
+        try:
+            shutil.copytree(self.root, copy, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+        except (OSError, shutil.Error):
+            if number == 0:
+                raise
+            return  # fewer copies: builds wait for one another
+        self._copies.put(copy.resolve())
+
+    def _copy_others(self) -> None:
+        for number in range(1, self.workers):
+            self._copy(number)
+
     def close(self) -> None:
+        self._copier.join()
         shutil.rmtree(self._work, ignore_errors=True)
 
     def __enter__(self) -> Renderer:
@@ -177,12 +210,14 @@ class Renderer:
         ]
         dirs = {id(d): _spec_dir(self.root, d.obj or {}, d.source) for d in raw}
 
+        prefixes = {id(d): str(dirs[id(d)]).rstrip("/") + "/" for d in raw}
+
         def nested(document: Document) -> bool:  # inside another Kustomization's spec.path
-            file = Path(document.source).resolve()
+            file = str(Path(document.source).resolve())
             return any(
                 other is not document
                 and dirs[id(other)] != dirs[id(document)]
-                and file.is_relative_to(dirs[id(other)])
+                and file.startswith(prefixes[id(other)])
                 for other in raw
             )
 
@@ -222,8 +257,7 @@ class Renderer:
                     versions[key] = parent
                     wave.append((ks, where, key))
                 pending = []
-                with ThreadPoolExecutor(self.workers) as pool:
-                    builds = list(pool.map(lambda item: self._build(item[0], item[1]), wave))
+                builds = self._build_wave([(ks, where) for ks, where, _ in wave])
                 for (ks, where, key), built in zip(wave, builds, strict=True):
                     objects = self._objects(ks, where, built, result)
                     by_key[key] = objects
@@ -257,6 +291,105 @@ class Renderer:
     ) -> list[RenderedObject]:
         return self._objects(ks, where, self._build(ks, where), result)
 
+    def _build_wave(self, wave: Sequence[tuple[dict[str, Any], str]]) -> list[_Build]:
+        """Every build of one level, in order: batched where that changes nothing."""
+        footprints = [self._footprint(ks, where) for ks, where in wave]
+        batches = batching.plan(footprints, self.workers) if self.batching else None
+        if batches is None:
+            batches = [[index] for index in range(len(wave))]
+        builds: dict[int, _Build] = {}
+        with ThreadPoolExecutor(self.workers) as pool:
+            done = pool.map(lambda batch: self._build_batch([wave[i] for i in batch]), batches)
+            for batch, built in zip(batches, done, strict=True):
+                builds.update(zip(batch, built, strict=True))
+        return [builds[index] for index in range(len(wave))]
+
+    def _footprint(self, ks: dict[str, Any], where: str) -> batching.Footprint | None:
+        spec = _spec(ks)
+        if not self.batching or any(
+            isinstance(spec.get(n), str) for n in ("namePrefix", "nameSuffix")
+        ):
+            return None
+        directory = _spec_dir(self.root, ks, where)
+        try:
+            kustomization, _, _ = _kustomization_of(directory)
+            apply_flux_fields(kustomization, ks)
+        except (OSError, ValueError, yaml.YAMLError):
+            return None
+        return batching.footprint(directory, kustomization, self._reader)
+
+    def _build_batch(self, members: Sequence[tuple[dict[str, Any], str]]) -> list[_Build]:
+        """The builds of `members` in one kustomize process; on any failure, or when a member's
+        output may have been changed by another, those are built again in halves, and one
+        alone is built as without batching."""
+        if len(members) == 1:
+            return [self._build(*members[0])]
+        copy = self._copies.get()
+        try:
+            built = self._batch_in(members, copy)
+        finally:
+            self._copies.put(copy)
+        if built is None:
+            half = len(members) // 2
+            return self._build_batch(members[:half]) + self._build_batch(members[half:])
+        groups, top = built
+        suspect = batching.cross_references(groups)
+        builds: list[_Build] = []
+        for index, (member, objects) in enumerate(zip(members, groups, strict=True)):
+            if index in suspect:
+                builds.append(self._build(*member))
+                continue
+            builds.append(_Build(None, None, top, copy, objects))
+            self._progress()
+        return builds
+
+    def _batch_in(
+        self, members: Sequence[tuple[dict[str, Any], str]], copy: Path
+    ) -> tuple[list[list[dict[str, Any]]], Path] | None:
+        """The members' objects from one build in `copy` (None: kustomize failed)."""
+        top = copy.parent / f"batch-{copy.name}"
+        top.mkdir(exist_ok=True)
+        restore: list[tuple[Path, bytes | None]] = []
+        resources: list[str] = []
+        try:
+            for number, (ks, where) in enumerate(members):
+                directory = copy / _spec_dir(self.root, ks, where).relative_to(self.root)
+                kustomization, target, original = _kustomization_of(directory)
+                apply_flux_fields(kustomization, ks)
+                kustomization["transformers"] = [
+                    *(kustomization.get("transformers") or []),
+                    batching.tag_transformer(number),
+                ]
+                restore.append((target, original))
+                target.write_text(yaml.safe_dump(kustomization, sort_keys=False), encoding="utf-8")
+                resources.append(os.path.relpath(directory, top))
+            root = {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": resources,
+                "buildMetadata": ["originAnnotations"],
+            }
+            (top / "kustomization.yaml").write_text(yaml.safe_dump(root), encoding="utf-8")
+            done = subprocess.run(
+                [*self.command, str(top)],
+                capture_output=True,
+                text=True,
+                timeout=_BUILD_TIMEOUT,
+                check=False,
+            )
+        except (OSError, ValueError, yaml.YAMLError, subprocess.TimeoutExpired):
+            return None
+        finally:
+            for target, original in reversed(restore):
+                if original is None:
+                    target.unlink(missing_ok=True)
+                else:
+                    target.write_bytes(original)
+        if done.returncode != 0:
+            return None
+        groups = batching.split(yaml.load_all(done.stdout, Loader=FastManifestLoader), len(members))
+        return None if groups is None else (groups, top)
+
     def _build(self, ks: dict[str, Any], where: str) -> _Build:
         copy = self._copies.get()
         try:
@@ -267,24 +400,10 @@ class Renderer:
 
     def _build_in(self, ks: dict[str, Any], where: str, copy: Path) -> _Build:
         directory = copy / _spec_dir(self.root, ks, where).relative_to(self.root)
-        original: tuple[Path, bytes] | None = None
-        existing = next(
-            (directory / n for n in KUSTOMIZATION_FILES if (directory / n).is_file()), None
-        )
+        target: Path | None = None
+        original: bytes | None = None
         try:
-            if existing is not None:
-                original = (existing, existing.read_bytes())
-                kustomization = load_yaml(original[1].decode("utf-8")) or {}
-                target = existing
-            else:
-                kustomization = {
-                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                    "kind": "Kustomization",
-                    "resources": generated_resources(directory),
-                }
-                target = directory / "kustomization.yaml"
-            if not isinstance(kustomization, dict):
-                raise ValueError("kustomization file is not a mapping")
+            kustomization, target, original = _kustomization_of(directory)
             apply_flux_fields(kustomization, ks)
             target.write_text(yaml.safe_dump(kustomization, sort_keys=False), encoding="utf-8")
             built = subprocess.run(
@@ -297,10 +416,11 @@ class Renderer:
         except (OSError, ValueError, yaml.YAMLError, subprocess.TimeoutExpired) as error:
             return _Build(None, f"cannot build {_key(ks)}: {error}", directory, copy)
         finally:
-            if original is not None:
-                original[0].write_bytes(original[1])
-            elif existing is None:
-                (directory / "kustomization.yaml").unlink(missing_ok=True)
+            if target is not None:
+                if original is None:
+                    target.unlink(missing_ok=True)
+                else:
+                    target.write_bytes(original)
         if built.returncode != 0:
             message = " ".join(built.stderr.split())[:300]
             problem = (
@@ -313,13 +433,18 @@ class Renderer:
         self, ks: dict[str, Any], where: str, built: _Build, result: Rendering
     ) -> list[RenderedObject]:
         result.builds += 1
-        if built.output is None:
+        parsed: Iterable[Any]
+        if built.objects is not None:
+            parsed = built.objects
+        elif built.output is not None:
+            parsed = yaml.load_all(built.output, Loader=FastManifestLoader)
+        else:
             result.problems.append(RenderProblem(where, built.problem or "cannot build"))
             return []
         objects: list[RenderedObject] = []
         variables, unknown_sources = self._variables(ks)
         substitute = bool(_spec(ks).get("postBuild"))
-        for obj in yaml.load_all(built.output, Loader=FastManifestLoader):
+        for obj in parsed:
             if not isinstance(obj, dict):
                 continue
             source = self._origin(obj, built.directory, built.copy)
@@ -340,7 +465,7 @@ class Renderer:
         if not isinstance(origin, str):
             return None
         try:
-            data = yaml.safe_load(origin)
+            data = yaml.load(origin, Loader=_SAFE_LOADER)  # safe_load, on the C parser
         except yaml.YAMLError:
             return None
         path = data.get("path") if isinstance(data, dict) else None
@@ -477,6 +602,24 @@ def substitute_object(
     except yaml.YAMLError:
         return obj, tuple(dict.fromkeys(unknown))
     return (new if isinstance(new, dict) else obj), tuple(dict.fromkeys(unknown))
+
+
+def _kustomization_of(directory: Path) -> tuple[dict[str, Any], Path, bytes | None]:
+    """The kustomization of `directory` (generated, as Flux does, when it has none), the file
+    to write it to and that file's bytes to restore (None: the file is generated)."""
+    existing = next((directory / n for n in KUSTOMIZATION_FILES if (directory / n).is_file()), None)
+    if existing is None:
+        generated = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": generated_resources(directory),
+        }
+        return generated, directory / "kustomization.yaml", None
+    original = existing.read_bytes()
+    kustomization = load_yaml(original.decode("utf-8")) or {}
+    if not isinstance(kustomization, dict):
+        raise ValueError("kustomization file is not a mapping")
+    return kustomization, existing, original
 
 
 def apply_flux_fields(kustomization: dict[str, Any], ks: dict[str, Any]) -> None:
