@@ -191,3 +191,23 @@ def test_the_cli_prints_native_and_hybrid(capsys: Any) -> None:
     assert main(["manifests", "--hybrid"]) == 0
     kinds = {d["kind"] for d in yaml.safe_load_all(capsys.readouterr().out) if d}
     assert {"MutatingWebhookConfiguration", "ClusterRole", "MutatingAdmissionPolicy"} <= kinds
+
+
+def test_each_generated_header_names_the_command_make_generate_runs_for_it() -> None:
+    """The regen command in a generated file's header is the Makefile's line that writes it."""
+    makefile = (REPO / "Makefile").read_text()
+    recipe = makefile.split("\ngenerate:", 1)[1].split("\n\n", 1)[0]
+    commands = [
+        line.strip().removeprefix("$(BIN)/").replace("policies/flux-best-practices.yaml", "FILE")
+        for line in recipe.splitlines()[1:]
+        if "fluxwarden manifests" in line
+    ]
+    files = {
+        REPO / "manifests" / "base" / "generated.yaml": commands[0],
+        OVERLAY / OVERLAY_RESOURCES: commands[1],
+        OVERLAY / OVERLAY_PATCH: commands[1],
+    }
+    assert len(commands) == 2, commands
+    for path, command in files.items():
+        second = path.read_text().splitlines()[1]
+        assert second.endswith(f"(or `{command}`)."), (path, second, command)
