@@ -211,3 +211,83 @@ def test_each_generated_header_names_the_command_make_generate_runs_for_it() -> 
     for path, command in files.items():
         second = path.read_text().splitlines()[1]
         assert second.endswith(f"(or `{command}`)."), (path, second, command)
+
+
+def _tolerations_grid() -> list[JsonObject]:
+    grid: list[JsonObject] = []
+    # Equal with an empty key is invalid (the API server refuses it), so no "" key.
+    for key in (None, "a", "b"):
+        for operator in (None, "Exists"):
+            for value in (None, "x"):
+                for effect in (None, "NoSchedule", "NoExecute"):
+                    for seconds in (None, 10, 20):
+                        toleration: JsonObject = {}
+                        for field, given in (
+                            ("key", key),
+                            ("operator", operator),
+                            ("value", value),
+                            ("effect", effect),
+                            ("tolerationSeconds", seconds),
+                        ):
+                            if given is not None:
+                                toleration[field] = given
+                        grid.append(toleration)
+    return grid
+
+
+Covers = Any  # (existing, wanted) -> bool
+
+
+def _merge_as_check_does(
+    existing: list[JsonObject], wanted: list[JsonObject], covers: Covers
+) -> list[JsonObject]:
+    added: list[JsonObject] = []
+    for toleration in wanted:
+        if not any(covers(t, toleration) for t in (*existing, *added)):
+            added.append(toleration)
+    return added
+
+
+def _merge_as_native_does(
+    existing: list[JsonObject], wanted: list[JsonObject], covers: Covers
+) -> list[JsonObject]:
+    distinct: list[JsonObject] = []
+    for toleration in wanted:
+        if not any(covers(t, toleration) for t in distinct):
+            distinct.append(toleration)
+    return [w for w in distinct if not any(covers(e, w) for e in existing)]
+
+
+def _merges_differ(covers: Covers, grid: list[JsonObject]) -> tuple[JsonObject, ...] | None:
+    """An (existing, earlier wanted, later wanted) where the two merges differ, if any."""
+    for first in grid:
+        for second in (w for w in grid if covers(first, w)):
+            for existing in grid:
+                check = _merge_as_check_does([existing], [first, second], covers)
+                native = _merge_as_native_does([existing], [first, second], covers)
+                if check != native:
+                    return existing, first, second
+    return None
+
+
+def test_fleet_covers_is_transitive_so_the_native_merge_adds_what_check_adds() -> None:
+    """fleet_job_tolerations_native drops the wanted tolerations an earlier one covers; that
+    gives check()'s answer exactly when `covers` is transitive (see the comment there)."""
+    from webhook.engine.policies.fleet_job_tolerations import covers
+
+    grid = _tolerations_grid()
+    for a in grid:
+        for b in (t for t in grid if covers(a, t)):
+            for c in (t for t in grid if covers(b, t)):
+                assert covers(a, c), (a, b, c)
+    assert _merges_differ(covers, grid) is None
+
+    def not_transitive(existing: Any, wanted: JsonObject) -> bool:
+        # Negative control: effects compared only when both are set (NoSchedule covers an
+        # unset effect, that covers NoExecute, NoSchedule does not cover NoExecute).
+        one, other = existing.get("effect"), wanted.get("effect")
+        return covers({**existing, "effect": ""}, {**wanted, "effect": ""}) and (
+            not one or not other or one == other
+        )
+
+    assert _merges_differ(not_transitive, grid) is not None
