@@ -129,17 +129,37 @@ def _entries(policy_set: PolicySet, webhook: str, scopes: Scopes) -> list[Entry]
 
 
 def _groups(entries: list[Entry]) -> list[tuple[list[ResourceKind], list[Entry]]]:
-    """Resources covered by the same policies' matches share one webhook, in declaration order."""
+    """Resources covered by the same policies' matches share one webhook, in declaration order.
+    A kind whose entries fall apart by subresource (hybrid: IRC keeps only deployments/scale in
+    the webhook, Fleet only fleet-agent Deployments) gets a webhook per part, so that a write of
+    one part matches no rule of the other's: not even its matchConditions are evaluated."""
     by_kind: dict[ResourceKind, list[Entry]] = {}
     for entry in entries:
         by_kind.setdefault(entry.rule.kind, []).append(entry)
     groups: dict[tuple[tuple[str, Match], ...], tuple[list[ResourceKind], list[Entry]]] = {}
-    for kind, covering in by_kind.items():
-        key = tuple((e.policy, e.match) for e in covering)
-        kinds, grouped = groups.setdefault(key, ([], []))
-        kinds.append(kind)
-        grouped.extend(covering)
+    for kind, all_covering in by_kind.items():
+        for covering in _by_subresources(all_covering):
+            key = tuple((e.policy, e.match) for e in covering)
+            kinds, grouped = groups.setdefault(key, ([], []))
+            kinds.append(kind)
+            grouped.extend(covering)
     return list(groups.values())
+
+
+def _by_subresources(entries: list[Entry]) -> list[list[Entry]]:
+    """One kind's entries, in parts that share no subresource (each part in entry order)."""
+    parts: list[tuple[set[str], list[Entry]]] = []
+    for entry in entries:
+        subresources = set(entry.rule.subresources)
+        joined = [p for p in parts if p[0] & subresources]
+        merged: tuple[set[str], list[Entry]] = (subresources, [entry])
+        for part in joined:
+            parts.remove(part)
+            merged = (merged[0] | part[0], [*part[1], *merged[1]])
+        parts.append(merged)
+    order = {id(e): i for i, e in enumerate(entries)}
+    ordered = [sorted(p[1], key=lambda e: order[id(e)]) for p in parts]
+    return sorted(ordered, key=lambda part: order[id(part[0])])
 
 
 def _webhook_configuration(
@@ -234,6 +254,8 @@ def _webhook(
     policies = sorted({e.policy for e in entries})
     name = kinds[0].plural if len(kinds) == 1 else policies[0] if len(policies) == 1 else ""
     name = name or "-".join(k.plural for k in kinds)
+    if len(kinds) == 1 and "" not in _subresources(kinds[0], entries):
+        name += "".join(f"-{s}" for s in _subresources(kinds[0], entries))  # deployments-scale
     hook: JsonObject = {
         "name": f"{name}.{webhook}.fluxwarden.io",
         "admissionReviewVersions": ["v1"],

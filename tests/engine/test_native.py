@@ -291,3 +291,48 @@ def test_fleet_covers_is_transitive_so_the_native_merge_adds_what_check_adds() -
         )
 
     assert _merges_differ(not_transitive, grid) is not None
+
+
+def _hooks_matching(
+    objects: list[JsonObject], *, group: str, resource: str, namespace: str
+) -> list[str]:
+    """The webhooks whose rules and namespaceSelector select an UPDATE of `resource` (with
+    `/subresource`) in `namespace`: the ones whose matchConditions the API server evaluates."""
+    found = []
+    for config in objects:
+        if not config["kind"].endswith("WebhookConfiguration"):
+            continue
+        for hook in config["webhooks"]:
+            expressions = hook["namespaceSelector"]["matchExpressions"]
+            inside = all((namespace in e["values"]) == (e["operator"] == "In") for e in expressions)
+            ruled = any(
+                group in r["apiGroups"]
+                and resource in r["resources"]
+                and "UPDATE" in r["operations"]
+                for r in hook["rules"]
+            )
+            if inside and ruled:
+                found.append(hook["name"])
+    return found
+
+
+def test_hybrid_webhook_rules_select_no_write_of_a_natively_covered_deployment(
+    shipped_policies: PolicySet,
+) -> None:
+    """In hybrid mode the Flux controllers' Deployments (requeue-dependency, IRC, source-
+    controller: all native) match no webhook rule, so the API server does not even evaluate a
+    webhook's matchConditions for them; IRC's scale subresource still does (control), and so
+    does every Deployment in the webhook-only install (control)."""
+    hybrid = generate_webhooks(shipped_policies, scopes=webhook_scope(shipped_policies, "hybrid"))
+    flux = {"group": "apps", "namespace": "flux-system"}
+    assert _hooks_matching(hybrid, resource="deployments", **flux) == []
+    assert _hooks_matching(hybrid, resource="deployments/scale", **flux) == [
+        "deployments-scale.mutate.fluxwarden.io"
+    ]
+    assert _hooks_matching(
+        hybrid, group="apps", resource="deployments", namespace="cattle-fleet-system"
+    ) == ["deployments.mutate.fluxwarden.io"]
+    webhook_only = generate_webhooks(shipped_policies)
+    assert _hooks_matching(webhook_only, resource="deployments", **flux) == [
+        "deployments.mutate.fluxwarden.io"
+    ]

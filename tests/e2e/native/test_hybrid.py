@@ -103,10 +103,14 @@ def test_the_overlay_narrows_the_webhooks(hybrid: tuple[ControlPlane, WebhookSer
     docs = [d for d in rendered(hybrid[0], OVERLAY) if d["kind"] in WEBHOOK_KINDS]
     hooks = {h["name"]: h for d in docs for h in d["webhooks"]}
     deployments = str(hooks["deployments.mutate.fluxwarden.io"])
-    assert "deployments/scale" in deployments  # IRC's scale subresource stays
+    scale = hooks["deployments-scale.mutate.fluxwarden.io"]
+    assert [r["resources"] for r in scale["rules"]] == [["deployments/scale"]]  # IRC's scale
+    assert "'image-reflector-controller'" in str(scale)
     for native in ("'source-controller'", "'kustomize-controller'", "'helm-controller'"):
-        assert native not in deployments
-    assert "'image-reflector-controller'" in deployments
+        assert native not in deployments + str(scale)
+    # The Deployments themselves: only fleet-agent's, never in flux-system.
+    assert "flux-system" not in str(hooks["deployments.mutate.fluxwarden.io"]["namespaceSelector"])
+    assert "deployments/scale" not in deployments
     assert "helmreleases.mutate.fluxwarden.io" not in hooks  # drift detection is native
 
 
