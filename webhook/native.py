@@ -292,14 +292,22 @@ def overlay_files(policy_set: PolicySet, install: Install | None = None) -> dict
     for configuration in configurations:
         configuration["metadata"].pop("annotations", None)  # the base's stay as they are
         configuration["webhooks"] = [{"$patch": "replace"}, *configuration["webhooks"]]
-    text = _header(policy_set, hybrid=True)
+    text = _header(policy_set, hybrid=True, overlay=True)
     return {
         OVERLAY_RESOURCES: text + dump(generate(policy_set, hybrid=True)),
         OVERLAY_PATCH: text + dump(configurations),
     }
 
 
-def _header(policy_set: PolicySet, *, hybrid: bool) -> str:
+# What `make generate` runs for manifests/overlays/native (the Makefile's line).
+OVERLAY_REGENERATE = (
+    "fluxwarden manifests --policies FILE --hybrid --overlay manifests/overlays/native"
+)
+
+
+def _header(policy_set: PolicySet, *, hybrid: bool, overlay: bool = False) -> str:
     command = "fluxwarden manifests --hybrid" if hybrid else "fluxwarden manifests --native"
+    regenerate = OVERLAY_REGENERATE if overlay else f"{command} --policies FILE > FILE.yaml"
     lines = summary(policy_set, hybrid=hybrid)
-    return header(policy_set, command) + "".join(f"# {line}\n" for line in lines)
+    text = header(policy_set, command, regenerate=regenerate)
+    return text + "".join(f"# {line}\n" for line in lines)

@@ -191,3 +191,148 @@ def test_the_cli_prints_native_and_hybrid(capsys: Any) -> None:
     assert main(["manifests", "--hybrid"]) == 0
     kinds = {d["kind"] for d in yaml.safe_load_all(capsys.readouterr().out) if d}
     assert {"MutatingWebhookConfiguration", "ClusterRole", "MutatingAdmissionPolicy"} <= kinds
+
+
+def test_each_generated_header_names_the_command_make_generate_runs_for_it() -> None:
+    """The regen command in a generated file's header is the Makefile's line that writes it."""
+    makefile = (REPO / "Makefile").read_text()
+    recipe = makefile.split("\ngenerate:", 1)[1].split("\n\n", 1)[0]
+    commands = [
+        line.strip().removeprefix("$(BIN)/").replace("policies/flux-best-practices.yaml", "FILE")
+        for line in recipe.splitlines()[1:]
+        if "fluxwarden manifests" in line
+    ]
+    files = {
+        REPO / "manifests" / "base" / "generated.yaml": commands[0],
+        OVERLAY / OVERLAY_RESOURCES: commands[1],
+        OVERLAY / OVERLAY_PATCH: commands[1],
+    }
+    assert len(commands) == 2, commands
+    for path, command in files.items():
+        second = path.read_text().splitlines()[1]
+        assert second.endswith(f"(or `{command}`)."), (path, second, command)
+
+
+def _tolerations_grid() -> list[JsonObject]:
+    grid: list[JsonObject] = []
+    # Equal with an empty key is invalid (the API server refuses it), so no "" key.
+    for key in (None, "a", "b"):
+        for operator in (None, "Exists"):
+            for value in (None, "x"):
+                for effect in (None, "NoSchedule", "NoExecute"):
+                    for seconds in (None, 10, 20):
+                        toleration: JsonObject = {}
+                        for field, given in (
+                            ("key", key),
+                            ("operator", operator),
+                            ("value", value),
+                            ("effect", effect),
+                            ("tolerationSeconds", seconds),
+                        ):
+                            if given is not None:
+                                toleration[field] = given
+                        grid.append(toleration)
+    return grid
+
+
+Covers = Any  # (existing, wanted) -> bool
+
+
+def _merge_as_check_does(
+    existing: list[JsonObject], wanted: list[JsonObject], covers: Covers
+) -> list[JsonObject]:
+    added: list[JsonObject] = []
+    for toleration in wanted:
+        if not any(covers(t, toleration) for t in (*existing, *added)):
+            added.append(toleration)
+    return added
+
+
+def _merge_as_native_does(
+    existing: list[JsonObject], wanted: list[JsonObject], covers: Covers
+) -> list[JsonObject]:
+    distinct: list[JsonObject] = []
+    for toleration in wanted:
+        if not any(covers(t, toleration) for t in distinct):
+            distinct.append(toleration)
+    return [w for w in distinct if not any(covers(e, w) for e in existing)]
+
+
+def _merges_differ(covers: Covers, grid: list[JsonObject]) -> tuple[JsonObject, ...] | None:
+    """An (existing, earlier wanted, later wanted) where the two merges differ, if any."""
+    for first in grid:
+        for second in (w for w in grid if covers(first, w)):
+            for existing in grid:
+                check = _merge_as_check_does([existing], [first, second], covers)
+                native = _merge_as_native_does([existing], [first, second], covers)
+                if check != native:
+                    return existing, first, second
+    return None
+
+
+def test_fleet_covers_is_transitive_so_the_native_merge_adds_what_check_adds() -> None:
+    """fleet_job_tolerations_native drops the wanted tolerations an earlier one covers; that
+    gives check()'s answer exactly when `covers` is transitive (see the comment there)."""
+    from webhook.engine.policies.fleet_job_tolerations import covers
+
+    grid = _tolerations_grid()
+    for a in grid:
+        for b in (t for t in grid if covers(a, t)):
+            for c in (t for t in grid if covers(b, t)):
+                assert covers(a, c), (a, b, c)
+    assert _merges_differ(covers, grid) is None
+
+    def not_transitive(existing: Any, wanted: JsonObject) -> bool:
+        # Negative control: effects compared only when both are set (NoSchedule covers an
+        # unset effect, that covers NoExecute, NoSchedule does not cover NoExecute).
+        one, other = existing.get("effect"), wanted.get("effect")
+        return covers({**existing, "effect": ""}, {**wanted, "effect": ""}) and (
+            not one or not other or one == other
+        )
+
+    assert _merges_differ(not_transitive, grid) is not None
+
+
+def _hooks_matching(
+    objects: list[JsonObject], *, group: str, resource: str, namespace: str
+) -> list[str]:
+    """The webhooks whose rules and namespaceSelector select an UPDATE of `resource` (with
+    `/subresource`) in `namespace`: the ones whose matchConditions the API server evaluates."""
+    found = []
+    for config in objects:
+        if not config["kind"].endswith("WebhookConfiguration"):
+            continue
+        for hook in config["webhooks"]:
+            expressions = hook["namespaceSelector"]["matchExpressions"]
+            inside = all((namespace in e["values"]) == (e["operator"] == "In") for e in expressions)
+            ruled = any(
+                group in r["apiGroups"]
+                and resource in r["resources"]
+                and "UPDATE" in r["operations"]
+                for r in hook["rules"]
+            )
+            if inside and ruled:
+                found.append(hook["name"])
+    return found
+
+
+def test_hybrid_webhook_rules_select_no_write_of_a_natively_covered_deployment(
+    shipped_policies: PolicySet,
+) -> None:
+    """In hybrid mode the Flux controllers' Deployments (requeue-dependency, IRC, source-
+    controller: all native) match no webhook rule, so the API server does not even evaluate a
+    webhook's matchConditions for them; IRC's scale subresource still does (control), and so
+    does every Deployment in the webhook-only install (control)."""
+    hybrid = generate_webhooks(shipped_policies, scopes=webhook_scope(shipped_policies, "hybrid"))
+    flux = {"group": "apps", "namespace": "flux-system"}
+    assert _hooks_matching(hybrid, resource="deployments", **flux) == []
+    assert _hooks_matching(hybrid, resource="deployments/scale", **flux) == [
+        "deployments-scale.mutate.fluxwarden.io"
+    ]
+    assert _hooks_matching(
+        hybrid, group="apps", resource="deployments", namespace="cattle-fleet-system"
+    ) == ["deployments.mutate.fluxwarden.io"]
+    webhook_only = generate_webhooks(shipped_policies)
+    assert _hooks_matching(webhook_only, resource="deployments", **flux) == [
+        "deployments.mutate.fluxwarden.io"
+    ]

@@ -5,13 +5,17 @@ request counter stays put), and a duplicate warning would fail the comparison.""
 
 from __future__ import annotations
 
+import copy
+import json
 import ssl
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bench.scenarios import flux_controller, helm_release
 from tests.controlplane.cluster import ControlPlane, default_bin_dir
 from tests.e2e.harness import (
     REPO,
@@ -103,10 +107,14 @@ def test_the_overlay_narrows_the_webhooks(hybrid: tuple[ControlPlane, WebhookSer
     docs = [d for d in rendered(hybrid[0], OVERLAY) if d["kind"] in WEBHOOK_KINDS]
     hooks = {h["name"]: h for d in docs for h in d["webhooks"]}
     deployments = str(hooks["deployments.mutate.fluxwarden.io"])
-    assert "deployments/scale" in deployments  # IRC's scale subresource stays
+    scale = hooks["deployments-scale.mutate.fluxwarden.io"]
+    assert [r["resources"] for r in scale["rules"]] == [["deployments/scale"]]  # IRC's scale
+    assert "'image-reflector-controller'" in str(scale)
     for native in ("'source-controller'", "'kustomize-controller'", "'helm-controller'"):
-        assert native not in deployments
-    assert "'image-reflector-controller'" in deployments
+        assert native not in deployments + str(scale)
+    # The Deployments themselves: only fleet-agent's, never in flux-system.
+    assert "flux-system" not in str(hooks["deployments.mutate.fluxwarden.io"]["namespaceSelector"])
+    assert "deployments/scale" not in deployments
     assert "helmreleases.mutate.fluxwarden.io" not in hooks  # drift detection is native
 
 
@@ -147,3 +155,70 @@ def test_the_policy_counter_sees_what_the_webhook_decides(
     before = _policy_results(server, ["irc-single-replica"])
     admit(cluster, _complete(_case("irc-single-replica/hpa-targeting-irc").obj), dry_run=True)
     assert _policy_results(server, ["irc-single-replica"]) > before
+
+
+WEBHOOK_CALLS = "apiserver_admission_webhook_admission_duration_seconds_count"
+MATCH_CONDITIONS = "apiserver_admission_match_condition_evaluation_seconds_count"
+
+
+def _apiserver_counts(cluster: ControlPlane, metric: str) -> dict[str, float]:
+    """The API server's own counter per webhook (its `name` label), from its /metrics."""
+    counts: dict[str, float] = {}
+    for line in cluster.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if line.startswith(metric + "{") and 'name="' in line:
+            name = line.split('name="', 1)[1].split('"', 1)[0]
+            counts[name] = counts.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def _moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {n: v - before.get(n, 0.0) for n, v in after.items() if v != before.get(n, 0.0)}
+
+
+def _bench_writes() -> dict[str, dict[str, Any]]:
+    """The writes `bench.apiserver` times that native policies decide in hybrid mode."""
+    release = helm_release(interval="10m", drift=False)
+    release["metadata"]["name"] = "bench-podinfo"
+    return {
+        "helmrelease-create": release,
+        "kustomize-controller-update": flux_controller("kustomize-controller"),
+        "irc-update": flux_controller("image-reflector-controller", replicas=2),
+    }
+
+
+def _write_twice(cluster: ControlPlane, obj: dict[str, Any]) -> None:
+    """A create, then an update (another annotation value), then the object is removed."""
+    for seq in ("1", "2"):
+        changed = copy.deepcopy(obj)
+        changed["metadata"].setdefault("annotations", {})["bench/seq"] = seq
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(changed))
+    cluster.kubectl("delete", "--wait=true", "-f", "-", input=json.dumps(obj))
+
+
+def test_natively_decided_bench_writes_call_no_webhook(
+    hybrid: tuple[ControlPlane, WebhookServer],
+) -> None:
+    """bench.apiserver's HelmRelease create and Flux controller Deployment updates are decided
+    natively in hybrid mode: by the API server's own metrics no webhook is called for them, and
+    for the Deployments no webhook's matchConditions are even evaluated (no rule selects them);
+    the HelmRelease reaches the validating webhook's matchConditions (dependsOn, interval), which
+    exclude it. Controls: those counters move for the HelmRelease and for an HPA on IRC."""
+    cluster, server = hybrid
+    writes = _bench_writes()
+    for name, obj in writes.items():
+        calls = _apiserver_counts(cluster, WEBHOOK_CALLS)
+        conditions = _apiserver_counts(cluster, MATCH_CONDITIONS)
+        requests = server.metric_total(REQUESTS)
+        _write_twice(cluster, obj)
+        assert _moved(calls, _apiserver_counts(cluster, WEBHOOK_CALLS)) == {}, name
+        assert server.metric_total(REQUESTS) == requests, name
+        evaluated = _moved(conditions, _apiserver_counts(cluster, MATCH_CONDITIONS))
+        if obj["kind"] == "Deployment":
+            assert not [n for n in evaluated if n.endswith(".fluxwarden.io")], (name, evaluated)
+        else:  # control: the metric is read, and the HelmRelease's conditions were evaluated
+            assert set(evaluated) >= {"helmreleases.validate.fluxwarden.io"}, evaluated
+    calls = _apiserver_counts(cluster, WEBHOOK_CALLS)
+    admit(cluster, _complete(_case("irc-single-replica/hpa-targeting-irc").obj), dry_run=True)
+    assert "horizontalpodautoscalers.mutate.fluxwarden.io" in _moved(
+        calls, _apiserver_counts(cluster, WEBHOOK_CALLS)
+    )

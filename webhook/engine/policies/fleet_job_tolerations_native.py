@@ -44,8 +44,17 @@ def _covers_cel(wanted: JsonObject) -> str:
 
 def native_static(scope: tuple[Match, ...], wanted: list[JsonObject]) -> Native:
     """Configured tolerations only: what check() adds is decided by the object alone."""
+    # check() adds a wanted toleration unless an existing or an already added one covers it;
+    # CEL cannot carry "already added" along, so the wanted ones an earlier wanted one covers
+    # are dropped here, once. Same answer because `covers` is transitive: when an earlier w
+    # covers a later w' and w is not added, some existing e covers w, hence w' too (effect:
+    # e's is empty or w's, and w's is empty or w''s; key/operator: an Exists e with an empty
+    # key covers all, else e's key is w's is w''s; seconds: e unbounded or e >= w >= w').
+    # tests/engine/test_native.py checks transitivity over a grid, and that a covers that is not
+    # transitive would make the two merges differ; the golden case
+    # fleet-job-tolerations/static-covered-chain runs this natively.
     distinct: list[JsonObject] = []
-    for toleration in wanted:  # later ones an earlier one covers are never added (check())
+    for toleration in wanted:
         if not any(covers(t, toleration) for t in distinct):
             distinct.append(toleration)
     indices = ", ".join(str(i) for i in range(len(distinct)))
