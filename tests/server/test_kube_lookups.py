@@ -353,3 +353,58 @@ def test_identical_concurrent_lookups_are_made_once(
     assert len(answers) == 8
     assert all(a == {"metadata": {"name": "fleet-controller"}, "spec": spec} for a in answers)
     assert handler.requests == [path]
+
+
+def test_a_dependency_created_after_the_namespace_was_listed_is_found(
+    fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, api: Api
+) -> None:
+    """Flux applies a Kustomization and its dependency moments apart: a list cached before this
+    request began is asked again when it lacks a name, so the dependency is not reported
+    missing (and a cycle closed within the TTL is denied, below)."""
+    port, handler = fake_api
+    clock = [0.0]
+    lookups = KubeLookups(api(port), ttl=5, clock=lambda: clock[0])
+
+    def decide(obj: dict[str, Any]) -> Any:
+        return _decide(obj, shipped_policies, lookups.for_request(clock[0] + 2.5))
+
+    _serve_kustomizations(handler, [_ks("infra", "flux-system")])
+    first = decide(_ks("apps", "flux-system", ("flux-system", "infra")))
+    assert first.allowed
+    assert first.warnings == []
+    lists = [f"{KS_API}/flux-system/kustomizations"]
+    assert [r.split("?")[0] for r in handler.requests] == lists
+
+    clock[0] = 0.5  # within the TTL: "configs" is created after the list above was made
+    _serve_kustomizations(handler, [_ks("infra", "flux-system"), _ks("configs", "flux-system")])
+    second = decide(_ks("apps", "flux-system", ("flux-system", "configs")))
+    assert second.warnings == []
+    assert [r.split("?")[0] for r in handler.requests] == lists * 2
+
+    clock[0] = 0.6  # every name in the cached list: no new call
+    third = decide(_ks("apps", "flux-system", ("flux-system", "infra")))
+    assert third.warnings == []
+    assert [r.split("?")[0] for r in handler.requests] == lists * 2
+
+    clock[0] = 0.7  # really missing: one fresh list, then the warning
+    fourth = decide(_ks("apps", "flux-system", ("flux-system", "nope")))
+    assert any("nope" in w for w in fourth.warnings), fourth.warnings
+    assert [r.split("?")[0] for r in handler.requests] == lists * 3
+
+
+def test_a_cycle_closed_within_the_ttl_is_denied(
+    fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, api: Api
+) -> None:
+    port, handler = fake_api
+    clock = [0.0]
+    lookups = KubeLookups(api(port), ttl=5, clock=lambda: clock[0])
+    _serve_kustomizations(handler, [_ks("other", "flux-system")])
+    a = _ks("a", "flux-system", ("flux-system", "b"))
+    first = _decide(a, shipped_policies, lookups.for_request(clock[0] + 2.5))
+    assert first.allowed  # b does not exist yet: a warning, no cycle
+    clock[0] = 0.2
+    _serve_kustomizations(handler, [_ks("other", "flux-system"), a])
+    b = _ks("b", "flux-system", ("flux-system", "a"))
+    second = _decide(b, shipped_policies, lookups.for_request(clock[0] + 2.5))
+    assert not second.allowed
+    assert "flux-system/b -> flux-system/a -> flux-system/b" in second.deny_reasons[0]

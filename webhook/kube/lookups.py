@@ -76,6 +76,7 @@ class Budget:
         self, deadline: float, *, max_calls: int, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.deadline, self.max_calls, self._clock = deadline, max_calls, clock
+        self.started = clock()
         self.calls = 0
 
     def remaining(self) -> float:
@@ -97,7 +98,8 @@ class Budget:
 class _Flight:
     """One fetch in progress; identical concurrent lookups wait for it instead of asking again."""
 
-    def __init__(self) -> None:
+    def __init__(self, started: float) -> None:
+        self.started = started
         self.done = threading.Event()
         self.value: Any = None
         self.error: LookupUnavailable | None = None
@@ -152,15 +154,27 @@ class KubeLookups:
     def persistent_volume_claim(self, namespace: str, name: str) -> JsonObject | None:
         return self.persistent_volume_claim_within(namespace, name, self._budget())
 
-    def _cached(self, key: object, fetch: Callable[[float], T], budget: Budget) -> T:
+    def _cached(
+        self,
+        key: object,
+        fetch: Callable[[float], T],
+        budget: Budget,
+        *,
+        fresher_than: float | None = None,
+    ) -> T:
+        """`fetch`'s answer, from the cache while it is younger than the TTL (and, with
+        `fresher_than`, fetched at or after that time), else fetched once for all callers."""
         now = self._clock()
+        oldest = now - self._ttl if fresher_than is None else max(now - self._ttl, fresher_than)
         with self._lock:
             hit = self._cache.get(key)
-            if hit is not None and now - hit[0] < self._ttl:
+            if hit is not None and hit[0] >= oldest and now - hit[0] < self._ttl:
                 return hit[1]  # type: ignore[no-any-return]
             if now < self._down_until:
                 raise LookupUnavailable("Kubernetes API unavailable (recent failure, backing off)")
             flight = self._flights.get(key)
+            if flight is not None and flight.started < oldest:
+                flight = None  # began too early to see what this caller needs: fetch anew
         if flight is not None:  # the same lookup is in progress for another request: share it
             if not flight.done.wait(max(budget.remaining(), 0)):
                 raise LookupUnavailable("request deadline reached waiting for the Kubernetes API")
@@ -169,7 +183,7 @@ class KubeLookups:
             return flight.value  # type: ignore[no-any-return]
         left = budget.spend()
         timeout = min(self._timeout, left)
-        flight = _Flight()
+        flight = _Flight(self._clock())
         with self._lock:
             self._flights[key] = flight
         try:
@@ -179,12 +193,17 @@ class KubeLookups:
             raise
         finally:
             with self._lock:
-                self._flights.pop(key, None)
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
             flight.done.set()
         with self._lock:
             if len(self._cache) >= MAX_CACHE_ENTRIES:
                 self._cache.clear()  # crude but bounded: a full cache only costs a few GETs
-            self._cache[key] = (self._clock(), flight.value)
+            # Stamped with when the fetch began: the answer may predate anything created since.
+            # A fetch overtaken by a fresher one (`fresher_than`) leaves the fresher answer.
+            current = self._cache.get(key)
+            if current is None or current[0] <= flight.started:
+                self._cache[key] = (flight.started, flight.value)
         return flight.value  # type: ignore[no-any-return]
 
     def _fetch(self, fetch: Callable[[float], T], timeout: float, *, cut_short: bool) -> T:
@@ -251,25 +270,34 @@ class KubeLookups:
         self, kind: DependencyKind, ref: ObjectRef, budget: Budget
     ) -> list[ObjectRef] | None:
         # Cached only briefly: a graph cached for long would miss an object created a moment
-        # ago (a missed cycle) or keep an edge already removed (a false denial).
+        # ago (a missed cycle) or keep an edge already removed (a false denial). A name missing
+        # from an answer older than this request is asked again once: Flux applies a
+        # Kustomization and its dependencies moments apart, within one TTL.
         # One list of the namespace's objects answers every name in it (a 199-name dependsOn
         # is one call, not 199); where RBAC does not allow listing, one GET per object.
         if self._clock() >= self._list_forbidden_until:
+            key: object = ("dependsOn-list", kind, ref.namespace)
+
+            def listed(timeout: float) -> dict[str, list[ObjectRef]]:
+                return self._list_depends_on(kind, ref.namespace, budget, timeout)
+
             try:
-                graph = self._cached(
-                    ("dependsOn-list", kind, ref.namespace),
-                    lambda timeout: self._list_depends_on(kind, ref.namespace, budget, timeout),
-                    budget,
-                )
+                graph = self._cached(key, listed, budget)
+                if ref.name not in graph:
+                    graph = self._cached(key, listed, budget, fresher_than=budget.started)
                 return graph.get(ref.name)
             except _Forbidden:
                 with self._lock:
                     self._list_forbidden_until = self._clock() + 300
-        return self._cached(
-            ("dependsOn", kind, ref),
-            lambda timeout: self._depends_on(kind, ref, timeout),
-            budget,
-        )
+        one_key: object = ("dependsOn", kind, ref)
+
+        def got(timeout: float) -> list[ObjectRef] | None:
+            return self._depends_on(kind, ref, timeout)
+
+        found = self._cached(one_key, got, budget)
+        if found is None:
+            found = self._cached(one_key, got, budget, fresher_than=budget.started)
+        return found
 
     def _list_depends_on(
         self, kind: DependencyKind, namespace: str, budget: Budget, timeout: float
