@@ -3,7 +3,7 @@
 # API module v1.3.0, Flux v2.6, the last to serve the betas) with the controller-gen that
 # ../flux/build.sh builds, into the per-machine cache next to the control plane. Flux v2.9.5's
 # CRD serves v2 only; the native and webhook answers for the older versions are checked on a
-# control plane with this one (tests/e2e/native/test_older_helmreleases.py). No conversion
+# control plane with this one (tests/e2e/native/test_replayed_cases.py). No conversion
 # webhook: controller-gen writes no `conversion`, i.e. `strategy: None` (the API server only
 # rewrites apiVersion), which is all those tests need. Idempotent like ../build.sh: exits at
 # once when the CRD is there. Progress on stderr; the last line on stdout is the output dir.
