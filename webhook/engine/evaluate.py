@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from .match import Match
 from .model import (
     EXEMPT_ANNOTATION,
     Action,
@@ -16,6 +17,7 @@ from .model import (
     PolicyResult,
     Request,
     Result,
+    Target,
     Webhook,
 )
 from .patch import make_patch
@@ -91,6 +93,8 @@ def _evaluate(
     for configured in policy_set.for_webhook(webhook):
         policy = configured.policy
         failure: str | None = None
+        if not _names_resource(configured, request.target):
+            continue  # what `matches` would say first, without its per-object work
         try:
             applies = configured.matches(request.target, working)
         except Exception as exc:  # fail open per policy, like an error in check()
@@ -140,6 +144,24 @@ def _evaluate(
 
 _EXEMPT_MESSAGE = f"exempted by the {EXEMPT_ANNOTATION} annotation"
 
+# (id of a scope, group, resource, subresource) -> (that scope, whether a Match names it).
+_NAMED: dict[tuple[int, str, str, str], tuple[tuple[Match, ...], bool]] = {}
+
+
+def _names_resource(configured: ConfiguredPolicy, target: Target) -> bool:
+    """Whether a Match of the policy's scope names the target's resource: `Match.matches`
+    is False without reading the object otherwise. Most objects of a large audit are of a
+    resource most policies never name; the answer depends on the resource only, so it is
+    remembered (the scope is kept with it, so a reused id cannot answer for another scope)."""
+    scope = configured.scope
+    key = (id(scope), target.api_group, target.resource, target.sub_resource)
+    known = _NAMED.get(key)
+    if known is None or known[0] is not scope:
+        if len(_NAMED) >= 4096:
+            _NAMED.clear()
+        known = _NAMED[key] = (scope, any(m.resource_for(target) is not None for m in scope))
+    return known[1]
+
 
 def _allow_untouched() -> Decision:
     return Decision(True, [], None, [], {}, [], [])
@@ -181,10 +203,13 @@ def _failure(error: Exception) -> str:
 def _run(
     configured: ConfiguredPolicy, obj: JsonObject, *, request: Request, lookups: Lookups
 ) -> tuple[JsonObject, Report, str | None]:
-    """Run one policy on a private copy. A policy that raises fails open with an error."""
+    """Run one policy: a mutating one on a private copy (a policy that raises midway leaves
+    nothing behind), a validating one on `obj` itself, which it only reads (the copy was most
+    of the cost of a validation). A policy that raises fails open with an error."""
     report = Report()
     try:
-        scratch = _copy_tree(obj)  # inside the try: a hostile depth fails this policy open
+        # Inside the try: a hostile depth fails this policy open.
+        scratch = _copy_tree(obj) if configured.policy.webhook == "mutate" else obj
         configured.policy.check(
             scratch, request=request, params=configured.params, lookups=lookups, report=report
         )
