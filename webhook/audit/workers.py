@@ -24,7 +24,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 PARALLEL_MIN = 500  # below this many items a pool costs more than it saves
-SLICES_PER_JOB = 4  # smaller slices: results stream back while others are still computed
+SLICES_PER_JOB = 8  # smaller slices: results stream back while others are still computed
 SERIAL_SLICE = 500  # in-process, results still come in slices (a progress line can follow)
 
 _MARSHAL, _PICKLE = b"m", b"p"
