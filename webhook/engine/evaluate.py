@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .match import Match
 from .model import (
     EXEMPT_ANNOTATION,
     Action,
@@ -90,11 +89,9 @@ def _evaluate(
     warnings: list[str] = []
     deny_reasons: list[str] = []
     annotations: dict[str, str] = {}
-    for configured in policy_set.for_webhook(webhook):
+    for configured in _naming_resource(policy_set, webhook, request.target):
         policy = configured.policy
         failure: str | None = None
-        if not _names_resource(configured, request.target):
-            continue  # what `matches` would say first, without its per-object work
         try:
             applies = configured.matches(request.target, working)
         except Exception as exc:  # fail open per policy, like an error in check()
@@ -144,22 +141,30 @@ def _evaluate(
 
 _EXEMPT_MESSAGE = f"exempted by the {EXEMPT_ANNOTATION} annotation"
 
-# (id of a scope, group, resource, subresource) -> (that scope, whether a Match names it).
-_NAMED: dict[tuple[int, str, str, str], tuple[tuple[Match, ...], bool]] = {}
+# (id of a policy tuple, webhook, group, resource, subresource) -> (that tuple, its policies
+# whose scope names the resource)
+_NAMING: dict[tuple[int, str, str, str, str], tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
 
 
-def _names_resource(configured: ConfiguredPolicy, target: Target) -> bool:
-    """Whether a Match of the policy's scope names the target's resource: `Match.matches`
-    is False without reading the object otherwise. Most objects of a large audit are of a
-    resource most policies never name; the answer depends on the resource only, so it is
-    remembered (the scope is kept with it, so a reused id cannot answer for another scope)."""
-    scope = configured.scope
-    key = (id(scope), target.api_group, target.resource, target.sub_resource)
-    known = _NAMED.get(key)
-    if known is None or known[0] is not scope:
-        if len(_NAMED) >= 4096:
-            _NAMED.clear()
-        known = _NAMED[key] = (scope, any(m.resource_for(target) is not None for m in scope))
+def _naming_resource(
+    policy_set: PolicySet, webhook: Webhook, target: Target
+) -> tuple[ConfiguredPolicy, ...]:
+    """The policies of `webhook`, in order, minus those with no Match naming the target's
+    resource: `Match.matches` is False for them without reading the object. Most objects of a
+    large audit are of a resource most policies never name; the answer depends on the resource
+    only, so it is remembered (with the policy tuple, so a reused id cannot answer for another)."""
+    policies = policy_set.policies
+    key = (id(policies), webhook, target.api_group, target.resource, target.sub_resource)
+    known = _NAMING.get(key)
+    if known is None or known[0] is not policies:
+        if len(_NAMING) >= 4096:
+            _NAMING.clear()
+        naming = tuple(
+            configured
+            for configured in policy_set.for_webhook(webhook)
+            if any(m.resource_for(target) is not None for m in configured.scope)
+        )
+        known = _NAMING[key] = (policies, naming)
     return known[1]
 
 
