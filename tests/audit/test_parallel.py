@@ -75,12 +75,40 @@ def parallel_from_two(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return fanned
 
 
-def test_small_inputs_and_one_job_stay_in_process() -> None:
+def test_small_inputs_and_one_job_stay_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(workers.JOBS_VARIABLE, raising=False)
     assert workers.jobs_for(workers.PARALLEL_MIN - 1, 8) == 1
     assert workers.jobs_for(100_000, 1) == 1
     assert workers.jobs_for(workers.PARALLEL_MIN, 2) == 2
     cpus = workers.available_cpus()
     assert workers.jobs_for(100_000, None) == (cpus if cpus > 1 else 1)
+
+
+def test_the_jobs_variable_sets_how_many_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(workers.JOBS_VARIABLE, "1")
+    assert workers.jobs_for(100_000, None) == 1
+    monkeypatch.setenv(workers.JOBS_VARIABLE, "3")
+    assert workers.jobs_for(100_000, None) == 3
+    assert workers.jobs_for(100_000, 2) == 2  # given explicitly: the variable does not count
+
+
+@pytest.mark.parametrize(
+    ("files", "quota"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 2),
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_a_cgroup_cpu_quota_bounds_the_cpus(
+    tmp_path: Path, files: dict[str, str], quota: int | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert workers._cgroup_quota(str(tmp_path)) == quota
 
 
 def test_slices_are_computed_in_other_processes_and_come_back_in_order() -> None:

@@ -31,16 +31,47 @@ _MARSHAL, _PICKLE = b"m", b"p"
 _work: tuple[Callable[[Sequence[Any]], Any], Sequence[Any], Callable[[Any], Any]] | None = None
 
 
+JOBS_VARIABLE = "FLUXWARDEN_JOBS"  # how many processes when not given; 1: in-process
+
+
 def available_cpus() -> int:
+    """The CPUs this process may run on, bounded by a cgroup CPU quota (a CI container that
+    sees 16 CPUs but may use 2), as Go's automaxprocs does."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    return max(1, min(cpus, quota)) if quota else cpus
+
+
+def _cgroup_quota(root: str = "/sys/fs/cgroup") -> int | None:
+    """Whole CPUs a cgroup quota allows (rounded up), None without a quota."""
+    for quota_file, period_file in (
+        (f"{root}/cpu.max", None),  # cgroup v2: "<quota> <period>" or "max <period>"
+        (f"{root}/cpu/cpu.cfs_quota_us", f"{root}/cpu/cpu.cfs_period_us"),  # cgroup v1
+    ):
+        try:
+            with open(quota_file, encoding="ascii") as file:
+                fields = file.read().split()
+            if period_file is not None:
+                with open(period_file, encoding="ascii") as file:
+                    fields = [fields[0], *file.read().split()]
+            quota, period = fields[0], fields[1]
+            if quota in ("max", "-1"):
+                return None
+            return -(-int(quota) // int(period))
+        except (OSError, ValueError, IndexError, ZeroDivisionError):
+            continue
+    return None
 
 
 def jobs_for(count: int, jobs: int | None) -> int:
-    """How many processes to use for `count` items: `jobs` (None: one per available CPU), or 1
-    for small inputs (fewer than PARALLEL_MIN) and where processes cannot be forked."""
+    """How many processes to use for `count` items: `jobs` (None: $FLUXWARDEN_JOBS, else one
+    per available CPU), or 1 for small inputs (fewer than PARALLEL_MIN) and where processes
+    cannot be forked."""
+    if jobs is None and os.environ.get(JOBS_VARIABLE, "").strip().isdigit():
+        jobs = int(os.environ[JOBS_VARIABLE])
     wanted = available_cpus() if jobs is None else jobs
     if wanted < 2 or count < max(PARALLEL_MIN, 2) or not _can_fork():
         return 1
