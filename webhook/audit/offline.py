@@ -31,6 +31,7 @@ from .fluxinstance import is_flux_instance, materialise, user_patches
 from .patch_sources import PatchEntry, entries_of, kustomization_entries, setting_patch
 from .render import KustomizeNotFound, Renderer, find_kustomize
 from .sources import field_line
+from .workers import jobs_for, ordered_map, paused_gc
 
 
 def evaluate_object(
@@ -76,11 +77,15 @@ class AuditObject:
     kustomization: str = ""  # namespace/name of the Flux Kustomization that rendered it
 
 
-def audit_documents(documents: Iterable[Document], *, policy_set: PolicySet) -> AuditReport:
-    """Evaluate every Kubernetes object in `documents` as a CREATE through both webhooks."""
-    report = AuditReport()
-    objects = _objects_of(documents, report)
-    return _evaluate_all(objects, report, policy_set=policy_set)
+def audit_documents(
+    documents: Iterable[Document], *, policy_set: PolicySet, jobs: int | None = None
+) -> AuditReport:
+    """Evaluate every Kubernetes object in `documents` as a CREATE through both webhooks; many
+    objects are evaluated by `jobs` processes (None: one per CPU), with the same report."""
+    with paused_gc():
+        report = AuditReport()
+        objects = _objects_of(documents, report)
+        return _evaluate_all(objects, report, policy_set=policy_set, jobs=jobs)
 
 
 def _objects_of(documents: Iterable[Document], report: AuditReport) -> list[AuditObject]:
@@ -110,26 +115,76 @@ def _evaluate_all(
     report: AuditReport,
     *,
     policy_set: PolicySet,
+    jobs: int | None = 1,
 ) -> AuditReport:
     lookups = OfflineLookups(o.obj for o in objects)
     progress = _Progress(len(objects))
-    for number, item in enumerate(objects):
-        progress.show(number)
-        report.objects += 1
-        decision = evaluate_object(item.obj, policy_set=policy_set, lookups=lookups)
-        mutating = [r for r in decision.results if r.result == "fail" and r.action == "mutated"]
-        for result in decision.results:
-            location = item.location
-            if len(mutating) == 1 and result is mutating[0]:
-                location = _field_location(item, [str(op.get("path", "")) for op in decision.patch])
-            finding = Finding.of(location, result)
-            if item.unknown and finding.result in ("fail", "warn", "error"):
-                finding = _unknown(finding, item, decision)
-            if item.note and finding.result in ("fail", "warn", "error"):
-                finding = dataclasses.replace(finding, messages=(*finding.messages, item.note))
-            report.findings.append(finding)
+
+    def findings_of(items: Sequence[AuditObject]) -> list[Finding]:
+        return [f for i in items for f in _findings(i, policy_set=policy_set, lookups=lookups)]
+
+    done = 0
+    progress.show(done)
+    workers = jobs_for(len(objects), jobs)
+    for count, findings in ordered_map(
+        findings_of, objects, jobs=workers, encode=_as_fields, decode=_from_fields
+    ):
+        report.findings += findings
+        done += count
+        progress.show(done)
+    report.objects += len(objects)
     progress.done()
     return report
+
+
+def _as_fields(findings: list[Finding]) -> list[tuple[Any, ...]]:
+    """Findings as plain tuples (a worker sends them back by marshal, far faster than pickled
+    dataclasses); the findings of one object share their location tuple."""
+    locations: dict[int, tuple[Any, ...]] = {}
+    fields: list[Any] = []
+    for f in findings:
+        where = f.location
+        location = locations.get(id(where))
+        if location is None:
+            location = locations[id(where)] = (
+                where.source,
+                where.line,
+                where.api_version,
+                where.kind,
+                where.namespace,
+                where.name,
+            )
+        fields.append((location, f.policy, f.mode, f.result, f.action, f.messages))
+    return fields
+
+
+def _from_fields(fields: list[tuple[Any, ...]]) -> list[Finding]:
+    locations: dict[tuple[Any, ...], ObjectLocation] = {}
+    findings: list[Finding] = []
+    for location, policy, mode, result, action, messages in fields:
+        where = locations.get(location)
+        if where is None:
+            where = locations[location] = ObjectLocation(*location)
+        findings.append(Finding(where, policy, mode, result, action, tuple(messages)))
+    return findings
+
+
+def _findings(item: AuditObject, *, policy_set: PolicySet, lookups: Lookups) -> list[Finding]:
+    """One object's findings, each at the line it is about."""
+    decision = evaluate_object(item.obj, policy_set=policy_set, lookups=lookups)
+    mutating = [r for r in decision.results if r.result == "fail" and r.action == "mutated"]
+    findings: list[Finding] = []
+    for result in decision.results:
+        location = item.location
+        if len(mutating) == 1 and result is mutating[0]:
+            location = _field_location(item, [str(op.get("path", "")) for op in decision.patch])
+        finding = Finding.of(location, result)
+        if item.unknown and finding.result in ("fail", "warn", "error"):
+            finding = _unknown(finding, item, decision)
+        if item.note and finding.result in ("fail", "warn", "error"):
+            finding = dataclasses.replace(finding, messages=(*finding.messages, item.note))
+        findings.append(finding)
+    return findings
 
 
 def _field_location(item: AuditObject, paths: list[str]) -> ObjectLocation:
@@ -176,7 +231,7 @@ class _Progress:
         self.enabled = total >= 2000 and sys.stderr.isatty()
 
     def show(self, number: int) -> None:
-        if self.enabled and number % 500 == 0:
+        if self.enabled:
             sys.stderr.write(f"\rfluxwarden: audited {number}/{self.total} objects")
             sys.stderr.flush()
 
@@ -192,13 +247,35 @@ def audit_paths(
     exclude: Sequence[str] = (),
     render: bool = True,
     kustomize: str | None = None,
+    jobs: int | None = None,
 ) -> AuditReport:
-    """Audit files, directories and `-`: each directory rendered as Flux applies it."""
+    """Audit files, directories and `-`: each directory rendered as Flux applies it. Many
+    files and objects are parsed and evaluated by `jobs` processes (None: one per CPU)."""
+    with paused_gc():
+        return _audit_paths(
+            paths,
+            policy_set=policy_set,
+            exclude=exclude,
+            render=render,
+            kustomize=kustomize,
+            jobs=jobs,
+        )
+
+
+def _audit_paths(
+    paths: Sequence[str],
+    *,
+    policy_set: PolicySet,
+    exclude: Sequence[str],
+    render: bool,
+    kustomize: str | None,
+    jobs: int | None,
+) -> AuditReport:
     report = AuditReport()
     objects: list[AuditObject] = []
     for given in paths:
         skipped = Skipped()
-        documents = list(load([given], exclude=exclude, skipped=skipped))
+        documents = list(load([given], exclude=exclude, skipped=skipped, jobs=jobs))
         for chart in skipped.charts:
             report.problems.append(
                 InputProblem(str(chart), 0, "skipped: Helm chart (Chart.yaml)", False)
@@ -209,7 +286,7 @@ def audit_paths(
             objects += _objects_of(documents, report)
     if render:
         objects = with_flux_instances(objects, report, kustomize)
-    return _evaluate_all(objects, report, policy_set=policy_set)
+    return _evaluate_all(objects, report, policy_set=policy_set, jobs=jobs)
 
 
 def with_flux_instances(
