@@ -280,6 +280,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             exclude=args.exclude,
             render=not args.no_render,
             kustomize=args.kustomize,
+            jobs=args.jobs,
         )
     color = args.format == "table" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     sys.stdout.write(render(report, args.format, color=color, verbose=args.verbose))
@@ -335,6 +336,12 @@ def cmd_fix(args: argparse.Namespace) -> int:
     if any(p.error for p in result.problems):
         return 2
     return 1 if args.check and result.changed_files else 0
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def _render_options(parser: argparse.ArgumentParser) -> None:
@@ -474,6 +481,14 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("-v", "--verbose", action="store_true", help="also list passes and skips")
     audit.add_argument("--cluster", action="store_true", help="audit the live cluster")
     _render_options(audit)
+    audit.add_argument(
+        "-j",
+        "--jobs",
+        type=_positive_int,
+        metavar="N",
+        help="processes that parse and evaluate large inputs (default: $FLUXWARDEN_JOBS, else "
+        "one per available CPU; 1: in this process)",
+    )
     audit.add_argument(
         "--kubeconfig", help="with --cluster (default: in-cluster, then ~/.kube/config)"
     )

@@ -185,3 +185,30 @@ def test_the_progress_line_follows_a_parallel_run(
     assert "\rfluxwarden: audited 0/2000 objects" in shown
     assert "\rfluxwarden: audited 2000/2000 objects" in shown
     assert shown.endswith("\r\033[K")
+
+
+def test_the_cli_jobs_flag_chooses_the_processes_and_not_the_answer(
+    tree: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from webhook import cli
+
+    fanned: list[int] = []
+    real = workers.ordered_map
+
+    def spy(*args: Any, jobs: int, **kwargs: Any) -> Any:
+        fanned.append(jobs)
+        return real(*args, jobs=jobs, **kwargs)
+
+    monkeypatch.setattr(documents, "ordered_map", spy)
+    monkeypatch.setattr(offline, "ordered_map", spy)
+    answers = {}
+    for jobs in ("1", "2"):
+        fanned.clear()
+        code = cli.main(["audit", "--no-render", "-o", "json", "--jobs", jobs, str(tree)])
+        answers[jobs] = (code, capsys.readouterr().out)
+        assert set(fanned) <= {int(jobs)}, (jobs, fanned)
+        assert jobs == "1" or len(fanned) == 2, fanned  # parse, then evaluate, in 2 processes
+    assert answers["1"] == answers["2"]
+    code, out = answers["1"]
+    assert code == 2  # the odd files are input errors
+    assert out.count('"fail"') > 10  # and the fleet has findings: the comparison is not empty

@@ -16,7 +16,6 @@ from .model import (
     PolicyResult,
     Request,
     Result,
-    Target,
     Webhook,
 )
 from .patch import make_patch
@@ -89,7 +88,7 @@ def _evaluate(
     warnings: list[str] = []
     deny_reasons: list[str] = []
     annotations: dict[str, str] = {}
-    for configured in _naming_resource(policy_set, webhook, request.target):
+    for configured in policy_set.naming(webhook, request.target):
         policy = configured.policy
         failure: str | None = None
         try:
@@ -140,32 +139,6 @@ def _evaluate(
 
 
 _EXEMPT_MESSAGE = f"exempted by the {EXEMPT_ANNOTATION} annotation"
-
-# (id of a policy tuple, webhook, group, resource, subresource) -> (that tuple, its policies
-# whose scope names the resource)
-_NAMING: dict[tuple[int, str, str, str, str], tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
-
-
-def _naming_resource(
-    policy_set: PolicySet, webhook: Webhook, target: Target
-) -> tuple[ConfiguredPolicy, ...]:
-    """The policies of `webhook`, in order, minus those with no Match naming the target's
-    resource: `Match.matches` is False for them without reading the object. Most objects of a
-    large audit are of a resource most policies never name; the answer depends on the resource
-    only, so it is remembered (with the policy tuple, so a reused id cannot answer for another)."""
-    policies = policy_set.policies
-    key = (id(policies), webhook, target.api_group, target.resource, target.sub_resource)
-    known = _NAMING.get(key)
-    if known is None or known[0] is not policies:
-        if len(_NAMING) >= 4096:
-            _NAMING.clear()
-        naming = tuple(
-            configured
-            for configured in policy_set.for_webhook(webhook)
-            if any(m.resource_for(target) is not None for m in configured.scope)
-        )
-        known = _NAMING[key] = (policies, naming)
-    return known[1]
 
 
 def _allow_untouched() -> Decision:

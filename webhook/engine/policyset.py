@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -78,6 +78,9 @@ class ConfiguredPolicy:
         )
 
 
+_MAX_REMEMBERED_RESOURCES = 4096
+
+
 @dataclass(frozen=True)
 class PolicySet:
     name: str
@@ -85,6 +88,10 @@ class PolicySet:
     mode: Mode  # the ceiling: `spec.mode`, or the --mode / FLUXWARDEN_MODE that replaced it
     excluded_namespaces: frozenset[str]  # spec.exclude.namespaces and fluxwarden's own
     policies: tuple[ConfiguredPolicy, ...]
+    # (webhook, group, resource, subresource) -> `naming`'s answer, filled as resources are seen
+    _naming: dict[tuple[str, str, str, str], tuple[ConfiguredPolicy, ...]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def effective_mode(self, configured: ConfiguredPolicy) -> Mode:
         """A policy runs at the lower of its own mode and the ceiling."""
@@ -101,6 +108,23 @@ class PolicySet:
         if webhook == "all":
             return self.policies
         return tuple(p for p in self.policies if p.policy.webhook == webhook)
+
+    def naming(self, webhook: Webhook, target: Target) -> tuple[ConfiguredPolicy, ...]:
+        """The policies of `webhook`, in order, minus those with no Match naming the target's
+        resource (`Match.matches` is False for them without reading the object). Most objects of
+        a large audit are of a resource most policies never name; the answer depends on the
+        resource only, so it is remembered (bounded: any client may name any resource)."""
+        key = (webhook, target.api_group, target.resource, target.sub_resource)
+        known = self._naming.get(key)
+        if known is None:
+            if len(self._naming) >= _MAX_REMEMBERED_RESOURCES:
+                self._naming.clear()
+            known = self._naming[key] = tuple(
+                configured
+                for configured in self.for_webhook(webhook)
+                if any(m.resource_for(target) is not None for m in configured.scope)
+            )
+        return known
 
 
 def _field(loc: tuple[int | str, ...]) -> str:

@@ -119,7 +119,9 @@ def _short(value: Any) -> str:
 
 
 class Policy(ABC, Generic[ParamsT]):
-    """One best practice. `check` works on a private copy of the object and may mutate it."""
+    """One best practice. A mutating policy's `check` works on a private copy of the object and
+    may change it; a validating policy's `check` gets the object itself and must only read it
+    (tests/engine/test_copy_on_write.py holds the shipped ones to that)."""
 
     name: ClassVar[str]
     webhook: ClassVar[Literal["mutate", "validate"]]
