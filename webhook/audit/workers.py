@@ -14,7 +14,7 @@ import os
 import pickle
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from multiprocessing import get_all_start_methods, get_context
@@ -105,10 +105,12 @@ def ordered_map(
     _work = (function, items, encode)
     try:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork")) as pool:
-            futures = [pool.submit(_run_slice, start, end) for start, end in bounds]
+            futures = [_submitted(pool, start, end) for start, end in bounds]
             for (start, end), future in zip(bounds, futures, strict=True):
                 part = items[start:end]
                 try:
+                    if future is None:
+                        raise BrokenProcessPool
                     payload = future.result()
                 except BrokenProcessPool:  # a worker was killed (e.g. out of memory): do it here
                     yield len(part), function(part)
@@ -116,6 +118,15 @@ def ordered_map(
                 yield len(part), decode(_decoded(payload))
     finally:
         _work = None
+
+
+def _submitted(pool: ProcessPoolExecutor, start: int, end: int) -> Future[bytes] | None:
+    """The slice's future; None when a worker already died (the pool refuses new work then,
+    and on a busy machine that can happen before every slice is submitted)."""
+    try:
+        return pool.submit(_run_slice, start, end)
+    except BrokenProcessPool:
+        return None
 
 
 def _slices(count: int, parts: int) -> list[tuple[int, int]]:
