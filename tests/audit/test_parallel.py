@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from pathlib import Path
@@ -149,8 +150,8 @@ def test_a_worker_that_dies_before_every_slice_is_submitted_loses_nothing(
             os._exit(1)
         return [n * 2 for n in part]
 
-    class DeathFirst(workers.ProcessPoolExecutor):
-        def submit(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    class DeathFirst(ProcessPoolExecutor):
+        def submit(self, *args: Any, **kwargs: Any) -> Any:
             future = super().submit(*args, **kwargs)
             if args[1] == 0:  # the dying slice: wait until the pool knows it is broken
                 with contextlib.suppress(BrokenProcessPool):
