@@ -358,9 +358,9 @@ def test_identical_concurrent_lookups_are_made_once(
 def test_a_dependency_created_after_the_namespace_was_listed_is_found(
     fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, api: Api
 ) -> None:
-    """Flux applies a Kustomization and its dependency moments apart: a list cached before this
-    request began is asked again when it lacks a name, so the dependency is not reported
-    missing (and a cycle closed within the TTL is denied, below)."""
+    """Flux applies a Kustomization and its dependency moments apart: a name missing from the
+    cached list is read on its own (a GET, not a new list of the namespace), so the dependency
+    is not reported missing (and a cycle closed within the TTL is denied, below)."""
     port, handler = fake_api
     clock = [0.0]
     lookups = KubeLookups(api(port), ttl=5, clock=lambda: clock[0])
@@ -368,28 +368,34 @@ def test_a_dependency_created_after_the_namespace_was_listed_is_found(
     def decide(obj: dict[str, Any]) -> Any:
         return _decide(obj, shipped_policies, lookups.for_request(clock[0] + 2.5))
 
+    def calls() -> list[str]:
+        return [r.split("?")[0] for r in handler.requests]
+
+    listing = f"{KS_API}/flux-system/kustomizations"
     _serve_kustomizations(handler, [_ks("infra", "flux-system")])
     first = decide(_ks("apps", "flux-system", ("flux-system", "infra")))
     assert first.allowed
     assert first.warnings == []
-    lists = [f"{KS_API}/flux-system/kustomizations"]
-    assert [r.split("?")[0] for r in handler.requests] == lists
+    assert calls() == [listing]
 
     clock[0] = 0.5  # within the TTL: "configs" is created after the list above was made
     _serve_kustomizations(handler, [_ks("infra", "flux-system"), _ks("configs", "flux-system")])
     second = decide(_ks("apps", "flux-system", ("flux-system", "configs")))
     assert second.warnings == []
-    assert [r.split("?")[0] for r in handler.requests] == lists * 2
+    assert calls() == [listing, f"{listing}/configs"]
 
-    clock[0] = 0.6  # every name in the cached list: no new call
+    clock[0] = 0.6  # every name in the cached list, or read in this request's window: no call
     third = decide(_ks("apps", "flux-system", ("flux-system", "infra")))
     assert third.warnings == []
-    assert [r.split("?")[0] for r in handler.requests] == lists * 2
+    assert len(calls()) == 2
 
-    clock[0] = 0.7  # really missing: one fresh list, then the warning
+    clock[0] = 0.7  # really missing: read on its own (each served version), then the warning
     fourth = decide(_ks("apps", "flux-system", ("flux-system", "nope")))
     assert any("nope" in w for w in fourth.warnings), fourth.warnings
-    assert [r.split("?")[0] for r in handler.requests] == lists * 3
+    assert calls()[2:] == [
+        f"{listing}/nope",
+        "/apis/kustomize.toolkit.fluxcd.io/v1beta2/namespaces/flux-system/kustomizations/nope",
+    ]
 
 
 def test_a_cycle_closed_within_the_ttl_is_denied(

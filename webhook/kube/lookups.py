@@ -270,30 +270,30 @@ class KubeLookups:
         self, kind: DependencyKind, ref: ObjectRef, budget: Budget
     ) -> list[ObjectRef] | None:
         # Cached only briefly: a graph cached for long would miss an object created a moment
-        # ago (a missed cycle) or keep an edge already removed (a false denial). A name missing
-        # from an answer older than this request is asked again once: Flux applies a
-        # Kustomization and its dependencies moments apart, within one TTL.
+        # ago (a missed cycle) or keep an edge already removed (a false denial).
         # One list of the namespace's objects answers every name in it (a 199-name dependsOn
         # is one call, not 199); where RBAC does not allow listing, one GET per object.
-        if self._clock() >= self._list_forbidden_until:
-            key: object = ("dependsOn-list", kind, ref.namespace)
-
-            def listed(timeout: float) -> dict[str, list[ObjectRef]]:
-                return self._list_depends_on(kind, ref.namespace, budget, timeout)
-
-            try:
-                graph = self._cached(key, listed, budget)
-                if ref.name not in graph:
-                    graph = self._cached(key, listed, budget, fresher_than=budget.started)
-                return graph.get(ref.name)
-            except _Forbidden:
-                with self._lock:
-                    self._list_forbidden_until = self._clock() + 300
+        # A name the list lacks is read on its own, in an answer no older than this request:
+        # Flux applies a Kustomization and its dependencies moments apart, within one TTL, and
+        # one GET costs far less than listing a namespace of hundreds again.
         one_key: object = ("dependsOn", kind, ref)
 
         def got(timeout: float) -> list[ObjectRef] | None:
             return self._depends_on(kind, ref, timeout)
 
+        if self._clock() >= self._list_forbidden_until:
+            try:
+                graph = self._cached(
+                    ("dependsOn-list", kind, ref.namespace),
+                    lambda timeout: self._list_depends_on(kind, ref.namespace, budget, timeout),
+                    budget,
+                )
+                if ref.name in graph:
+                    return graph[ref.name]
+                return self._cached(one_key, got, budget, fresher_than=budget.started)
+            except _Forbidden:
+                with self._lock:
+                    self._list_forbidden_until = self._clock() + 300
         found = self._cached(one_key, got, budget)
         if found is None:
             found = self._cached(one_key, got, budget, fresher_than=budget.started)
