@@ -285,3 +285,53 @@ def test_serving_processes_do_not_load_cryptography(server: Server) -> None:
         maps = Path(f"/proc/{pid}/maps").read_text()
         assert "_ssl" in maps or "libssl" in maps  # the check reads the right thing
         assert "/cryptography/" not in maps, pid
+
+
+def test_the_temporary_directories_it_made_are_gone_when_it_exits(tmp_path: Path) -> None:
+    """Without PROMETHEUS_MULTIPROC_DIR and --state-dir the server makes both in $TMPDIR; the
+    master removes them on SIGTERM (its workers, which unwind through the same code, do not
+    remove them from under it while it runs)."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    _write_certs(certs)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["TMPDIR"] = str(scratch)
+    argv = [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1"]
+    argv += ["--port", str(free_port()), "--lookups", "none", "--workers", "2"]
+    argv += ["--cert-file", str(certs / "tls.crt"), "--key-file", str(certs / "tls.key")]
+    process = subprocess.Popen(argv, env=env, start_new_session=True, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while sorted(p.name.rsplit("-", 1)[0] for p in scratch.iterdir()) != [
+            "fluxwarden-metrics",
+            "fluxwarden-state",
+        ]:
+            assert process.poll() is None
+            assert time.monotonic() < deadline, list(scratch.iterdir())
+            time.sleep(0.1)
+        time.sleep(2)  # the workers are up
+        # A worker that stops gracefully (SIGTERM: it unwinds through serve's frames) while the
+        # master goes on; the master starts another.
+        os.kill(sorted(_children(process.pid))[0], signal.SIGTERM)
+        time.sleep(2)
+        assert len(list(scratch.iterdir())) == 2, "a dying worker removed the master's dirs"
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert list(scratch.iterdir()) == []
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found

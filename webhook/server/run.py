@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import ssl
 import tempfile
 from dataclasses import dataclass
@@ -190,12 +191,25 @@ def serve(options: ServeOptions) -> None:
         Path(metrics_dir).mkdir(parents=True, exist_ok=True)
         for stale in Path(metrics_dir).glob("*.db"):
             stale.unlink()
-    else:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fluxwarden-metrics-")
-    # Start only with a good policy set: it becomes the last good set the workers fall back to.
-    from .policystore import LastGood, load_policy_file
+    # Directories made here are removed when the master exits (not when a worker does: forked
+    # workers unwind through the same frames), so restarts do not pile them up in /tmp.
+    made: list[str] = []
+    master = os.getpid()
+    try:
+        if not metrics_dir:
+            made.append(tempfile.mkdtemp(prefix="fluxwarden-metrics-"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = made[-1]
+        # Start only with a good policy set: the last good set the workers fall back to.
+        from .policystore import LastGood, load_policy_file
 
-    state_dir = options.state_dir or Path(tempfile.mkdtemp(prefix="fluxwarden-state-"))
-    load_policy_file(options.policies)
-    LastGood(state_dir).save(options.policies.read_text(encoding="utf-8"))
-    _Server(options, state_dir).run()
+        state_dir = options.state_dir
+        if state_dir is None:
+            state_dir = Path(tempfile.mkdtemp(prefix="fluxwarden-state-"))
+            made.append(str(state_dir))
+        load_policy_file(options.policies)
+        LastGood(state_dir).save(options.policies.read_text(encoding="utf-8"))
+        _Server(options, state_dir).run()
+    finally:
+        if os.getpid() == master:
+            for directory in made:
+                shutil.rmtree(directory, ignore_errors=True)
