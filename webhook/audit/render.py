@@ -178,7 +178,13 @@ class Renderer:
     def _copy(self, number: int) -> None:
         copy = self._work / f"repo-{number}"
         try:
-            shutil.copytree(self.root, copy, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+            shutil.copytree(
+                self.root,
+                copy,
+                symlinks=True,
+                ignore=shutil.ignore_patterns(".git"),
+                copy_function=_link_or_copy,
+            )
         except (OSError, shutil.Error):
             if number == 0:
                 raise
@@ -361,7 +367,7 @@ class Renderer:
                     batching.tag_transformer(number),
                 ]
                 restore.append((target, original))
-                target.write_text(yaml.safe_dump(kustomization, sort_keys=False), encoding="utf-8")
+                _replace(target, yaml.safe_dump(kustomization, sort_keys=False).encode())
                 resources.append(os.path.relpath(directory, top))
             root = {
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -384,7 +390,7 @@ class Renderer:
                 if original is None:
                     target.unlink(missing_ok=True)
                 else:
-                    target.write_bytes(original)
+                    _replace(target, original)
         if done.returncode != 0:
             return None
         groups = batching.split(yaml.load_all(done.stdout, Loader=FastManifestLoader), len(members))
@@ -405,7 +411,7 @@ class Renderer:
         try:
             kustomization, target, original = _kustomization_of(directory)
             apply_flux_fields(kustomization, ks)
-            target.write_text(yaml.safe_dump(kustomization, sort_keys=False), encoding="utf-8")
+            _replace(target, yaml.safe_dump(kustomization, sort_keys=False).encode())
             built = subprocess.run(
                 [*self.command, str(directory)],
                 capture_output=True,
@@ -420,7 +426,7 @@ class Renderer:
                 if original is None:
                     target.unlink(missing_ok=True)
                 else:
-                    target.write_bytes(original)
+                    _replace(target, original)
         if built.returncode != 0:
             message = " ".join(built.stderr.split())[:300]
             problem = (
@@ -602,6 +608,30 @@ def substitute_object(
     except yaml.YAMLError:
         return obj, tuple(dict.fromkeys(unknown))
     return (new if isinstance(new, dict) else obj), tuple(dict.fromkeys(unknown))
+
+
+def _link_or_copy(source: str, destination: str) -> str:
+    """A file of a repo copy: a hard link to the user's file (copying a 10,000-file repo once
+    per concurrent build took seconds), a real copy where the file system refuses the link.
+    Files in a copy are only ever replaced (`_replace`), never written through the link."""
+    try:
+        os.link(source, destination, follow_symlinks=False)
+    except OSError:
+        return str(shutil.copy2(source, destination))
+    return destination
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write `path` as a new file: in a repo copy it may be a hard link to the user's own
+    file, which writing through would change (tests/audit/test_render_copies.py)."""
+    descriptor, scratch = tempfile.mkstemp(dir=path.parent, prefix=".fluxwarden-")
+    try:
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(data)
+        os.replace(scratch, path)
+    except BaseException:
+        Path(scratch).unlink(missing_ok=True)
+        raise
 
 
 def _kustomization_of(directory: Path) -> tuple[dict[str, Any], Path, bytes | None]:
