@@ -1,8 +1,24 @@
 # shellcheck shell=bash
 # Shared by the build scripts under tests/controlplane/: one build at a time per machine, a
 # stage dir renamed into place (an interrupted build leaves nothing half-done), static Go
-# binaries, the time and peak memory of each step. Source it after defining log() and
-# outputs_ok() and setting CACHE_ROOT and OUT.
+# binaries, the time and peak memory of each step, the scripts' arguments. Its functions use
+# log(), outputs_ok(), CACHE_ROOT and OUT, which each script defines.
+
+# build_arguments "$@": none builds (if needed); --print-dir prints $OUT and exits, building
+# nothing; anything else is a usage error.
+build_arguments() {
+	case "${1:-}" in
+	"") ;;
+	--print-dir)
+		echo "$OUT"
+		exit 0
+		;;
+	*)
+		echo "usage: $0 [--print-dir]" >&2
+		exit 2
+		;;
+	esac
+}
 
 # lock_build NAME: wait for a build of NAME that another process is running; when that build
 # produced everything, print $OUT and exit 0.

@@ -376,25 +376,25 @@ class Renderer:
                 "buildMetadata": ["originAnnotations"],
             }
             (top / "kustomization.yaml").write_text(yaml.safe_dump(root), encoding="utf-8")
-            done = subprocess.run(
-                [*self.command, str(top)],
-                capture_output=True,
-                text=True,
-                timeout=_BUILD_TIMEOUT,
-                check=False,
-            )
+            done = self._kustomize(top)
         except (OSError, ValueError, yaml.YAMLError, subprocess.TimeoutExpired):
             return None
         finally:
             for target, original in reversed(restore):
-                if original is None:
-                    target.unlink(missing_ok=True)
-                else:
-                    _replace(target, original)
+                _restore(target, original)
         if done.returncode != 0:
             return None
         groups = batching.split(yaml.load_all(done.stdout, Loader=FastManifestLoader), len(members))
         return None if groups is None else (groups, top)
+
+    def _kustomize(self, directory: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.command, str(directory)],
+            capture_output=True,
+            text=True,
+            timeout=_BUILD_TIMEOUT,
+            check=False,
+        )
 
     def _build(self, ks: dict[str, Any], where: str) -> _Build:
         copy = self._copies.get()
@@ -412,21 +412,12 @@ class Renderer:
             kustomization, target, original = _kustomization_of(directory)
             apply_flux_fields(kustomization, ks)
             _replace(target, yaml.safe_dump(kustomization, sort_keys=False).encode())
-            built = subprocess.run(
-                [*self.command, str(directory)],
-                capture_output=True,
-                text=True,
-                timeout=_BUILD_TIMEOUT,
-                check=False,
-            )
+            built = self._kustomize(directory)
         except (OSError, ValueError, yaml.YAMLError, subprocess.TimeoutExpired) as error:
             return _Build(None, f"cannot build {_key(ks)}: {error}", directory, copy)
         finally:
             if target is not None:
-                if original is None:
-                    target.unlink(missing_ok=True)
-                else:
-                    _replace(target, original)
+                _restore(target, original)
         if built.returncode != 0:
             message = " ".join(built.stderr.split())[:300]
             problem = (
@@ -632,6 +623,14 @@ def _replace(path: Path, data: bytes) -> None:
     except BaseException:
         Path(scratch).unlink(missing_ok=True)
         raise
+
+
+def _restore(target: Path, original: bytes | None) -> None:
+    """Put back the kustomization file a build rewrote (None: it was generated: remove it)."""
+    if original is None:
+        target.unlink(missing_ok=True)
+    else:
+        _replace(target, original)
 
 
 def _kustomization_of(directory: Path) -> tuple[dict[str, Any], Path, bytes | None]:

@@ -16,17 +16,9 @@ OUT="$CACHE_ROOT/controlplane/flux-$FLUX_VERSION"
 
 log() { printf '[flux] %s\n' "$*" >&2; }
 
-case "${1:-}" in
-"") ;;
---print-dir)
-	echo "$OUT"
-	exit 0
-	;;
-*)
-	echo "usage: $0 [--print-dir]" >&2
-	exit 2
-	;;
-esac
+# shellcheck source=../lib.sh
+source "$HERE/lib.sh"
+build_arguments "$@"
 
 # API packages -> one CRD file each (controller-gen names them <group>_<plural>.yaml).
 CRD_PATHS=(
@@ -59,8 +51,6 @@ command -v go >/dev/null || {
 	log "error: 'go' not found in PATH (need Go >= 1.26)"
 	exit 1
 }
-# shellcheck source=../lib.sh
-source "$HERE/lib.sh"
 lock_build flux
 stage_build flux
 

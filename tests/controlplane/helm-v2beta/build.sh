@@ -21,17 +21,9 @@ CRD=helm.toolkit.fluxcd.io_helmreleases.yaml
 
 log() { printf '[helm-v2beta] %s\n' "$*" >&2; }
 
-case "${1:-}" in
-"") ;;
---print-dir)
-	echo "$OUT"
-	exit 0
-	;;
-*)
-	echo "usage: $0 [--print-dir]" >&2
-	exit 2
-	;;
-esac
+# shellcheck source=../lib.sh
+source "$HERE/lib.sh"
+build_arguments "$@"
 
 outputs_ok() {
 	[[ -f $1/crds/$CRD && -f $1/crds/.complete ]]
@@ -53,8 +45,6 @@ FLUX_OUT=$("$HERE/flux/build.sh" --print-dir)
 	log "error: no controller-gen in $FLUX_OUT: run tests/controlplane/flux/build.sh (make controlplane)"
 	exit 1
 }
-# shellcheck source=../lib.sh
-source "$HERE/lib.sh"
 lock_build helm-v2beta
 stage_build helm-v2beta
 

@@ -17,17 +17,9 @@ CRD_PATH=github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/
 
 log() { printf '[prometheus] %s\n' "$*" >&2; }
 
-case "${1:-}" in
-"") ;;
---print-dir)
-	echo "$OUT"
-	exit 0
-	;;
-*)
-	echo "usage: $0 [--print-dir]" >&2
-	exit 2
-	;;
-esac
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
+build_arguments "$@"
 
 outputs_ok() {
 	local dir=$1 out
@@ -51,8 +43,6 @@ command -v go >/dev/null || {
 # controller-gen comes from the Flux build (built there if missing; a no-op when it is done).
 CONTROLLER_GEN="$("$HERE/../flux/build.sh" | tail -n 1)/controller-gen"
 
-# shellcheck source=../lib.sh
-source "$HERE/../lib.sh"
 lock_build prometheus
 stage_build prometheus
 
