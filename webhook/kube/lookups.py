@@ -283,14 +283,22 @@ class KubeLookups:
 
         if self._clock() >= self._list_forbidden_until:
             try:
-                graph = self._cached(
+                version, graph = self._cached(
                     ("dependsOn-list", kind, ref.namespace),
                     lambda timeout: self._list_depends_on(kind, ref.namespace, budget, timeout),
                     budget,
                 )
                 if ref.name in graph:
                     return graph[ref.name]
-                return self._cached(one_key, got, budget, fresher_than=budget.started)
+                # The version that listed serves every object of the kind: one GET, not one
+                # per version (a missing name is read on every request that names it).
+                versions = (version,) if version else ()
+                return self._cached(
+                    one_key,
+                    lambda timeout: self._depends_on(kind, ref, timeout, versions=versions),
+                    budget,
+                    fresher_than=budget.started,
+                )
             except _Forbidden:
                 with self._lock:
                     self._list_forbidden_until = self._clock() + 300
@@ -301,7 +309,8 @@ class KubeLookups:
 
     def _list_depends_on(
         self, kind: DependencyKind, namespace: str, budget: Budget, timeout: float
-    ) -> dict[str, list[ObjectRef]]:
+    ) -> tuple[str, dict[str, list[ObjectRef]]]:
+        """(the served version that answered, name -> dependsOn); ("", {}) when none is served."""
         api = DEPENDENCY_APIS[kind]
         for version in api.versions:
             path = api_path("apis", api.group, version, "namespaces", namespace, api.plural)
@@ -316,7 +325,7 @@ class KubeLookups:
                             graph[name] = depends_on(obj, namespace)
                     token = (page.get("metadata") or {}).get("continue")
                     if not token:
-                        return graph
+                        return version, graph
                     query = {"limit": str(LIST_PAGE), "continue": token}
                     timeout = min(self._timeout, budget.spend())  # each page is a call
             except ApiError as error:
@@ -325,13 +334,18 @@ class KubeLookups:
                 if error.status == 403:
                     raise _Forbidden from error
                 raise
-        return {}
+        return "", {}
 
     def _depends_on(
-        self, kind: DependencyKind, ref: ObjectRef, timeout: float
+        self,
+        kind: DependencyKind,
+        ref: ObjectRef,
+        timeout: float,
+        *,
+        versions: tuple[str, ...] | None = None,
     ) -> list[ObjectRef] | None:
         api = DEPENDENCY_APIS[kind]
-        for version in api.versions:
+        for version in api.versions if versions is None else versions:
             path = api_path(
                 "apis", api.group, version, "namespaces", ref.namespace, api.plural, ref.name
             )
