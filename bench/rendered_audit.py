@@ -96,21 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         env["FLUXWARDEN_KUSTOMIZE"] = binary
     if baseline:
         return compare(repo, env, baseline, rounds)
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "webhook.cli", "audit", "-o", "json", str(repo)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    wall = time.perf_counter() - start
-    if done.returncode not in (0, 1):
-        print(f"rendered audit: failed (exit {done.returncode}): {done.stderr.strip()[:300]}")
-        return 1
+    wall, out = _timed_audit(repo, env, None)  # exits with the error when the audit fails
     import json
 
-    summary = json.loads(done.stdout)["summary"]
+    summary = json.loads(out)["summary"]
     print(f"rendered audit of {repo} (target <= {TARGET_S:.0f} s)")
     print(
         markdown_table(
