@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from ..match import Match
+from ..match import Match, cel_string
 from ..model import JsonObject, Lookups, Request, Target
 from ..resources import ResourceKind
 from ..units import parse_duration, parse_quantity
@@ -195,3 +195,19 @@ def named_container(pod_spec: Any, name: str) -> JsonObject | None:
         if isinstance(container, dict) and container.get("name") == name:
             return container
     return None
+
+
+# CEL of the native policies on a Deployment: its pod template, and the container that the
+# `index` variable (`container_index`) points at.
+POD_SPEC = "object.spec.template.spec"
+MANAGER = f"{POD_SPEC}.containers[variables.index]"
+
+
+def container_index(name: str) -> tuple[str, str]:
+    """The native `index` variable, `named_container` in CEL: where container `name` is in the
+    Deployment's pod template, -1 when it is not there."""
+    return (
+        "index",
+        f"has(object.spec.template) && has({POD_SPEC}) "
+        f"? {POD_SPEC}.containers.map(c, c.name).indexOf({cel_string(name)}) : -1",
+    )

@@ -11,6 +11,7 @@ from ..model import JsonObject, Lookups, Request
 from ..resources import DEPLOYMENTS
 from ..units import parse_duration
 from .base import (
+    MANAGER,
     Duration,
     Native,
     NativeFinding,
@@ -18,6 +19,7 @@ from .base import (
     Params,
     Policy,
     Report,
+    container_index,
     dig,
     named_container,
 )
@@ -104,14 +106,12 @@ class ControllerRequeueDependency(Policy[RequeueParams]):
         report.changed(f"containers[{params.container}].args {FLAG}", value, params.interval)
 
     def native(self, params: RequeueParams) -> Native:
-        pod = "object.spec.template.spec"
-        manager = f"{pod}.containers[variables.index]"
         flag, wanted = cel_string(FLAG), cel_string(f"{FLAG}={params.interval}")
         args = "variables.args"
         at = "variables.at"
         path = "'/spec/template/spec/containers/' + string(variables.index) + '/args'"
         rewrite = (
-            f"!has({manager}.args) ? [JSONPatch{{op: 'add', path: {path}, value: [{wanted}]}}] : "
+            f"!has({MANAGER}.args) ? [JSONPatch{{op: 'add', path: {path}, value: [{wanted}]}}] : "
             f"{at} < 0 ? [JSONPatch{{op: 'add', path: {path} + '/-', value: {wanted}}}] : "
             f"[JSONPatch{{op: 'replace', path: {path} + '/' + string({at}), value: {wanted}}}] + "
             f"(variables.span == 2 ? [JSONPatch{{op: 'remove', path: {path} + '/' + "
@@ -121,15 +121,10 @@ class ControllerRequeueDependency(Policy[RequeueParams]):
             covers=self.scope(params),
             keeps="nothing: the object alone decides",
             variables=(
-                (
-                    "index",
-                    f"has(object.spec.template) && has({pod}) "
-                    f"? {pod}.containers.map(c, c.name).indexOf({cel_string(params.container)}) "
-                    ": -1",
-                ),
+                container_index(params.container),
                 (
                     "args",
-                    f"variables.index >= 0 && has({manager}.args) ? {manager}.args : []",
+                    f"variables.index >= 0 && has({MANAGER}.args) ? {MANAGER}.args : []",
                 ),
                 # The last occurrence is the one Go's flag parsing keeps.
                 (

@@ -17,6 +17,7 @@ from ..model import JsonObject, Lookups, Request, Target
 from ..resources import DEPLOYMENTS, HPAS
 from ..units import parse_quantity
 from .base import (
+    MANAGER,
     Native,
     NativeFinding,
     NativeMutation,
@@ -25,6 +26,7 @@ from .base import (
     Quantity,
     Read,
     Report,
+    container_index,
     dig,
     ensure_dict,
     named_container,
@@ -140,14 +142,11 @@ class IrcSingleReplica(Policy[IrcParams]):
     def native(self, params: IrcParams) -> Native:
         deployment, scaling = self.scope(params)
         replicas, wanted = str(params.replicas), cel_string(params.memory_limit)
-        container = cel_string(params.container)
-        pod = "object.spec.template.spec"
-        manager = f"{pod}.containers[variables.index]"
         path = "'/spec/template/spec/containers/' + string(variables.index) + '/resources'"
         set_limit = (
-            f"!has({manager}.resources) ? [JSONPatch{{op: 'add', path: {path}, "
+            f"!has({MANAGER}.resources) ? [JSONPatch{{op: 'add', path: {path}, "
             "value: {'limits': {'memory': variables.wanted}}}] : "
-            f"!has({manager}.resources.limits) ? [JSONPatch{{op: 'add', path: {path} + "
+            f"!has({MANAGER}.resources.limits) ? [JSONPatch{{op: 'add', path: {path} + "
             "'/limits', value: {'memory': variables.wanted}}] : "
             f"[JSONPatch{{op: 'add', path: {path} + '/limits/memory', value: variables.wanted}}]"
         )
@@ -163,23 +162,19 @@ class IrcSingleReplica(Policy[IrcParams]):
                 "them, and reading it is a lookup"
             ),
             variables=(
-                (
-                    "index",
-                    f"has(object.spec.template) && has({pod}) "
-                    f"? {pod}.containers.map(c, c.name).indexOf({container}) : -1",
-                ),
+                container_index(params.container),
                 (
                     "limit",
-                    f"variables.index >= 0 && has({manager}.resources) && "
-                    f"has({manager}.resources.limits) && 'memory' in {manager}.resources.limits "
-                    f"? string({manager}.resources.limits['memory']) : ''",
+                    f"variables.index >= 0 && has({MANAGER}.resources) && "
+                    f"has({MANAGER}.resources.limits) && 'memory' in {MANAGER}.resources.limits "
+                    f"? string({MANAGER}.resources.limits['memory']) : ''",
                 ),
                 (
                     "request",
-                    f"variables.index >= 0 && has({manager}.resources) && "
-                    f"has({manager}.resources.requests) && "
-                    f"'memory' in {manager}.resources.requests "
-                    f"? string({manager}.resources.requests['memory']) : ''",
+                    f"variables.index >= 0 && has({MANAGER}.resources) && "
+                    f"has({MANAGER}.resources.requests) && "
+                    f"'memory' in {MANAGER}.resources.requests "
+                    f"? string({MANAGER}.resources.requests['memory']) : ''",
                 ),
                 # Requests stay <= limit: a request above the wanted limit raises it further.
                 (

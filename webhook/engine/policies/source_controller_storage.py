@@ -15,6 +15,8 @@ from ..match import Match, ResourceMatch, cel_string
 from ..model import JsonObject, Lookups, LookupUnavailable, Request
 from ..resources import DEPLOYMENTS, PERSISTENT_VOLUME_CLAIMS
 from .base import (
+    MANAGER,
+    POD_SPEC,
     Native,
     NativeFinding,
     NativeMutation,
@@ -23,6 +25,7 @@ from .base import (
     Quantity,
     Read,
     Report,
+    container_index,
     dig,
     metadata,
     named_container,
@@ -118,57 +121,50 @@ class SourceControllerStorage(Policy[StorageParams]):
                 keeps=f"everything: /data moves to the claim {params.data_volume_claim} only "
                 "when a lookup finds it",
             )
-        pod = "object.spec.template.spec"
-        manager = f"{pod}.containers[variables.index]"
         size = cel_string(params.tmp_size_limit)
         data_size = cel_string(params.data_size_limit)
 
         def mounted_at(path: str) -> str:
             """Names of the manager's volumes mounted at `path` (trailing slashes ignored)."""
             return (
-                f"variables.index >= 0 && has({manager}.volumeMounts) && has({pod}.volumes) "
-                f"? {manager}.volumeMounts.filter(m, m.mountPath.matches({cel_string(f'^{path}/*$')})"
-                f" && {pod}.volumes.exists(v, v.name == m.name)).map(m, m.name) : []"
+                f"variables.index >= 0 && has({MANAGER}.volumeMounts) && has({POD_SPEC}.volumes) "
+                f"? {MANAGER}.volumeMounts.filter(m, m.mountPath.matches({cel_string(f'^{path}/*$')})"
+                f" && {POD_SPEC}.volumes.exists(v, v.name == m.name)).map(m, m.name) : []"
             )
 
         return Native(
             covers=self.scope(params),
             keeps="nothing: the object alone decides",
             variables=(
-                (
-                    "index",
-                    f"has(object.spec.template) && has({pod}) "
-                    f"? {pod}.containers.map(c, c.name).indexOf({cel_string(params.container)}) "
-                    ": -1",
-                ),
+                container_index(params.container),
                 ("data", mounted_at("/data")),
                 (
                     "dataIndex",
                     f"size(variables.data) > 0 "
-                    f"? {pod}.volumes.map(v, v.name).indexOf(variables.data[0]) : -1",
+                    f"? {POD_SPEC}.volumes.map(v, v.name).indexOf(variables.data[0]) : -1",
                 ),
                 (
                     "ephemeralData",
-                    f"variables.dataIndex >= 0 && has({pod}.volumes[variables.dataIndex].emptyDir)",
+                    f"variables.dataIndex >= 0 && has({POD_SPEC}.volumes[variables.dataIndex].emptyDir)",
                 ),
                 (
                     "setDataLimit",
                     "variables.ephemeralData && "
-                    f"!has({pod}.volumes[variables.dataIndex].emptyDir.sizeLimit)",
+                    f"!has({POD_SPEC}.volumes[variables.dataIndex].emptyDir.sizeLimit)",
                 ),
                 ("tmp", mounted_at("/tmp")),
                 (
                     "tmpIndex",
                     f"size(variables.tmp) > 0 "
-                    f"? {pod}.volumes.map(v, v.name).indexOf(variables.tmp[0]) : -1",
+                    f"? {POD_SPEC}.volumes.map(v, v.name).indexOf(variables.tmp[0]) : -1",
                 ),
                 (
                     "setLimit",
                     # One emptyDir at both paths is bounded once, as /data (check() order).
                     "variables.ephemeralData && variables.tmpIndex >= 0 && "
                     "variables.tmpIndex != variables.dataIndex && "
-                    f"has({pod}.volumes[variables.tmpIndex].emptyDir) && "
-                    f"!has({pod}.volumes[variables.tmpIndex].emptyDir.sizeLimit)",
+                    f"has({POD_SPEC}.volumes[variables.tmpIndex].emptyDir) && "
+                    f"!has({POD_SPEC}.volumes[variables.tmpIndex].emptyDir.sizeLimit)",
                 ),
             ),
             findings=(
