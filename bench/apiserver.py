@@ -537,7 +537,13 @@ def _wait_for_native(bench: Bench, applies: Sequence[TargetedApply]) -> None:
 def native(bench: Bench) -> Iterator[None]:
     """Only the generated Mutating/ValidatingAdmissionPolicies (`fluxwarden manifests --native`):
     no webhook call; what needs lookups (Fleet inheritance, the dependsOn graph) is not done."""
-    objects = _native_objects(hybrid=False)
+    with _installed_native(bench, _native_objects(hybrid=False)):
+        yield
+
+
+@contextlib.contextmanager
+def _installed_native(bench: Bench, objects: list[dict[str, Any]]) -> Iterator[None]:
+    """`objects` applied until the API server enforces the native policies among them."""
     bench.apply(objects)
     try:
         _wait_for_native(bench, [a for a in APPLIES if _natively_done(a)])
@@ -553,12 +559,8 @@ def hybrid(bench: Bench) -> Iterator[None]:
     configs = bench.webhook_configurations(
         scopes=webhook_scope(load_policy_file(SHIPPED_POLICIES), "hybrid")
     )
-    bench.apply([*objects, *configs])
-    try:
-        _wait_for_native(bench, [a for a in APPLIES if _natively_done(a)])
+    with _installed_native(bench, [*objects, *configs]):
         yield
-    finally:
-        bench.delete([*configs, *objects])
 
 
 # The drift-detection mutation as an ApplyConfiguration (a merge of a typed partial object)
@@ -583,12 +585,8 @@ def native_apply_configuration(bench: Bench) -> Iterator[None]:
                     "applyConfiguration": {"expression": DRIFT_APPLY_CONFIGURATION},
                 }
             ]
-    bench.apply(objects)
-    try:
-        _wait_for_native(bench, [a for a in APPLIES if _natively_done(a)])
+    with _installed_native(bench, objects):
         yield
-    finally:
-        bench.delete(objects)
 
 
 def _natively_done(apply: TargetedApply) -> bool:
