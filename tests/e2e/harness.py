@@ -281,7 +281,14 @@ def serving(
 ) -> Iterator[WebhookServer]:
     """fluxwarden started in `workdir`, registered with the shipped webhook configurations and
     answering the API server; stopped on exit."""
-    server = WebhookServer(cluster, workdir, mode=mode).start()
+    with registered(cluster, WebhookServer(cluster, workdir, mode=mode).start()) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def registered(cluster: ControlPlane, server: WebhookServer) -> Iterator[WebhookServer]:
+    """A started `server`, registered with the shipped webhook configurations and answering
+    the API server; stopped on exit."""
     try:
         register(cluster, server)
         wait_for_webhook(cluster, server)

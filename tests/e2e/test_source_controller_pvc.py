@@ -26,6 +26,7 @@ from tests.e2e.harness import (
     apply_objects,
     ensure_namespaces,
     register,
+    registered,
     wait_for_webhook,
     wait_until,
 )
@@ -169,15 +170,6 @@ def pvc_cluster(cluster: ControlPlane, fluxwarden_server: WebhookServer) -> Iter
         wait_for_webhook(cluster, fluxwarden_server)
 
 
-def _serving(cluster: ControlPlane, server: WebhookServer) -> Iterator[WebhookServer]:
-    try:
-        register(cluster, server)
-        wait_for_webhook(cluster, server)
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def with_generated_role(
     pvc_cluster: ControlPlane, claim_policies: Path, tmp_path: Path
@@ -186,7 +178,8 @@ def with_generated_role(
     server = _server_as(
         pvc_cluster, role, account="pvc-e2e", workdir=tmp_path, policies=claim_policies
     )
-    yield from _serving(pvc_cluster, server)
+    with registered(pvc_cluster, server) as serving:
+        yield serving
 
 
 @pytest.fixture
@@ -198,7 +191,8 @@ def without_the_claim_rule(
     server = _server_as(
         pvc_cluster, role, account="pvc-e2e-norule", workdir=tmp_path, policies=claim_policies
     )
-    yield from _serving(pvc_cluster, server)
+    with registered(pvc_cluster, server) as serving:
+        yield serving
 
 
 def _remove(cluster: ControlPlane, kind: str, name: str) -> None:
