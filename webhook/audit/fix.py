@@ -55,6 +55,7 @@ from .findings import AuditReport, InputProblem
 from .fluxinstance import is_flux_instance, materialise, user_patches
 from .offline import AuditObject, evaluate_object, rendered_objects
 from .patch_sources import setting_entry
+from .patch_values import plan_by_value
 from .render import KustomizeNotFound, find_kustomize
 from .sources import field_line
 
@@ -190,8 +191,8 @@ def fix_paths(
                     item.obj if item else obj, patcher=raw_patcher, kustomize=kustomize
                 )
                 if problem:
-                    notice = f"FluxInstance not fixed: {problem}"
-                    result.problems.append(InputProblem(source.name, 0, notice, False))
+                    notice = f"FluxInstance not fixed: {problem.message}"
+                    result.problems.append(InputProblem(source.name, 0, notice, problem.broken))
                 return ops
             if item is None:
                 return [] if source.name in generated else raw_patcher(obj)
@@ -431,19 +432,24 @@ def _merged_ops(existing: list[Any], ops: list[JsonObject]) -> list[Any]:
     return merged
 
 
+@dataclass(frozen=True)
+class InstanceProblem:
+    message: str
+    broken: bool  # the instance's own patches do not apply: an input error
+
+
 def flux_instance_patch(
     instance: JsonObject, *, patcher: Patcher, kustomize: str | None
-) -> tuple[list[JsonObject], str | None]:
+) -> tuple[list[JsonObject], InstanceProblem | None]:
     """The JSONPatch of a FluxInstance that writes its controllers' fixes into its
     `spec.kustomize.patches` (merged, never repeated), and a problem when it cannot be told."""
     patches = user_patches(instance)
     try:
         command = find_kustomize(kustomize) if patches else []
     except KustomizeNotFound as error:
-        return [], str(error)
+        return [], InstanceProblem(str(error), False)
     materialised = materialise(instance, command)
-    edits = [(d, normalised_patch(d, patcher(d))) for d in materialised.deployments]
-    replaced, added = merge_json6902(patches, [(d, p) for d, p in edits if p])
+    replaced, added = _instance_edits(patches, materialised.deployments, patcher)
     ops: list[JsonObject] = [
         {"op": "replace", "path": f"/spec/kustomize/patches/{i}/patch", "value": text}
         for i, text in replaced.items()
@@ -458,7 +464,29 @@ def flux_instance_patch(
     else:
         added = _like_siblings(patches, added)
         ops += [{"op": "add", "path": "/spec/kustomize/patches/-", "value": a} for a in added]
-    return ops, (materialised.problem if not materialised.deployments else None)
+    if materialised.deployments or materialised.problem is None:
+        return ops, None
+    return ops, InstanceProblem(materialised.problem, materialised.broken)
+
+
+def _instance_edits(
+    patches: list[Any], deployments: list[JsonObject], patcher: Patcher
+) -> tuple[dict[int, str], list[dict[str, Any]]]:
+    """The instance's patches edited by value (`patch_values`), then what is left merged in."""
+    texts: dict[int, str] = {}
+    rest: list[tuple[JsonObject, list[JsonObject]]] = []
+    for deployment in deployments:
+        ops = normalised_patch(deployment, patcher(deployment))
+        if not ops:
+            continue
+        current = [{**p, "patch": texts[i]} if i in texts else p for i, p in enumerate(patches)]
+        plan = plan_by_value(current, deployment, ops)
+        texts.update(plan.texts)
+        if plan.ops:
+            rest.append((deployment, plan.ops))
+    current = [{**p, "patch": texts[i]} if i in texts else p for i, p in enumerate(patches)]
+    replaced, added = merge_json6902(current, rest)
+    return {**texts, **replaced}, added
 
 
 def engine_patcher(*, policy_set: PolicySet, lookups: Lookups) -> Patcher:

@@ -316,7 +316,8 @@ def flux_instance_objects(
             return []
     materialised = materialise(item.obj, command)
     if materialised.problem:
-        report.problems.append(InputProblem(where, line, f"{name}: {materialised.problem}", False))
+        message = f"{name}: {materialised.problem}"
+        report.problems.append(InputProblem(where, line, message, materialised.broken))
     spec = item.obj.get("spec") if isinstance(item.obj.get("spec"), dict) else {}
     version = str(((spec or {}).get("distribution") or {}).get("version") or "")
     note = f"from {name} (Flux {version!r} controller defaults, its patches applied)"
