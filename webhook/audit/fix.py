@@ -52,6 +52,7 @@ from ..lookups.offline import OfflineLookups
 from .defaults_patch import edited_patch_text, proposals
 from .documents import Document, load_yaml, parse_stream, split_documents, yaml_files
 from .findings import AuditReport, InputProblem
+from .flux_installs import flux_install, source_index, written_ops
 from .fluxinstance import is_flux_instance, materialise, user_patches
 from .offline import AuditObject, evaluate_object, rendered_objects
 from .patch_sources import setting_entry
@@ -143,6 +144,9 @@ def fix_paths(
         + [d.obj for _, documents in parsed for d in documents if d.is_kubernetes_object and d.obj]
     )
     raw_patcher = engine_patcher(policy_set=policy_set, lookups=lookups)
+    flux_sources = source_index(
+        [o.obj for o in rendered] + [d.obj for _, ds in parsed for d in ds if d.obj is not None]
+    )
     as_rendered = {(o.location.source, o.location.kind, o.location.name): o for o in rendered}
     generated = {s.name for s in sources if is_generated(s.text)}
     edits_by_document: dict[int, list[JsonObject]] = {}
@@ -186,14 +190,22 @@ def fix_paths(
                 return edits_by_document[id(obj)] + (raw_patcher(obj) if item is None else [])
             if item is not None and id(item) in covered:
                 return []
-            if is_flux_instance(obj):
+            install = flux_install(item.obj if item else obj, flux_sources)
+            if install is not None:
                 ops, problem = flux_instance_patch(
-                    item.obj if item else obj, patcher=raw_patcher, kustomize=kustomize
+                    install.instance, patcher=raw_patcher, kustomize=kustomize
                 )
                 if problem:
-                    notice = f"FluxInstance not fixed: {problem.message}"
+                    notice = f"{install.what} not fixed: {problem.message}"
                     result.problems.append(InputProblem(source.name, 0, notice, problem.broken))
-                return ops
+                if is_flux_instance(obj):
+                    return ops
+                return own_patch(obj, item, source) + written_ops(install, obj, ops)
+            return own_patch(obj, item, source)
+
+        def own_patch(
+            obj: JsonObject, item: AuditObject | None, source: _Source
+        ) -> list[JsonObject]:
             if item is None:
                 return [] if source.name in generated else raw_patcher(obj)
             patch = normalised_patch(item.obj, raw_patcher(item.obj))

@@ -27,7 +27,8 @@ from ..engine.policies import ALL_POLICIES
 from ..lookups.offline import OfflineLookups
 from .documents import Document, Skipped, excluded, load
 from .findings import AuditReport, Finding, InputProblem, ObjectLocation
-from .fluxinstance import is_flux_instance, materialise, user_patches
+from .flux_installs import FluxInstall, flux_install, source_index
+from .fluxinstance import materialise, user_patches
 from .patch_sources import PatchEntry, entries_of, kustomization_entries, setting_patch
 from .render import KustomizeNotFound, Renderer, find_kustomize
 from .sources import field_line
@@ -292,37 +293,41 @@ def _audit_paths(
 def with_flux_instances(
     objects: Sequence[AuditObject], report: AuditReport, kustomize: str | None
 ) -> list[AuditObject]:
-    """`objects` plus, after each FluxInstance, the controller Deployments it installs (its
-    findings point at the FluxInstance file: that is where a Flux Operator user edits them)."""
+    """`objects` plus, after each Flux install (a FluxInstance, a `flux-instance` chart release,
+    a `flux-manifests` Kustomization), the controller Deployments it installs (their findings
+    point at the install's file: that is where its user edits them)."""
+    sources = source_index([o.obj for o in objects])
     result: list[AuditObject] = []
     for item in objects:
         result.append(item)
-        if is_flux_instance(item.obj):
-            result += flux_instance_objects(item, report, kustomize)
+        install = flux_install(item.obj, sources)
+        if install is not None:
+            result += flux_instance_objects(item, install, report, kustomize)
     return result
 
 
 def flux_instance_objects(
-    item: AuditObject, report: AuditReport, kustomize: str | None
+    item: AuditObject, install: FluxInstall, report: AuditReport, kustomize: str | None
 ) -> list[AuditObject]:
     where, line = item.location.source, item.location.line
-    name = f"FluxInstance {item.location.namespace}/{item.location.name}".replace(" /", " ")
+    name = install.what
+    instance = install.instance
     command: list[str] = []
-    if user_patches(item.obj):
+    if user_patches(instance):
         try:
             command = find_kustomize(kustomize)
         except KustomizeNotFound as error:
             report.problems.append(InputProblem(where, line, f"{name}: {error}", False))
             return []
-    materialised = materialise(item.obj, command)
+    materialised = materialise(instance, command)
     if materialised.problem:
         message = f"{name}: {materialised.problem}"
         report.problems.append(InputProblem(where, line, message, materialised.broken))
-    spec = item.obj.get("spec") if isinstance(item.obj.get("spec"), dict) else {}
+    spec = instance.get("spec") if isinstance(instance.get("spec"), dict) else {}
     version = str(((spec or {}).get("distribution") or {}).get("version") or "")
     note = f"from {name} (Flux {version!r} controller defaults, its patches applied)"
     patches = (
-        tuple(entries_of(item.document, "/spec/kustomize/patches", user_patches(item.obj)))
+        tuple(entries_of(item.document, install.patches_pointer, user_patches(instance)))
         if item.document is not None
         else ()
     )
@@ -335,7 +340,8 @@ def flux_instance_objects(
             pointer = "/spec/distribution/version"
             if isinstance(listed, list) and target.name in listed:
                 pointer = f"/spec/components/{listed.index(target.name)}"
-            component_line = field_line(item.document, [pointer])
+            written = install.pointer(pointer)
+            component_line = field_line(item.document, [written]) if written else line
         location = ObjectLocation(
             where, component_line, target.api_version, target.kind, target.namespace, target.name
         )

@@ -42,6 +42,7 @@ import yaml
 
 from . import batching
 from .documents import Document, FastManifestLoader, load_yaml, parse_stream
+from .flux_installs import flux_manifests_source, source_index
 
 FLUX_KUSTOMIZE_GROUP = "kustomize.toolkit.fluxcd.io"
 SUBSTITUTE_KEY = "kustomize.toolkit.fluxcd.io/substitute"
@@ -174,6 +175,7 @@ class Renderer:
         for document in documents:
             if document.is_kubernetes_object and document.obj is not None:
                 self._remember_values(document.obj)
+        self._flux_sources = source_index([d.obj for d in documents if d.obj is not None])
 
     def _copy(self, number: int) -> None:
         copy = self._work / f"repo-{number}"
@@ -287,6 +289,8 @@ class Renderer:
                 sys.stderr.flush()
 
     def _in_repo(self, obj: dict[str, Any], where: str) -> bool:
+        if flux_manifests_source(obj, self._flux_sources) is not None:
+            return False  # Flux's own manifests: audited as the controllers (flux_installs)
         directory = _spec_dir(self.root, obj, where)
         return directory.is_relative_to(self.root) and directory.is_dir()
 
