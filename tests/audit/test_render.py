@@ -317,9 +317,10 @@ def test_a_kustomization_the_entry_point_does_not_include_says_so(
 ) -> None:
     repo = tmp_path / "bootstrap"
     shutil.copytree(REPOS / "bootstrap", repo)
-    (repo / "clusters/staging").mkdir()
+    # outside clusters/ (a directory there would be a cluster of its own, with its own render)
+    (repo / "archive").mkdir()
     infrastructure = (repo / "clusters/prod/infrastructure.yaml").read_text()
-    (repo / "clusters/staging/legacy.yaml").write_text(
+    (repo / "archive/legacy.yaml").write_text(
         infrastructure.replace("name: infrastructure", "name: legacy").replace(
             "path: ./infrastructure", "path: ./legacy"
         )

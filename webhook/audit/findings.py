@@ -38,6 +38,7 @@ class Finding:
     result: str  # pass | fail | warn | error | skip
     action: str
     messages: tuple[str, ...]
+    clusters: tuple[str, ...] = ()  # the clusters that apply the object (fleet repos)
 
     @classmethod
     def of(cls, location: ObjectLocation, result: PolicyResult) -> Finding:

@@ -110,7 +110,10 @@ def _printable(item: Finding | InputProblem) -> Finding | InputProblem:
         name=_safe(loc.name),
     )
     return dataclasses.replace(
-        item, location=location, messages=tuple(_safe(m) for m in item.messages)
+        item,
+        location=location,
+        messages=tuple(_safe(m) for m in item.messages),
+        clusters=tuple(_safe(c) for c in item.clusters),
     )
 
 
@@ -139,7 +142,10 @@ def render_table(report: AuditReport, *, color: bool = False, verbose: bool = Fa
         if isinstance(item, Finding):
             label = _paint(item.result.upper().ljust(_LABEL_WIDTH), item.result, color)
             name = item.location.display_name.ljust(object_width)
-            lines.append(f"{label}  {where}  {name}  {item.policy} ({item.mode})".rstrip())
+            clusters = f"  [{', '.join(item.clusters)}]" if item.clusters else ""
+            lines.append(
+                f"{label}  {where}  {name}  {item.policy} ({item.mode}){clusters}".rstrip()
+            )
             lines.extend(f"{indent}{message}" for message in item.messages)
         else:
             text, result = ("ERROR", "error") if item.error else ("NOTE", "skip")
@@ -185,6 +191,7 @@ def _finding_json(finding: Finding) -> dict[str, Any]:
         "result": finding.result,
         "action": finding.action,
         "messages": list(finding.messages),
+        **({"clusters": list(finding.clusters)} if finding.clusters else {}),
     }
 
 
@@ -328,6 +335,7 @@ def _sarif_result(finding: Finding, rule_index: dict[str, int]) -> dict[str, Any
             "kind": loc.kind,
             "namespace": loc.namespace,
             "name": loc.name,
+            **({"clusters": list(finding.clusters)} if finding.clusters else {}),
         },
     }
 

@@ -25,12 +25,13 @@ from ..engine import (
 )
 from ..engine.policies import ALL_POLICIES
 from ..lookups.offline import OfflineLookups
+from .clusters import Cluster, clusters_of, with_sync_entries
 from .documents import Document, Skipped, excluded, load
 from .findings import AuditReport, Finding, InputProblem, ObjectLocation
 from .flux_installs import FluxInstall, flux_install, source_index
 from .fluxinstance import materialise, user_patches
 from .patch_sources import PatchEntry, entries_of, kustomization_entries, setting_patch
-from .render import KustomizeNotFound, Renderer, find_kustomize
+from .render import KustomizeNotFound, Renderer, Rendering, find_kustomize
 from .sources import field_line
 from .workers import jobs_for, ordered_map, paused_gc
 
@@ -76,6 +77,7 @@ class AuditObject:
     patches: tuple[PatchEntry, ...] = ()  # patches that may have set its fields, in order
     note: str | None = None  # said with each of its fail/warn findings (how it was rendered)
     kustomization: str = ""  # namespace/name of the Flux Kustomization that rendered it
+    cluster: str = ""  # the cluster whose render applies it ("": the repo is one cluster)
 
 
 def audit_documents(
@@ -287,7 +289,33 @@ def _audit_paths(
             objects += _objects_of(documents, report)
     if render:
         objects = with_flux_instances(objects, report, kustomize)
-    return _evaluate_all(objects, report, policy_set=policy_set, jobs=jobs)
+    return _evaluate_clusters(objects, report, policy_set=policy_set, jobs=jobs)
+
+
+def _evaluate_clusters(
+    objects: Sequence[AuditObject],
+    report: AuditReport,
+    *,
+    policy_set: PolicySet,
+    jobs: int | None,
+) -> AuditReport:
+    """Each cluster's objects evaluated with that cluster's lookups (names repeat across
+    clusters); a finding several clusters share is one finding naming them all."""
+    by_cluster: dict[str, list[AuditObject]] = {}
+    for item in objects:
+        by_cluster.setdefault(item.cluster, []).append(item)
+    if set(by_cluster) <= {""}:
+        return _evaluate_all(objects, report, policy_set=policy_set, jobs=jobs)
+    merged: dict[Finding, list[str]] = {}
+    for cluster, items in by_cluster.items():
+        part = _evaluate_all(items, AuditReport(), policy_set=policy_set, jobs=jobs)
+        report.objects += part.objects
+        for finding in part.findings:
+            merged.setdefault(finding, []).extend([cluster] if cluster else [])
+    report.findings += [
+        dataclasses.replace(f, clusters=tuple(sorted(set(names)))) for f, names in merged.items()
+    ]
+    return report
 
 
 def with_flux_instances(
@@ -345,7 +373,11 @@ def flux_instance_objects(
         location = ObjectLocation(
             where, component_line, target.api_version, target.kind, target.namespace, target.name
         )
-        objects.append(AuditObject(deployment, location, item.unknown, None, patches, note))
+        objects.append(
+            AuditObject(
+                deployment, location, item.unknown, None, patches, note, cluster=item.cluster
+            )
+        )
     return objects
 
 
@@ -368,10 +400,41 @@ def rendered_objects(
         report.problems.append(InputProblem(given, 0, f"{error}: files audited as they are", False))
         return _objects_of(documents, report)
     root = Path(given)
-    with Renderer(root, documents, command) as renderer:
-        rendering = renderer.render_all()
-    for problem in rendering.problems:
-        report.problems.append(InputProblem(problem.source, 0, problem.message, False))
+    clusters = clusters_of(root, documents) or [Cluster("", tuple(documents))]
+    objects: list[AuditObject] = []
+    reached_files: set[Path] = set()
+    for cluster in clusters:
+        with Renderer(root, with_sync_entries(cluster.documents), command) as renderer:
+            rendering = renderer.render_all()
+        for problem in rendering.problems:
+            message = f"{cluster.name}: {problem.message}" if cluster.name else problem.message
+            report.problems.append(InputProblem(problem.source, 0, message, False))
+        objects += _objects_of_rendering(
+            rendering, documents, root=root, given=given, exclude=exclude, cluster=cluster.name
+        )
+        reached_files |= rendering.reached
+    reached = {str(_display(p, root, given)) for p in reached_files}
+    unreached = [d for d in documents if d.source not in reached]
+    as_written = _objects_of(unreached, report)
+    if not objects:
+        return as_written  # nothing rendered: every file is audited as written, as before
+    where = "any cluster" if len(clusters) > 1 else "any Flux Kustomization"
+    note = f"not reached by {where} under {given}: audited as written"
+    return objects + [dataclasses.replace(o, note=note) for o in as_written]
+
+
+def _objects_of_rendering(
+    rendering: Rendering,
+    documents: list[Document],
+    *,
+    root: Path,
+    given: str,
+    exclude: Sequence[str],
+    cluster: str,
+) -> list[AuditObject]:
+    """The audit's objects of one cluster's rendering, each with its file, line and patches."""
+    from .render import is_flux_kustomization
+
     lines = _document_lines(documents)
     directory_patches: dict[Path, list[PatchEntry]] = {}
     flux_documents = {
@@ -403,16 +466,17 @@ def rendered_objects(
             )
         objects.append(
             AuditObject(
-                item.obj, location, item.unknown, document, patches, note, item.kustomization
+                item.obj,
+                location,
+                item.unknown,
+                document,
+                patches,
+                note,
+                item.kustomization,
+                cluster,
             )
         )
-    reached = {str(_display(p, root, given)) for p in rendering.reached}
-    unreached = [d for d in documents if d.source not in reached]
-    as_written = _objects_of(unreached, report)
-    if not rendering.objects:
-        return as_written  # nothing rendered: every file is audited as written, as before
-    note = f"not reached by any Flux Kustomization under {given}: audited as written"
-    return objects + [dataclasses.replace(o, note=note) for o in as_written]
+    return objects
 
 
 def _unreached_kustomizations(parents: dict[str, str | None]) -> dict[str, str]:

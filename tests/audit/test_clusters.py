@@ -1,0 +1,128 @@
+"""A fleet repo: every cluster under clusters/ is rendered on its own, with its own variables and
+patches; findings name their clusters, and fix leaves nothing that audit fails."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.audit.test_render import kubectl_or_skip
+from webhook.audit.clusters import clusters_of, sync_kustomization
+from webhook.audit.documents import load
+from webhook.cli import main
+
+FLEET = Path(__file__).parent / "repos" / "fleet"
+SHARED = "apps/base/podinfo/release.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _kustomize(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLUXWARDEN_KUSTOMIZE", str(kubectl_or_skip()))
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Path:
+    shutil.copytree(FLEET, tmp_path / "fleet")
+    return tmp_path / "fleet"
+
+
+def _audit(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    code = main(["audit", "-o", "json", *args])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def _attention(report: dict[str, Any], root: Path) -> dict[tuple[str, str, str], list[str]]:
+    return {
+        (f["policy"], f["name"], f["source"].removeprefix(str(root) + "/")): f.get("clusters", [])
+        for f in report["findings"]
+        if f["result"] in ("fail", "warn")
+    }
+
+
+def test_each_cluster_is_rendered_with_its_own_variables_and_patches(
+    fleet: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = _audit(capsys, str(fleet))
+    assert code == 1
+    attention = _attention(report, fleet)
+    # one shared file failing in both clusters: one finding naming both
+    assert attention[("helmrelease-drift-detection", "podinfo", SHARED)] == [
+        "clusters/production",
+        "clusters/staging",
+    ]
+    # production's own variables: a 6h interval; staging's 30m passes
+    assert attention[("helmrelease-interval", "podinfo", SHARED)] == ["clusters/production"]
+    # the second cluster's gotk-components.yaml is rendered (staging's patch bounds its volumes)
+    assert attention[
+        (
+            "source-controller-storage",
+            "source-controller",
+            "clusters/production/flux-system/gotk-components.yaml",
+        )
+    ] == ["clusters/production"]
+    assert not any(p == "source-controller-storage" and "staging" in s for p, _, s in attention), (
+        attention
+    )
+    # every rendered release was substituted: no ${VAR} left
+    releases = [f for f in report["findings"] if f["name"] == "podinfo"]
+    assert all("${" not in m for f in releases for m in f["messages"])
+
+
+def test_the_table_and_sarif_name_the_clusters(
+    fleet: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["audit", str(fleet)])
+    table = capsys.readouterr().out
+    assert "helmrelease-drift-detection (enforce)  [clusters/production, clusters/staging]" in table
+    main(["audit", "-o", "sarif", str(fleet)])
+    results = json.loads(capsys.readouterr().out)["runs"][0]["results"]
+    assert any(
+        r["properties"].get("clusters") == ["clusters/production"]
+        and r["ruleId"] == "helmrelease-interval"
+        for r in results
+    )
+
+
+def test_fix_leaves_nothing_audit_fails_in_any_cluster(
+    fleet: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["fix", "--check", str(fleet)]) == 1
+    assert main(["fix", "--write", str(fleet)]) == 0
+    # production's flux-system kustomization.yaml gets the source-controller patch
+    production = (fleet / "clusters/production/flux-system/kustomization.yaml").read_text()
+    assert "name: source-controller" in production
+    assert main(["fix", "--check", str(fleet)]) == 0
+    capsys.readouterr()
+    code, report = _audit(capsys, str(fleet))
+    assert code == 0, _attention(report, fleet)
+
+
+def test_clusters_are_the_directories_under_clusters_with_an_entry_point() -> None:
+    documents = list(load([str(FLEET)]))
+    found = clusters_of(FLEET, documents)
+    assert [c.name for c in found] == ["clusters/production", "clusters/staging"]
+    assert all(
+        all("/clusters/" + c.name.split("/")[1] + "/" in d.source for d in c.documents)
+        for c in found
+    )
+    # one cluster: the whole repo is rendered as before
+    staging = [d for d in documents if "/clusters/production/" not in d.source]
+    assert clusters_of(FLEET, staging) == []
+
+
+def test_a_flux_instance_sync_is_an_entry_point() -> None:
+    instance = {
+        "kind": "FluxInstance",
+        "metadata": {"name": "flux", "namespace": "flux-system"},
+        "spec": {"sync": {"kind": "OCIRepository", "path": "clusters/eu", "url": "oci://x"}},
+    }
+    synced = sync_kustomization(instance)
+    assert synced is not None
+    assert synced["metadata"] == {"name": "flux-system", "namespace": "flux-system"}
+    assert synced["spec"]["path"] == "clusters/eu"
+    assert synced["spec"]["sourceRef"] == {"kind": "OCIRepository", "name": "flux-system"}
+    assert sync_kustomization({"spec": {}}) is None
