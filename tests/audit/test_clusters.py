@@ -126,3 +126,28 @@ def test_a_flux_instance_sync_is_an_entry_point() -> None:
     assert synced["spec"]["path"] == "clusters/eu"
     assert synced["spec"]["sourceRef"] == {"kind": "OCIRepository", "name": "flux-system"}
     assert sync_kustomization({"spec": {}}) is None
+
+
+def test_the_table_shows_notices_and_counts_them_by_kind() -> None:
+    from webhook.audit.findings import AuditReport, InputProblem
+    from webhook.audit.formats import render_table
+
+    report = AuditReport(
+        problems=[
+            InputProblem(
+                "a.yaml", 1, "skipped: not a Kubernetes object (no apiVersion/kind)", False
+            ),
+            InputProblem(
+                "b.yaml",
+                3,
+                "FluxInstance x/y: spec.components not recorded, not audited: source-watcher",
+                False,
+            ),
+            InputProblem("c.yaml", 0, "kustomize build failed: no such file", False),
+        ]
+    )
+    text = render_table(report)
+    assert "b.yaml:3" in text  # a part not audited is said without -v
+    assert "c.yaml" in text
+    assert "a.yaml" not in text  # a skipped non-Kubernetes document only with -v
+    assert text.endswith("1 document skipped, 2 notices (1 not audited, 1 render)\n"), text

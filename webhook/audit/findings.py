@@ -67,6 +67,8 @@ class AuditReport:
     findings: list[Finding] = field(default_factory=list)
     problems: list[InputProblem] = field(default_factory=list)
     objects: int = 0  # Kubernetes objects evaluated
+    # files with Kubernetes objects that no cluster applies: not judged (--audit-unreached does)
+    unreached: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         totals = {"pass": 0, "fail": 0, "warn": 0, "error": 0, "skip": 0}

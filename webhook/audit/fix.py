@@ -114,6 +114,7 @@ def fix_paths(
     render: bool = True,
     kustomize: str | None = None,
     per_file: bool = False,
+    audit_unreached: bool = False,
 ) -> FixResult:
     """Fix the YAML files under `paths`; rewrite those that change when `write`.
 
@@ -137,13 +138,16 @@ def fix_paths(
     for given in paths:
         if render and given != "-" and Path(given).is_dir():
             documents = [d for s, ds in parsed if _under(s, given) for d in ds]
-            rendered += rendered_objects(given, documents, report, kustomize, exclude)
+            rendered += rendered_objects(
+                given, documents, report, kustomize, exclude, audit_unreached=audit_unreached
+            )
     result.problems.extend(p for p in report.problems if not p.message.startswith("skipped"))
     lookups = OfflineLookups(
         [o.obj for o in rendered]
         + [d.obj for _, documents in parsed for d in documents if d.is_kubernetes_object and d.obj]
     )
     raw_patcher = engine_patcher(policy_set=policy_set, lookups=lookups)
+    unreached = set(report.unreached)
     flux_sources = source_index(
         [o.obj for o in rendered] + [d.obj for _, ds in parsed for d in ds if d.obj is not None]
     )
@@ -185,6 +189,8 @@ def fix_paths(
         def patcher(
             obj: JsonObject, by_object: Any = by_object, source: _Source = source
         ) -> list[JsonObject]:
+            if source.name in unreached:
+                return []  # no cluster applies it: neither judged nor fixed
             item = by_object.get(id(obj))
             if id(obj) in edits_by_document:
                 return edits_by_document[id(obj)] + (raw_patcher(obj) if item is None else [])

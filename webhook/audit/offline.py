@@ -251,9 +251,11 @@ def audit_paths(
     render: bool = True,
     kustomize: str | None = None,
     jobs: int | None = None,
+    audit_unreached: bool = False,
 ) -> AuditReport:
-    """Audit files, directories and `-`: each directory rendered as Flux applies it. Many
-    files and objects are parsed and evaluated by `jobs` processes (None: one per CPU)."""
+    """Audit files, directories and `-`: each directory rendered as Flux applies it (files no
+    cluster applies only with `audit_unreached`). Many files and objects are parsed and
+    evaluated by `jobs` processes (None: one per CPU)."""
     with paused_gc():
         return _audit_paths(
             paths,
@@ -262,6 +264,7 @@ def audit_paths(
             render=render,
             kustomize=kustomize,
             jobs=jobs,
+            audit_unreached=audit_unreached,
         )
 
 
@@ -273,6 +276,7 @@ def _audit_paths(
     render: bool,
     kustomize: str | None,
     jobs: int | None,
+    audit_unreached: bool,
 ) -> AuditReport:
     report = AuditReport()
     objects: list[AuditObject] = []
@@ -284,7 +288,9 @@ def _audit_paths(
                 InputProblem(str(chart), 0, "skipped: Helm chart (Chart.yaml)", False)
             )
         if render and given != "-" and Path(given).is_dir():
-            objects += rendered_objects(given, documents, report, kustomize, exclude)
+            objects += rendered_objects(
+                given, documents, report, kustomize, exclude, audit_unreached=audit_unreached
+            )
         else:
             objects += _objects_of(documents, report)
     if render:
@@ -387,9 +393,12 @@ def rendered_objects(
     report: AuditReport,
     kustomize: str | None,
     exclude: Sequence[str],
+    *,
+    audit_unreached: bool = False,
 ) -> list[AuditObject]:
-    """The objects Flux applies from directory `given` (documents: its files), and the files no
-    Flux Kustomization reaches as they are; build problems go to `report` as notices."""
+    """The objects Flux applies from directory `given` (documents: its files); build problems go
+    to `report` as notices. Files no cluster applies are listed in `report.unreached`, not
+    judged, unless `audit_unreached` (then they are audited as written, with a note)."""
     from .render import is_flux_kustomization
 
     if not any(d.obj is not None and is_flux_kustomization(d.obj) for d in documents):
@@ -418,9 +427,18 @@ def rendered_objects(
     as_written = _objects_of(unreached, report)
     if not objects:
         return as_written  # nothing rendered: every file is audited as written, as before
+    if not audit_unreached:
+        applied = [o for o in as_written if not _is_build_configuration(o.obj)]
+        report.unreached += sorted({o.location.source for o in applied})
+        return objects
     where = "any cluster" if len(clusters) > 1 else "any Flux Kustomization"
     note = f"not reached by {where} under {given}: audited as written"
     return objects + [dataclasses.replace(o, note=note) for o in as_written]
+
+
+def _is_build_configuration(obj: JsonObject) -> bool:
+    """A kustomization.yaml or Component: read by builds, never applied itself."""
+    return str(obj.get("apiVersion", "")).startswith("kustomize.config.k8s.io/")
 
 
 def _objects_of_rendering(
