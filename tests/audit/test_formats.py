@@ -197,7 +197,7 @@ def test_sarif_results_are_the_findings_that_need_attention(report: AuditReport)
         for r in run["results"]
     ]
     assert got == [
-        ("helmrelease-interval", "warning", "manifests/helmreleases.yaml", 17),
+        ("helmrelease-interval", "warning", "manifests/helmreleases.yaml", 23),
         ("irc-single-replica", "error", "manifests/irc.yaml", 8),
         ("kustomization-dependencies", "error", "manifests/mixed.yaml", 2),
         (INPUT_ERROR_RULE, "error", "manifests/mixed.yaml", 21),

@@ -7,6 +7,7 @@ single files and stdin are audited as they are.
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -181,6 +182,8 @@ def _findings(item: AuditObject, *, policy_set: PolicySet, lookups: Lookups) -> 
         location = item.location
         if len(mutating) == 1 and result is mutating[0]:
             location = _field_location(item, [str(op.get("path", "")) for op in decision.patch])
+        elif result.result in ("fail", "warn") and (named := _named_field(result.messages)):
+            location = _field_location(item, [named])
         finding = Finding.of(location, result)
         if item.unknown and finding.result in ("fail", "warn", "error"):
             finding = _unknown(finding, item, decision)
@@ -188,6 +191,14 @@ def _findings(item: AuditObject, *, policy_set: PolicySet, lookups: Lookups) -> 
             finding = dataclasses.replace(finding, messages=(*finding.messages, item.note))
         findings.append(finding)
     return findings
+
+
+def _named_field(messages: Sequence[str]) -> str | None:
+    """The JSON pointer of the field a message starts with (`spec.interval 12h is ...`)."""
+    first = messages[0].split(" ", 1)[0] if messages else ""
+    if not re.fullmatch(r"spec(\.[A-Za-z][A-Za-z0-9]*)+", first):
+        return None
+    return "/" + first.replace(".", "/")
 
 
 def _field_location(item: AuditObject, paths: list[str]) -> ObjectLocation:
@@ -422,6 +433,9 @@ def rendered_objects(
             rendering, documents, root=root, given=given, exclude=exclude, cluster=cluster.name
         )
         reached_files |= rendering.reached
+        if cluster.name:  # the cluster's directory is what its bootstrap sync applies
+            objects += _entry_objects(cluster, rendering.reached)
+            reached_files |= {Path(d.source).resolve() for d in cluster.documents}
     reached = {str(_display(p, root, given)) for p in reached_files}
     unreached = [d for d in documents if d.source not in reached]
     as_written = _objects_of(unreached, report)
@@ -434,6 +448,20 @@ def rendered_objects(
     where = "any cluster" if len(clusters) > 1 else "any Flux Kustomization"
     note = f"not reached by {where} under {given}: audited as written"
     return objects + [dataclasses.replace(o, note=note) for o in as_written]
+
+
+def _entry_objects(cluster: Cluster, rendered: set[Path]) -> list[AuditObject]:
+    """The objects of a cluster directory's files no render of it read (its entry point's own
+    manifests, e.g. when its sync is not in Git), as written, in that cluster."""
+    return [
+        dataclasses.replace(AuditObject(d.obj, location_of(d), (), d), cluster=cluster.name)
+        for d in cluster.documents
+        if d.obj is not None
+        and d.is_kubernetes_object
+        and d.text
+        and not _is_build_configuration(d.obj)
+        and Path(d.source).resolve() not in rendered
+    ]
 
 
 def _is_build_configuration(obj: JsonObject) -> bool:

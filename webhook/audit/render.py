@@ -43,6 +43,7 @@ import yaml
 from . import batching
 from .documents import Document, FastManifestLoader, load_yaml, parse_stream
 from .flux_installs import flux_manifests_source, source_index
+from .flux_sources import SourceMap
 
 FLUX_KUSTOMIZE_GROUP = "kustomize.toolkit.fluxcd.io"
 SUBSTITUTE_KEY = "kustomize.toolkit.fluxcd.io/substitute"
@@ -176,6 +177,9 @@ class Renderer:
             if document.is_kubernetes_object and document.obj is not None:
                 self._remember_values(document.obj)
         self._flux_sources = source_index([d.obj for d in documents if d.obj is not None])
+        written = [d.obj for d in documents if d.obj is not None]
+        self._source_map = SourceMap.of(written, [o for o in written if is_flux_kustomization(o)])
+        self._noticed: set[str] = set()
 
     def _copy(self, number: int) -> None:
         copy = self._work / f"repo-{number}"
@@ -214,7 +218,9 @@ class Renderer:
         raw = [
             d
             for d in self.documents
-            if d.obj is not None and is_flux_kustomization(d.obj) and self._in_repo(d.obj, d.source)
+            if d.obj is not None
+            and is_flux_kustomization(d.obj)
+            and self._buildable(d.obj, d.source, result) is not None
         ]
         dirs = {id(d): _spec_dir(self.root, d.obj or {}, d.source) for d in raw}
 
@@ -260,8 +266,10 @@ class Renderer:
                         if versions[key] is not None or parent is None:
                             continue
                         drop(key)  # its own file's version, now seen as its parent renders it
-                    if not self._in_repo(ks, where):
+                    built_from = self._buildable(ks, where, result)
+                    if built_from is None:
                         continue
+                    ks = built_from
                     versions[key] = parent
                     wave.append((ks, where, key))
                 pending = []
@@ -287,6 +295,22 @@ class Renderer:
                 self._shown = True
                 sys.stderr.write(f"\rfluxwarden: rendered {self._done} Flux Kustomizations")
                 sys.stderr.flush()
+
+    def _buildable(
+        self, ks: dict[str, Any], where: str, result: Rendering
+    ) -> dict[str, Any] | None:
+        """`ks` as built from this repo (its path below an artifact's directory), or None when
+        its source is not this repo (said once) or its path is not in the repo."""
+        if flux_manifests_source(ks, self._flux_sources) is not None:
+            return None  # Flux's own manifests: audited as the controllers (flux_installs)
+        resolved = self._source_map.resolve(ks)
+        if resolved.kustomization is None:
+            if resolved.notice and _key(ks) not in self._noticed:
+                self._noticed.add(_key(ks))
+                message = f"Flux Kustomization {_key(ks)}: {resolved.notice}"
+                result.problems.append(RenderProblem(where, message))
+            return None
+        return resolved.kustomization if self._in_repo(resolved.kustomization, where) else None
 
     def _in_repo(self, obj: dict[str, Any], where: str) -> bool:
         if flux_manifests_source(obj, self._flux_sources) is not None:
@@ -454,6 +478,7 @@ class Renderer:
                 obj, unknown = substitute_object(obj, variables, all_known=not unknown_sources)
             objects.append(RenderedObject(obj, source, _key(ks), unknown))
             self._remember_values(obj)
+            self._source_map.learn(obj)
         return objects
 
     def _origin(self, obj: dict[str, Any], directory: Path, copy: Path) -> Path | None:
