@@ -142,9 +142,18 @@ def fix_paths(
                 given, documents, report, kustomize, exclude, audit_unreached=audit_unreached
             )
     result.problems.extend(p for p in report.problems if not p.message.startswith("skipped"))
+    # The lookups audit makes: what Flux applies where a directory was rendered (a Deployment
+    # as its patches leave it), the files as written elsewhere.
+    rendered_under = [g for g in paths if render and g != "-" and Path(g).is_dir() and rendered]
     lookups = OfflineLookups(
         [o.obj for o in rendered]
-        + [d.obj for _, documents in parsed for d in documents if d.is_kubernetes_object and d.obj]
+        + [
+            d.obj
+            for source, documents in parsed
+            if not any(_under(source, given) for given in rendered_under)
+            for d in documents
+            if d.is_kubernetes_object and d.obj
+        ]
     )
     raw_patcher = engine_patcher(policy_set=policy_set, lookups=lookups)
     unreached = set(report.unreached)
