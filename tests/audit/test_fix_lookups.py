@@ -34,3 +34,21 @@ def test_fleet_job_gets_the_tolerations_a_patch_gives_fleet_controller(
     assert main(["audit", str(repo)]) == 0
     assert main(["fix", "--check", str(repo)]) == 0
     capsys.readouterr()
+
+
+def test_a_kustomization_kustomize_cannot_build_is_an_input_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Flux would fail to apply it too: exit 2 with kustomize's message, not a green run."""
+    repo = tmp_path / "bootstrap"
+    shutil.copytree(Path(__file__).parent / "repos" / "bootstrap", repo)
+    (repo / "infrastructure/kustomization.yaml").write_text(
+        "resources: [ingress/release.yaml, ingress/missing.yaml]\n"
+    )
+    assert main(["audit", str(repo)]) == 2
+    out = capsys.readouterr().out
+    assert "ERROR" in out
+    assert "kustomize cannot build flux-system/infrastructure" in out
+    assert "missing.yaml" in out
+    assert main(["fix", "--check", str(repo)]) == 2
+    capsys.readouterr()

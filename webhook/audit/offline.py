@@ -428,7 +428,7 @@ def rendered_objects(
             rendering = renderer.render_all()
         for problem in rendering.problems:
             message = f"{cluster.name}: {problem.message}" if cluster.name else problem.message
-            report.problems.append(InputProblem(problem.source, 0, message, False))
+            report.problems.append(InputProblem(problem.source, 0, message, problem.error))
         objects += _objects_of_rendering(
             rendering, documents, root=root, given=given, exclude=exclude, cluster=cluster.name
         )

@@ -81,6 +81,7 @@ class _Build:
     directory: Path  # where kustomize ran: spec.path in the copy, or the batch's directory
     copy: Path
     objects: list[dict[str, Any]] | None = None  # parsed already (a batch member's share)
+    failed: bool = False  # kustomize refused it (not: fluxwarden could not run it)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class RenderedObject:
 class RenderProblem:
     source: str
     message: str
+    error: bool = False  # a build Flux would fail too (exit 2); else a notice
 
 
 @dataclass
@@ -448,10 +450,8 @@ class Renderer:
                 _restore(target, original)
         if built.returncode != 0:
             message = " ".join(built.stderr.split())[:300]
-            problem = (
-                f"kustomize cannot build {_key(ks)} ({message}); its files are audited as they are"
-            )
-            return _Build(None, problem, directory, copy)
+            problem = f"kustomize cannot build {_key(ks)} ({message}): Flux cannot apply it either"
+            return _Build(None, problem, directory, copy, failed=True)
         return _Build(built.stdout, None, directory, copy)
 
     def _objects(
@@ -464,7 +464,9 @@ class Renderer:
         elif built.output is not None:
             parsed = yaml.load_all(built.output, Loader=FastManifestLoader)
         else:
-            result.problems.append(RenderProblem(where, built.problem or "cannot build"))
+            result.problems.append(
+                RenderProblem(where, built.problem or "cannot build", error=built.failed)
+            )
             return []
         objects: list[RenderedObject] = []
         variables, unknown_sources = self._variables(ks)
