@@ -151,3 +151,13 @@ def test_the_table_shows_notices_and_counts_them_by_kind() -> None:
     assert "c.yaml" in text
     assert "a.yaml" not in text  # a skipped non-Kubernetes document only with -v
     assert text.endswith("1 document skipped, 2 notices (1 not audited, 1 render)\n"), text
+
+
+def test_clusters_may_live_below_the_repo_root(tmp_path: Path) -> None:
+    """home-ops repos keep them in kubernetes/clusters/<name>."""
+    shutil.copytree(FLEET, tmp_path / "kubernetes")
+    found = clusters_of(tmp_path, list(load([str(tmp_path)])))
+    assert [c.name for c in found] == [
+        "kubernetes/clusters/production",
+        "kubernetes/clusters/staging",
+    ]

@@ -39,27 +39,45 @@ def _is_entry(document: Document) -> bool:
 
 
 def clusters_of(root: Path, documents: Sequence[Document]) -> list[Cluster]:
-    """Each directory right under `<root>/clusters/` whose files hold a Flux Kustomization or a
-    FluxInstance, with its documents; empty when the repo has fewer than two (one cluster is
-    rendered from the whole repo, as before)."""
-    base = (root / CLUSTERS_DIRECTORY).resolve()
-    if not base.is_dir():
-        return []
+    """Each directory right under a `clusters/` directory of the repo (`clusters/`,
+    `kubernetes/clusters/`, ... the shallowest that has two) whose files hold a Flux
+    Kustomization or a FluxInstance, with its documents; empty when no `clusters/` directory
+    has two (one cluster is rendered from the whole repo, as before)."""
+    resolved = root.resolve()
+    for base in _cluster_bases(resolved, documents):
+        found = _clusters_in(resolved, base, documents)
+        if len(found) >= 2:
+            return found
+    return []
+
+
+def _cluster_bases(root: Path, documents: Sequence[Document]) -> list[Path]:
+    """The `clusters/` directories holding manifests, shallowest first."""
+    bases: set[Path] = set()
+    for document in documents:
+        try:
+            parts = Path(document.source).resolve().relative_to(root).parts
+        except ValueError:
+            continue
+        if CLUSTERS_DIRECTORY in parts[:-2]:
+            bases.add(root.joinpath(*parts[: parts.index(CLUSTERS_DIRECTORY) + 1]))
+    return sorted(bases, key=lambda b: (len(b.parts), str(b)))
+
+
+def _clusters_in(root: Path, base: Path, documents: Sequence[Document]) -> list[Cluster]:
     by_directory: dict[Path, list[Document]] = {}
     for document in documents:
         try:
             relative = Path(document.source).resolve().relative_to(base)
         except ValueError:
             continue
-        if len(relative.parts) < 2:
-            continue  # a file right in clusters/: no cluster's own
-        by_directory.setdefault(base / relative.parts[0], []).append(document)
-    found = [
-        Cluster(f"{CLUSTERS_DIRECTORY}/{directory.name}", tuple(docs))
+        if len(relative.parts) >= 2:  # a file right in clusters/ is no cluster's own
+            by_directory.setdefault(base / relative.parts[0], []).append(document)
+    return [
+        Cluster(directory.relative_to(root).as_posix(), tuple(docs))
         for directory, docs in sorted(by_directory.items())
         if any(_is_entry(d) for d in docs)
     ]
-    return found if len(found) >= 2 else []
 
 
 def sync_kustomization(instance: dict[str, Any]) -> dict[str, Any] | None:
