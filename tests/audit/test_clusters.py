@@ -161,3 +161,33 @@ def test_clusters_may_live_below_the_repo_root(tmp_path: Path) -> None:
         "kubernetes/clusters/production",
         "kubernetes/clusters/staging",
     ]
+
+
+STAGING_DEFAULTS = """\
+  patches:
+    - target:
+        kind: HelmRelease
+      patch: |
+        apiVersion: helm.toolkit.fluxcd.io/v2
+        kind: HelmRelease
+        metadata:
+          name: all
+        spec:
+          timeout: 10m
+"""
+
+
+def test_a_defaults_patch_counts_and_covers_its_own_cluster_only(
+    fleet: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    apps = fleet / "clusters/staging/apps.yaml"
+    apps.write_text(apps.read_text() + STAGING_DEFAULTS)
+    assert main(["fix", "--write", str(fleet)]) == 0
+    notes = capsys.readouterr().err
+    # staging's patch covers staging's release, not production's of the same name
+    assert "one edit covers 1 HelmRelease(s)" in notes
+    assert "driftDetection" in apps.read_text()
+    assert main(["fix", "--check", str(fleet)]) == 0
+    capsys.readouterr()
+    code, report = _audit(capsys, str(fleet))
+    assert code == 0, _attention(report, fleet)

@@ -121,18 +121,28 @@ def proposals(
 
     `patches` maps id(AuditObject) -> the engine's (normalised) patch for each rendered release."""
     releases = [o for o in rendered if o.obj.get("kind") == "HelmRelease"]
-    children: dict[str, set[str]] = {}  # Flux Kustomization -> the Kustomizations it renders
+    # per cluster (names repeat across clusters): Flux Kustomization -> those it renders, and
+    # the clusters that render each written Flux Kustomization
+    children: dict[tuple[str, str], set[str]] = {}
+    clusters_of: dict[tuple[str, str], set[str]] = {}
     for item in rendered:
         if is_flux_kustomization(item.obj):
-            children.setdefault(item.kustomization, set()).add(_key(item.obj))
+            children.setdefault((item.cluster, item.kustomization), set()).add(_key(item.obj))
+            where = (item.location.source, _key(item.obj))
+            clusters_of.setdefault(where, set()).add(item.cluster)
     found: list[Proposal] = []
     for document in documents:
         if document.obj is None or not is_flux_kustomization(document.obj):
             continue
         key = _key(document.obj)
+        clusters = clusters_of.get((document.source, key)) or {""}
         for index, nested in _candidates(document):
-            scope = {key} if nested is None else children.get(key, set())
-            covered = [r for r in releases if r.kustomization in scope]
+            scope = {
+                (cluster, name)
+                for cluster in clusters
+                for name in ({key} if nested is None else children.get((cluster, key), set()))
+            }
+            covered = [r for r in releases if (r.cluster, r.kustomization) in scope]
             failing = [r for r in covered if patches.get(id(r))]
             if not failing:
                 continue

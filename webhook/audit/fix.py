@@ -160,7 +160,10 @@ def fix_paths(
     flux_sources = source_index(
         [o.obj for o in rendered] + [d.obj for _, ds in parsed for d in ds if d.obj is not None]
     )
-    as_rendered = {(o.location.source, o.location.kind, o.location.name): o for o in rendered}
+    # a shared file renders once per cluster: every rendering of each written object
+    as_rendered: dict[tuple[str, str, str], list[AuditObject]] = {}
+    for o in rendered:
+        as_rendered.setdefault((o.location.source, o.location.kind, o.location.name), []).append(o)
     generated = {s.name for s in sources if is_generated(s.text)}
     edits_by_document: dict[int, list[JsonObject]] = {}
     covered: set[int] = set()  # id() of rendered releases a defaults-patch edit fixes
@@ -190,7 +193,9 @@ def fix_paths(
     diffs: list[str] = []
     for source, documents in parsed:
         by_object = {
-            id(d.obj): as_rendered.get((source.name, str(d.obj.get("kind")), _name_of(d.obj)))
+            id(d.obj): _needing_fix(
+                as_rendered.get((source.name, str(d.obj.get("kind")), _name_of(d.obj))), covered
+            )
             for d in documents
             if d.obj is not None
         }
@@ -260,6 +265,14 @@ def fix_paths(
         )
     result.diff = "".join(diffs)
     return result
+
+
+def _needing_fix(items: list[AuditObject] | None, covered: set[int]) -> AuditObject | None:
+    """The rendering of a written object to fix it from: one no defaults-patch edit covers
+    (that cluster still needs the file's own edit), else any."""
+    if not items:
+        return None
+    return next((o for o in items if id(o) not in covered), items[0])
 
 
 def _under(source: _Source, given: str) -> bool:

@@ -483,10 +483,16 @@ def _objects_of_rendering(
 
     lines = _document_lines(documents)
     directory_patches: dict[Path, list[PatchEntry]] = {}
+    by_name = {(d.source, _kind(d.obj), _name(d.obj)): d for d in documents if d.obj is not None}
     flux_documents = {
         _flux_key(d.obj): d for d in documents if d.obj is not None and is_flux_kustomization(d.obj)
     }
-    by_name = {(d.source, _kind(d.obj), _name(d.obj)): d for d in documents if d.obj is not None}
+    for rendered in rendering.objects:  # this cluster's file of each Flux Kustomization name
+        if rendered.source is not None and is_flux_kustomization(rendered.obj):
+            where = _display(rendered.source, root, given)
+            written = by_name.get((where, "Kustomization", _name(rendered.obj)))
+            if written is not None:
+                flux_documents[_flux_key(rendered.obj)] = written
     objects: list[AuditObject] = []
     unreached_from = _unreached_kustomizations(rendering.parents)
     for item in rendering.objects:
