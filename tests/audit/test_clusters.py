@@ -191,3 +191,104 @@ def test_a_defaults_patch_counts_and_covers_its_own_cluster_only(
     capsys.readouterr()
     code, report = _audit(capsys, str(fleet))
     assert code == 0, _attention(report, fleet)
+
+
+PARENT = """\
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata:
+  name: cluster-apps
+  namespace: flux-system
+spec:
+  interval: 1h
+  path: ./children
+  prune: true
+  sourceRef:
+    kind: GitRepository
+    name: flux-system
+  patches:
+    - patch: |-
+        apiVersion: kustomize.toolkit.fluxcd.io/v1
+        kind: Kustomization
+        metadata:
+          name: not-used
+        spec:
+          patches:
+            - patch: |-
+                apiVersion: helm.toolkit.fluxcd.io/v2
+                kind: HelmRelease
+                metadata:
+                  name: not-used
+                spec:
+                  timeout: 10m
+              target:
+                kind: HelmRelease
+      target:
+        kind: Kustomization
+    - patch: |-
+        apiVersion: kustomize.toolkit.fluxcd.io/v1
+        kind: Kustomization
+        metadata:
+          name: not-used
+        spec:
+          patches:
+            - patch: |-
+                apiVersion: helm.toolkit.fluxcd.io/v2
+                kind: HelmRelease
+                metadata:
+                  name: other
+                spec:
+                  timeout: 5m
+              target:
+                kind: HelmRelease
+      target:
+        kind: Kustomization
+        name: other
+"""
+CHILD = """\
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata:
+  name: {name}
+  namespace: flux-system
+spec:
+  interval: 1h
+  path: ./{path}
+  prune: true
+  sourceRef:
+    kind: GitRepository
+    name: flux-system
+"""
+
+
+def test_a_child_whose_patches_a_later_parent_patch_replaces_gets_its_own_edit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Kustomize replaces a CRD's list: the second parent patch replaces the child's patches,
+    so the defaults patch never reaches `other`; its release is fixed in its own file."""
+    repo = tmp_path / "repo"
+    shutil.copytree(FLEET / "clusters/staging/flux-system", repo / "clusters/one/flux-system")
+    sync = repo / "clusters/one/flux-system/gotk-sync.yaml"
+    sync.write_text(sync.read_text().replace("./clusters/staging", "./clusters/one"))
+    (repo / "clusters/one/flux-system/kustomization.yaml").write_text(
+        "resources: [gotk-sync.yaml]\n"
+    )
+    (repo / "clusters/one/apps.yaml").write_text(PARENT)
+    (repo / "children").mkdir()
+    for name in ("podinfo", "other"):
+        (repo / f"children/{name}.yaml").write_text(CHILD.format(name=name, path=f"apps/{name}"))
+        (repo / f"apps/{name}").mkdir(parents=True)
+        release = (
+            (FLEET / SHARED)
+            .read_text()
+            .replace("name: podinfo\n  namespace", f"name: {name}\n  namespace")
+        )
+        release = release.replace("${RELEASE_INTERVAL}", "30m").replace("-${CLUSTER_NAME}", "")
+        (repo / f"apps/{name}/release.yaml").write_text(release)
+    assert main(["fix", "--write", str(repo)]) == 0
+    assert "one edit covers 1 HelmRelease(s)" in capsys.readouterr().err
+    assert "driftDetection" in (repo / "apps/other/release.yaml").read_text()
+    assert "driftDetection" not in (repo / "apps/podinfo/release.yaml").read_text()
+    assert main(["audit", str(repo)]) == 0
+    assert main(["fix", "--check", str(repo)]) == 0
+    capsys.readouterr()
