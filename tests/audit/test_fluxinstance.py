@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -204,19 +205,28 @@ def test_fix_writes_into_the_instance_patches(
     capsys.readouterr()
     after = path.read_text()
     # the IRC patch's own value is raised (not a second op on the same path); source-controller
-    # (/data and /tmp bounded) gets a new entry written like its siblings (target first);
+    # (/data and /tmp bounded) gets a new entry written like its siblings (target first), its
+    # volumes named, never indexed (a strategic merge: kustomize merges volumes by name);
     # comments kept
     assert after == before.replace("value: 1536Mi", "value: 2Gi") + (
         "      - target:\n"
         "          kind: Deployment\n"
         "          name: source-controller\n"
         "        patch: |\n"
-        "          - op: add\n"
-        "            path: /spec/template/spec/volumes/0/emptyDir/sizeLimit\n"
-        "            value: 10Gi\n"
-        "          - op: add\n"
-        "            path: /spec/template/spec/volumes/1/emptyDir/sizeLimit\n"
-        "            value: 2Gi\n"
+        "          apiVersion: apps/v1\n"
+        "          kind: Deployment\n"
+        "          metadata:\n"
+        "            name: source-controller\n"
+        "          spec:\n"
+        "            template:\n"
+        "              spec:\n"
+        "                volumes:\n"
+        "                - name: data\n"
+        "                  emptyDir:\n"
+        "                    sizeLimit: 10Gi\n"
+        "                - name: tmp\n"
+        "                  emptyDir:\n"
+        "                    sizeLimit: 2Gi\n"
     )
     code, report = _audit(capsys, repo)
     assert code == 0, report
@@ -325,8 +335,10 @@ def test_fix_edits_the_requeue_op_of_a_multitenant_instance_by_value(
             "value": "--requeue-dependency=5s",
         }
     ]
-    ops = [op for p in patches for op in yaml.safe_load(p["patch"])]
-    assert not any("/args/" in op["path"] and not op["path"].endswith("/-") for op in ops), ops
+    bodies = [yaml.safe_load(p["patch"]) for p in patches]
+    ops = [op for body in bodies if isinstance(body, list) for op in body]
+    # no op anywhere addresses a list item by its index
+    assert not any(re.search(r"/(args|volumes)/\d", op["path"]) for op in ops), ops
     assert len(patches) == len(before["spec"]["kustomize"]["patches"]) + 1  # source-controller
     fixed = materialise(after, [str(kubectl_or_skip()), "kustomize"])
     for deployment in fixed.deployments:
@@ -336,3 +348,20 @@ def test_fix_edits_the_requeue_op_of_a_multitenant_instance_by_value(
             assert "--no-cross-namespace-refs=true" in args
             assert [a for a in args if "requeue" in a] == ["--requeue-dependency=5s"]
     assert _audit(capsys, repo)[0] == 0
+
+
+def test_an_edited_patch_keeps_its_block_style(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = repo / INSTANCE
+    text = path.read_text().replace("patch: |\n", "patch: |-\n", 1)
+    path.write_text(text.replace("--requeue-dependency=5s", "--requeue-dependency=30s"))
+    assert main(["fix", "--write", str(repo)]) == 0
+    capsys.readouterr()
+    after = path.read_text()
+    assert "--requeue-dependency=5s" in after
+    # only the value line changed in that patch: `|-` kept
+    assert (
+        after.split("name: image-reflector-controller")[0]
+        == text.split("name: image-reflector-controller")[0]
+    )

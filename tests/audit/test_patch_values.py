@@ -114,3 +114,24 @@ def test_targets_are_anchored_regular_expressions() -> None:
     assert not target_matches({"kind": "Deployment", "name": "kustomize-controller-.*"}, RENDERED)
     assert target_matches({"kind": "Deployment"}, RENDERED)
     assert not target_matches({"kind": "StatefulSet"}, RENDERED)
+
+
+def test_volume_changes_are_made_by_name() -> None:
+    rendered = _deployment("source-controller", [])
+    rendered["spec"]["template"]["spec"]["volumes"] = [
+        {"name": "data", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    fix = [
+        {"op": "add", "path": "/spec/template/spec/volumes/1/emptyDir/sizeLimit", "value": "2Gi"},
+        {"op": "add", "path": "/spec/template/spec/volumes/0/emptyDir/sizeLimit", "value": "1Gi"},
+    ]
+    plan = plan_by_value([], rendered, fix)
+    assert plan.ops == []
+    merge = plan.merge_patch(rendered)
+    assert merge is not None
+    assert merge["metadata"] == {"name": "source-controller"}
+    assert merge["spec"]["template"]["spec"]["volumes"] == [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
+        {"name": "data", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]

@@ -515,6 +515,7 @@ def _instance_edits(
     """The instance's patches edited by value (`patch_values`), then what is left merged in."""
     texts: dict[int, str] = {}
     rest: list[tuple[JsonObject, list[JsonObject]]] = []
+    merges: list[dict[str, Any]] = []  # strategic-merge patches: volumes by name
     for deployment in deployments:
         ops = normalised_patch(deployment, patcher(deployment))
         if not ops:
@@ -524,9 +525,20 @@ def _instance_edits(
         texts.update(plan.texts)
         if plan.ops:
             rest.append((deployment, plan.ops))
+        merge = plan.merge_patch(deployment)
+        if merge is not None:
+            target = {"kind": str(deployment.get("kind")), "name": _name_of(deployment)}
+            text = yaml.safe_dump(merge, sort_keys=False, default_flow_style=False)
+            merges.append({"patch": text, "target": target})
     current = [{**p, "patch": texts[i]} if i in texts else p for i, p in enumerate(patches)]
     replaced, added = merge_json6902(current, rest)
-    return {**texts, **replaced}, added
+    edited = {**texts, **replaced}
+    for index, text in edited.items():  # keep the block's chomping: `|-` stays `|-`
+        if isinstance(patches[index].get("patch"), str) and not patches[index]["patch"].endswith(
+            "\n"
+        ):
+            edited[index] = text.rstrip("\n")
+    return edited, added + merges
 
 
 def engine_patcher(*, policy_set: PolicySet, lookups: Lookups) -> Patcher:

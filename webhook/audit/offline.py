@@ -450,6 +450,12 @@ def rendered_objects(
     return objects + [dataclasses.replace(o, note=note) for o in as_written]
 
 
+def _named(key: str) -> str:
+    """namespace/name, or the name and why there is no namespace (never `/name`)."""
+    namespace, _, name = key.partition("/")
+    return key if namespace else f"{name} (no namespace in its file)"
+
+
 def _entry_objects(cluster: Cluster, rendered: set[Path]) -> list[AuditObject]:
     """The objects of a cluster directory's files no render of it read (its entry point's own
     manifests, e.g. when its sync is not in Git), as written, in that cluster."""
@@ -513,8 +519,8 @@ def _objects_of_rendering(
         note = None
         if item.kustomization in unreached_from:
             note = (
-                f"its Flux Kustomization {item.kustomization} is not reached from "
-                f"{unreached_from[item.kustomization]}: audited as its own file renders it"
+                f"its Flux Kustomization {_named(item.kustomization)} is not reached from "
+                f"{_named(unreached_from[item.kustomization])}: audited as its own file renders it"
             )
         objects.append(
             AuditObject(

@@ -20,6 +20,7 @@ import yaml
 from ..engine import JsonObject
 
 _ARG = re.compile(r"^(/spec/template/spec/containers/\d+/args)/(\d+|-)$")
+_VOLUME = re.compile(r"^/spec/template/spec/volumes/(\d+)((?:/[^/]+)*)$")
 
 
 @dataclass
@@ -29,6 +30,21 @@ class ValuePlan:
 
     texts: dict[int, str] = field(default_factory=dict)
     ops: list[JsonObject] = field(default_factory=list)
+    # volumes changed by name, as a strategic-merge patch's `spec.template.spec.volumes`
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+
+    def merge_patch(self, obj: JsonObject) -> dict[str, Any] | None:
+        """A strategic-merge patch of `obj` holding the volume changes (kustomize merges
+        volumes by name), or None."""
+        if not self.volumes:
+            return None
+        meta = obj.get("metadata") or {}
+        return {
+            "apiVersion": obj.get("apiVersion"),
+            "kind": obj.get("kind"),
+            "metadata": {"name": meta.get("name")},
+            "spec": {"template": {"spec": {"volumes": self.volumes}}},
+        }
 
 
 def flag_of(value: Any) -> str | None:
@@ -117,6 +133,8 @@ def plan_by_value(patches: list[Any], obj: JsonObject, ops: list[JsonObject]) ->
     plan = ValuePlan()
     drop = _companion_removals(obj, ops)
     for position, op in enumerate(ops):
+        if _by_volume_name(obj, op, plan.volumes):
+            continue
         found = _ARG.match(str(op.get("path", "")))
         flag = flag_of(op.get("value"))
         if position in drop:
@@ -135,3 +153,32 @@ def plan_by_value(patches: list[Any], obj: JsonObject, ops: list[JsonObject]) ->
             setter_ops[at]["value"][item] = op["value"]
         plan.texts[index] = yaml.safe_dump(setter_ops, sort_keys=False, default_flow_style=False)
     return plan
+
+
+def _by_volume_name(obj: JsonObject, op: JsonObject, volumes: list[dict[str, Any]]) -> bool:
+    """Record an add/replace inside `volumes/N` as a change of the volume named there (False
+    when `op` is not one, or the volume has no name)."""
+    found = _VOLUME.match(str(op.get("path", "")))
+    if not found or op.get("op") not in ("add", "replace"):
+        return False
+    pod = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+    current = pod.get("volumes") or []
+    index = int(found.group(1))
+    if index >= len(current) or not isinstance(current[index], dict):
+        return False
+    name = current[index].get("name")
+    keys = [k.replace("~1", "/").replace("~0", "~") for k in found.group(2).split("/")[1:]]
+    if not isinstance(name, str) or (not keys and not isinstance(op.get("value"), dict)):
+        return False
+    entry = next((v for v in volumes if v.get("name") == name), None)
+    if entry is None:
+        entry = {"name": name}
+        volumes.append(entry)
+    if not keys:
+        entry.update(op["value"])
+        return True
+    node = entry
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = op.get("value")
+    return True
