@@ -66,6 +66,8 @@ def read_body(stream: IO[bytes], *, limit: int, deadline: float) -> bytes:
         except RequestEntityTooLarge as error:
             raise BadRequest(f"request body larger than {limit} bytes", 413) from error
         except Exception as error:  # timeouts, resets, broken chunking (each server its own type)
+            if time.monotonic() > deadline or _caused_by(error, TimeoutError):
+                raise BadRequest("request body not received in time", 408) from error
             raise BadRequest(f"request body not received: {type(error).__name__}", 408) from error
         if not chunk:
             return b"".join(chunks)
@@ -73,6 +75,17 @@ def read_body(stream: IO[bytes], *, limit: int, deadline: float) -> bytes:
         if size > limit:
             raise BadRequest(f"request body larger than {limit} bytes", 413)
         chunks.append(chunk)
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    """`error` or what it was raised from / while handling (werkzeug turns a read's TimeoutError
+    into ClientDisconnected)."""
+    seen: BaseException | None = error
+    for _ in range(5):
+        if seen is None or isinstance(seen, kind):
+            return seen is not None
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _has_client_cert(environ: dict[str, Any]) -> bool:
