@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import select
 import signal
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.fuzz import exchange, fuzzed_request
 from bench.hostile import SLOW_BODY_HEAD, hostile_connections, timed_admissions
 from tests.conftest import IRC_DEPLOYMENT, admission_review
 from tests.server.test_server_process import Server, _write_certs, running_server
@@ -320,5 +322,12 @@ def test_no_client_input_gets_a_5xx(certs: Path) -> None:
         )
         assert status == 400, reply
         assert "malformed" in json.loads(reply)["error"]
+        # Seeded random mutations of the review and of the request around it (bench.fuzz).
+        rng = random.Random(19)
+        requests = [
+            fuzzed_request(lambda: admission_review(IRC_DEPLOYMENT), rng) for _ in range(150)
+        ]
+        answers = [(m, exchange(server.port, server.context(), r)) for m, r in requests]
+        assert [a for a in answers if not (a[1].isdigit() and int(a[1]) < 500)] == []
         assert server.post("/mutate", _review())[0] == 200
         assert "Traceback" not in server.log.read_text()
