@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
-from gevent import Greenlet
 from gunicorn.workers.base_async import AsyncWorker
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -40,12 +39,27 @@ HIGH_WATER = 0.75
 
 
 @dataclass
-class _Wait:
+class Wait:
     """A connection waiting for its client: evictable, oldest `since` first."""
 
     since: float
     timeout: gevent.Timeout  # raised in the connection's greenlet to end the wait
     in_request: bool  # mid-body: evicted when crowded, but a drain lets the request finish
+    active: bool = True  # false once the connection has left the wait
+    ending: bool = False  # end_wait was called
+
+
+def end_wait(greenlet: Any, wait: Wait) -> None:
+    """End `wait` as if its timeout had fired, if the connection is still in it when the event
+    loop gets to it. (`Greenlet.kill` throws into whatever the greenlet does by then: one that its
+    client had just woken would take the timeout in the middle of its request, a 5xx.)"""
+    wait.ending = True
+
+    def throw() -> None:
+        if wait.active and not greenlet.dead:
+            greenlet.throw(wait.timeout)
+
+    gevent.get_hub().loop.run_callback(throw)
 
 
 class _Waiting:
@@ -58,11 +72,13 @@ class _Waiting:
 
     def __enter__(self) -> _Waiting:
         self.timeout.start()
-        self.worker.waiting[self.greenlet] = _Wait(time.monotonic(), self.timeout, False)
+        self.wait = Wait(time.monotonic(), self.timeout, in_request=False)
+        self.worker.waiting[self.greenlet] = self.wait
         self._socket_timeout(None)  # this phase has its own total limit
         return self
 
     def __exit__(self, *exc: object) -> bool | None:
+        self.wait.active = False
         self.worker.waiting.pop(self.greenlet, None)
         self._socket_timeout(self.worker.io_timeout)
         return self.timeout.__exit__(*exc)  # type: ignore[no-any-return]
@@ -118,7 +134,7 @@ class _DeadlineBody:
         timeout = gevent.Timeout(remaining)
         # Draining an unread rest happens inside the wait for the next request: that wait stays.
         outer = self.worker.waiting.get(me)
-        self.worker.waiting[me] = _Wait(self.since, timeout, in_request=outer is None)
+        wait = self.worker.waiting[me] = Wait(self.since, timeout, in_request=outer is None)
         timeout.start()
         try:
             return read(size)
@@ -128,6 +144,7 @@ class _DeadlineBody:
             self.timed_out = True
             raise TimeoutError("request body not received in time") from None
         finally:
+            wait.active = False
             timeout.close()
             if outer is None:
                 self.worker.waiting.pop(me, None)
@@ -148,7 +165,7 @@ class HardenedWorker(GeventWorker):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.waiting: dict[Any, _Wait] = {}
+        self.waiting: dict[Any, Wait] = {}
         self.served: dict[Any, int] = {}
         self.sockets_of: dict[Any, Any] = {}
 
@@ -215,14 +232,13 @@ class HardenedWorker(GeventWorker):  # type: ignore[misc]
         in_use = len(self.served) + len(self.waiting)
         if pool is not None:
             in_use = pool.size - pool.free_count()
-        excess = in_use - int(size * HIGH_WATER)
-        if excess <= 0 or not self.waiting:
+        evictable = [item for item in self.waiting.items() if not item[1].ending]
+        # Connections already being ended still hold their slots until the loop ends them.
+        excess = in_use - int(size * HIGH_WATER) - (len(self.waiting) - len(evictable))
+        if excess <= 0 or not evictable:
             return
-        oldest = sorted(self.waiting.items(), key=lambda item: item[1].since)[: max(excess, 1)]
-        for greenlet, wait in oldest:
-            self.waiting.pop(greenlet, None)
-            if isinstance(greenlet, Greenlet):
-                greenlet.kill(wait.timeout, block=False)  # ends its wait as if it had timed out
+        for greenlet, wait in sorted(evictable, key=lambda item: item[1].since)[:excess]:
+            end_wait(greenlet, wait)
 
     def run(self) -> None:
         # Keep a handle on the pool(s) gunicorn creates, to know how full they are.
@@ -254,11 +270,8 @@ class HardenedWorker(GeventWorker):  # type: ignore[misc]
             gevent.sleep(0.1)
         while True:  # until the worker exits: a connection may go idle after its last answer
             for greenlet, wait in list(self.waiting.items()):
-                if wait.in_request:
-                    continue
-                self.waiting.pop(greenlet, None)
-                if isinstance(greenlet, Greenlet):
-                    greenlet.kill(wait.timeout, block=False)
+                if not wait.in_request and not wait.ending:
+                    end_wait(greenlet, wait)
             gevent.sleep(0.1)
 
 
