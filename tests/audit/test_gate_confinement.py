@@ -8,12 +8,17 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from tests.audit.test_render import kubectl_or_skip
+from webhook.audit import batching
 from webhook.audit.confinement import is_remote
+from webhook.audit.findings import ObjectLocation
+from webhook.audit.fix import _writes_secret
+from webhook.audit.offline import AuditObject
 from webhook.cli import main
 
 FORMATS = ("table", "json", "sarif", "junit")
@@ -26,7 +31,7 @@ def _kustomize(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLUXWARDEN_KUSTOMIZE", str(kubectl_or_skip()))
 
 
-def _write(path: Path, content: object) -> None:
+def _write(path: Path, content: str | list[Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(content, str):
         path.write_text(content, encoding="utf-8")
@@ -372,3 +377,63 @@ def test_fix_replaces_files_instead_of_writing_into_them(
     assert "driftDetection" in file.read_text()
     assert other.read_bytes() == before
     capsys.readouterr()
+
+
+def test_fix_never_writes_a_value_substituted_from_a_secret() -> None:
+    item = AuditObject(
+        {"kind": "Deployment"},
+        ObjectLocation("f.yaml", 1, "apps/v1", "Deployment", "ns", "d"),
+        secrets=(TOKEN,),
+    )
+    assert _writes_secret([{"op": "replace", "path": "/a", "value": [f"--key={TOKEN}"]}], item)
+    assert not _writes_secret([{"op": "replace", "path": "/a", "value": "--key=other"}], item)
+
+
+@pytest.mark.parametrize("field", ["resources", "configMapGenerator"])
+def test_a_batched_member_that_escapes_is_refused_and_the_others_render(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str
+) -> None:
+    """Flux Kustomizations of one level are built several to a kustomize process: one that
+    reads outside the repo is refused there too (a generator file is only seen as the batch
+    is written), and its siblings are still audited."""
+    outside = tmp_path / "runner/leaf.yaml"
+    _write(outside, [_flux_ks("stolen", "./leaf", dependsOn=[{"name": TOKEN}])])
+    repo = tmp_path / "repo"
+    flux_system = repo / "clusters/prod/flux-system"
+    _write(flux_system / "sync.yaml", [_flux_ks("flux-system", "./clusters/prod/flux-system")])
+    names = [f"app{i}" for i in range(6)]
+    _write(flux_system / "apps.yaml", [_flux_ks(n, f"./apps/{n}") for n in names])
+    _write(flux_system / "kustomization.yaml", [{"resources": ["sync.yaml", "apps.yaml"]}])
+    for name in names:
+        leaf = _flux_ks(f"{name}-leaf", "./leaf", dependsOn=[{"name": f"{name}-missing"}])
+        _write(repo / f"apps/{name}/leaf.yaml", [leaf])
+    escaping: Any = {
+        "resources": {"resources": ["leaf.yaml", _escaping(outside)]},
+        "configMapGenerator": {
+            "resources": ["leaf.yaml"],
+            "configMapGenerator": [{"name": "c", "files": [f"x={_escaping(outside)}"]}],
+        },
+    }[field]
+    _write(repo / "apps/app3/kustomization.yaml", [escaping])
+    _write(
+        repo / "leaf/cm.yaml",
+        [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}],
+    )
+    code, printed = _outputs(capsys, str(repo))["table"]
+    assert TOKEN not in printed
+    assert code == 2
+    assert "flux-system/app3 not built: apps/app3/kustomization.yaml references" in printed
+    for name in ("app0", "app1", "app2", "app4", "app5"):
+        assert f"not found: flux-system/{name}-missing" in printed
+
+
+def test_batching_reads_nothing_outside_the_repo(tmp_path: Path) -> None:
+    outside = tmp_path / "runner/cm.yaml"
+    _write(outside, [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}])
+    repo = tmp_path / "repo"
+    (repo / "apps").mkdir(parents=True)
+    kustomization = {"resources": [_escaping(outside)], "buildMetadata": ["originAnnotations"]}
+    reader = batching.Reader(repo)
+    assert batching.footprint(repo / "apps", kustomization, reader) is None
+    assert reader.text(outside) is None
+    assert batching.footprint(repo / "apps", kustomization, batching.Reader()) is not None

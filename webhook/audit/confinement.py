@@ -147,7 +147,7 @@ class Confinement:
             return None if self.allow_remote else Refusal(reference, file, True)
         for candidate in _candidates(reference):
             joined = os.path.join(base, candidate)
-            for path in (os.path.normpath(joined), joined):  # as kustomize joins, as the kernel
+            for path in {os.path.normpath(joined), joined}:  # as kustomize joins, as the kernel
                 if os.path.lexists(path) and not is_under(os.path.realpath(path), self.root):
                     return Refusal(reference, file, False)
         return None

@@ -397,7 +397,8 @@ def flux_instance_objects(
             return []
     materialised = materialise(item.obj, command)
     if materialised.problem:
-        report.problems.append(InputProblem(where, line, f"{name}: {materialised.problem}", False))
+        message = hide_secrets(f"{name}: {materialised.problem}", item.secrets)
+        report.problems.append(InputProblem(where, line, message, False))
     spec = item.obj.get("spec") if isinstance(item.obj.get("spec"), dict) else {}
     version = str(((spec or {}).get("distribution") or {}).get("version") or "")
     note = f"from {name} (Flux {version!r} controller defaults, its patches applied)"
@@ -419,7 +420,11 @@ def flux_instance_objects(
         location = ObjectLocation(
             where, component_line, target.api_version, target.kind, target.namespace, target.name
         )
-        objects.append(AuditObject(deployment, location, item.unknown, None, patches, note))
+        objects.append(
+            AuditObject(
+                deployment, location, item.unknown, None, patches, note, secrets=item.secrets
+            )
+        )
     return objects
 
 
@@ -448,8 +453,11 @@ def rendered_objects(
     root = Path(given)
     with Renderer(root, documents, command, allow_remote=allow_remote) as renderer:
         rendering = renderer.render_all()
+    # a value substituted from a Secret may be quoted about any object (a dependency's name)
+    secrets = tuple(sorted({v for o in rendering.objects for v in o.secrets}))
     for problem in rendering.problems:
-        report.problems.append(InputProblem(problem.source, 0, problem.message, problem.error))
+        message = hide_secrets(problem.message, secrets)
+        report.problems.append(InputProblem(problem.source, 0, message, problem.error))
     lines = _document_lines(documents)
     directory_patches: dict[Path, list[PatchEntry]] = {}
     flux_documents = {
@@ -488,7 +496,7 @@ def rendered_objects(
                 patches,
                 note,
                 item.kustomization,
-                item.secrets,
+                secrets,
             )
         )
     reached = {str(_display(p, root, given)) for p in rendering.reached}

@@ -180,7 +180,7 @@ class Renderer:
             for top, dirs, files in os.walk(self._work / "repo-0")
             for name in (*dirs, *files)
         )
-        self._reader = batching.Reader()
+        self._reader = batching.Reader(self.root)
         self._values: dict[tuple[str, str, str], dict[str, str] | None] = {}
         self._shown = False  # a progress line is on the terminal
         self._done = 0
