@@ -15,7 +15,7 @@ import yaml
 
 from tests.audit.test_render import kubectl_or_skip
 from webhook.audit import batching
-from webhook.audit.confinement import is_remote
+from webhook.audit.confinement import Confinement, is_remote
 from webhook.audit.findings import ObjectLocation
 from webhook.audit.fix import _writes_secret
 from webhook.audit.offline import AuditObject
@@ -437,3 +437,19 @@ def test_batching_reads_nothing_outside_the_repo(tmp_path: Path) -> None:
     assert batching.footprint(repo / "apps", kustomization, reader) is None
     assert reader.text(outside) is None
     assert batching.footprint(repo / "apps", kustomization, batching.Reader()) is not None
+
+
+def test_only_what_kustomize_loads_is_checked(tmp_path: Path) -> None:
+    """Label and annotation values are words, not paths: a `path` annotation with a URL, or
+    an `env` label naming a directory outside, leaves the build alone."""
+    repo = tmp_path / "repo"
+    (repo / "app").mkdir(parents=True)
+    confinement = Confinement(repo, allow_remote=False)
+    words = {
+        "commonAnnotations": {"path": "https://example.com/docs", "env": str(tmp_path)},
+        "labels": [{"pairs": {"path": "/"}}],
+        "configMapGenerator": [{"name": "c", "literals": ["files=/etc"]}],
+    }
+    assert confinement.refusals(repo / "app", words) == []
+    loads = {"configMapGenerator": [{"name": "c", "envs": [str(tmp_path)]}]}
+    assert [r.reference for r in confinement.refusals(repo / "app", loads)] == [str(tmp_path)]

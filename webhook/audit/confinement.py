@@ -56,6 +56,20 @@ PATH_KEYS = frozenset(
         "configHome",
     }
 )
+# maps and lists of the user's own words (label and annotation keys may be "path" or "env")
+_FREE_FORM_KEYS = frozenset(
+    {
+        "commonAnnotations",
+        "commonLabels",
+        "labels",
+        "annotations",
+        "literals",
+        "valuesInline",
+        "images",
+        "replicas",
+        "vars",
+    }
+)
 _NESTED_KEYS = frozenset({"resources", "bases", "components"})
 _PLUGIN_KEYS = frozenset({"generators", "transformers", "validators"})
 
@@ -185,7 +199,7 @@ def _references(content: Any) -> Iterator[tuple[str, str]]:
                 continue
             walked.add((key, id(value)))
         if isinstance(value, dict):
-            pending += [(str(k), v) for k, v in value.items()]
+            pending += [(str(k), v) for k, v in value.items() if k not in _FREE_FORM_KEYS]
         elif isinstance(value, list):
             pending += [(key, v) for v in value]
         elif isinstance(value, str) and key in PATH_KEYS:

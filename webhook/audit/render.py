@@ -12,6 +12,12 @@ rendered output are rendered in turn (with their parent's patches and substituti
 kustomize's `originAnnotations` build metadata says which file each object came from; it is
 removed from the objects before they are evaluated.
 
+The repo is untrusted (a pull request): as Flux confines its build to the artifact's root, a
+build whose kustomizations would load a file from outside the repo, or fetch a remote base
+(unless `allow_remote`), is refused before kustomize runs (`confinement.py`); symlinks that
+lead out of the repo are not copied. Values substituted from Secrets are recorded with each
+object (`RenderedObject.secrets`) so that no output prints them.
+
 Speed: a kustomize process costs far more than the build itself (start-up, and the OpenAPI
 schema it parses for strategic-merge patches), so the Flux Kustomizations of one breadth-first
 level are built several to a process (`batching.py`): one generated kustomization lists their
