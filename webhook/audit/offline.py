@@ -453,8 +453,9 @@ def rendered_objects(
     root = Path(given)
     with Renderer(root, documents, command, allow_remote=allow_remote) as renderer:
         rendering = renderer.render_all()
-    # a value substituted from a Secret may be quoted about any object (a dependency's name)
-    secrets = tuple(sorted({v for o in rendering.objects for v in o.secrets}))
+    # a value substituted from a Secret may be quoted about any object (a dependency's name);
+    # elsewhere than in its own object, a value this short is no secret and would garble text
+    secrets = tuple(sorted({v for o in rendering.objects for v in o.secrets if len(v) >= 4}))
     for problem in rendering.problems:
         message = hide_secrets(problem.message, secrets)
         report.problems.append(InputProblem(problem.source, 0, message, problem.error))
@@ -496,7 +497,7 @@ def rendered_objects(
                 patches,
                 note,
                 item.kustomization,
-                secrets,
+                tuple(sorted({*item.secrets, *secrets})),
             )
         )
     reached = {str(_display(p, root, given)) for p in rendering.reached}
