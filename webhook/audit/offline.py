@@ -6,8 +6,6 @@ single files and stdin are audited as they are.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import dataclasses
 import os
 import sys
@@ -35,6 +33,7 @@ from .documents import Document, Skipped, excluded, load, load_yaml, yaml_files
 from .findings import AuditReport, Finding, InputProblem, ObjectLocation
 from .fluxinstance import is_flux_instance, materialise, user_patches
 from .patch_sources import PatchEntry, entries_of, kustomization_entries, setting_patch
+from .redaction import hide_secrets, secret_data, without_secrets
 from .render import KustomizeNotFound, Renderer, find_kustomize
 from .sources import field_line
 from .workers import jobs_for, ordered_map, paused_gc
@@ -192,45 +191,7 @@ def _findings(item: AuditObject, *, policy_set: PolicySet, lookups: Lookups) -> 
             finding = dataclasses.replace(finding, messages=(*finding.messages, item.note))
         findings.append(finding)
     secrets = (*item.secrets, *secret_data(item.obj))
-    return [_without_secrets(f, secrets) for f in findings] if secrets else findings
-
-
-SECRET_MARK = "<secret>"
-
-
-def secret_data(obj: JsonObject) -> list[str]:
-    """The values of a Secret's `data` (decoded) and `stringData`: never printed."""
-    if obj.get("kind") != "Secret":
-        return []
-    values: list[str] = []
-    for name in ("data", "stringData"):
-        field = obj.get(name)
-        for value in field.values() if isinstance(field, dict) else ():
-            values.append(str(value))
-            if name == "data":
-                with contextlib.suppress(ValueError):  # not base64 (UnicodeDecodeError too)
-                    values.append(base64.b64decode(str(value), validate=True).decode("utf-8"))
-    return [v for v in values if v]
-
-
-def hide_secrets(text: str, secrets: Sequence[str]) -> str:
-    """`text` with every secret value in it replaced by `<secret>` (longest first)."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, SECRET_MARK)
-    return text
-
-
-def _without_secrets(finding: Finding, secrets: Sequence[str]) -> Finding:
-    location = finding.location
-    return dataclasses.replace(
-        finding,
-        location=dataclasses.replace(
-            location,
-            name=hide_secrets(location.name, secrets),
-            namespace=hide_secrets(location.namespace, secrets),
-        ),
-        messages=tuple(hide_secrets(m, secrets) for m in finding.messages),
-    )
+    return [without_secrets(f, secrets) for f in findings] if secrets else findings
 
 
 def _field_location(item: AuditObject, paths: list[str]) -> ObjectLocation:
