@@ -3,6 +3,7 @@ the network unless told to, never write through symlinks, and never print a Secr
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import threading
@@ -16,8 +17,9 @@ import yaml
 from tests.audit.test_render import kubectl_or_skip
 from webhook.audit import batching
 from webhook.audit.confinement import Confinement, is_remote
-from webhook.audit.findings import ObjectLocation
+from webhook.audit.findings import Finding, ObjectLocation
 from webhook.audit.offline import AuditObject
+from webhook.audit.redaction import secret_data, without_secrets
 from webhook.cli import main
 
 FORMATS = ("table", "json", "sarif", "junit")
@@ -454,3 +456,17 @@ def test_only_what_kustomize_loads_is_checked(tmp_path: Path) -> None:
     assert confinement.refusals(repo / "app", words) == []
     loads = {"configMapGenerator": [{"name": "c", "envs": [str(tmp_path)]}]}
     assert [r.reference for r in confinement.refusals(repo / "app", loads)] == [str(tmp_path)]
+
+
+def test_a_secrets_own_data_is_hidden_in_its_findings() -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "s"},
+        "data": {"token": base64.b64encode(TOKEN.encode()).decode()},
+        "stringData": {"password": "hunter2-long"},
+    }
+    location = ObjectLocation("s.yaml", 1, "v1", "Secret", "", "s")
+    finding = Finding(location, "p", "warn", "warn", "none", (f"{TOKEN} and hunter2-long",))
+    hidden = without_secrets(finding, secret_data(secret))
+    assert hidden.messages == ("<secret> and <secret>",)
