@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -470,3 +471,31 @@ def test_a_secrets_own_data_is_hidden_in_its_findings() -> None:
     finding = Finding(location, "p", "warn", "warn", "none", (f"{TOKEN} and hunter2-long",))
     hidden = without_secrets(finding, secret_data(secret))
     assert hidden.messages == ("<secret> and <secret>",)
+
+
+def test_a_flux_instance_patch_file_is_never_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A FluxInstance's `spec.kustomize.patches` are inline (the operator's API): a `path`
+    there would have kustomize read a file on the runner into the controllers audited."""
+    outside = tmp_path / "runner/patch.yaml"
+    manager = {"name": "manager", "args": [f"--requeue-dependency={TOKEN}"]}
+    patch = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "kustomize-controller", "namespace": "flux-system"},
+        "spec": {"template": {"spec": {"containers": [manager]}}},
+    }
+    _write(outside, [patch])
+    repo = tmp_path / "operator"
+    shutil.copytree(Path(__file__).parent / "repos/operator", repo)
+    file = repo / "clusters/prod/flux-instance.yaml"
+    instance = yaml.safe_load(file.read_text())
+    instance["spec"]["kustomize"]["patches"].append({"path": str(outside)})
+    file.write_text(yaml.safe_dump(instance, sort_keys=False))
+    for output, (_, printed) in _outputs(capsys, "-v", str(repo)).items():
+        assert TOKEN not in printed, output
+        if output in ("table", "json"):
+            assert "spec.kustomize.patches: only inline patches are built" in printed, output
+    assert main(["fix", str(repo)]) == 0
+    assert TOKEN not in capsys.readouterr().out
