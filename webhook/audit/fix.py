@@ -55,8 +55,14 @@ from ..lookups.offline import OfflineLookups
 from .defaults_patch import edited_patch_text, proposals
 from .documents import Document, load_yaml, parse_stream, split_documents, yaml_files
 from .findings import AuditReport, InputProblem
-from .fluxinstance import is_flux_instance, materialise, user_patches
-from .offline import AuditObject, evaluate_object, link_notices, rendered_objects
+from .fluxinstance import is_flux_instance, user_patches
+from .offline import (
+    AuditObject,
+    confined_materialise,
+    evaluate_object,
+    link_notices,
+    rendered_objects,
+)
 from .patch_sources import setting_entry
 from .render import KustomizeNotFound, find_kustomize
 from .sources import field_line
@@ -494,7 +500,7 @@ def flux_instance_patch(
         command = find_kustomize(kustomize) if patches else []
     except KustomizeNotFound as error:
         return [], str(error)
-    materialised = materialise(instance, command)
+    materialised = confined_materialise(instance, command)
     edits = [(d, normalised_patch(d, patcher(d))) for d in materialised.deployments]
     replaced, added = merge_json6902(patches, [(d, p) for d, p in edits if p])
     ops: list[JsonObject] = [

@@ -31,7 +31,7 @@ from ..lookups.offline import OfflineLookups
 from .confinement import KUSTOMIZATION_FILES, Confinement, outside_links
 from .documents import Document, Skipped, excluded, load, load_yaml, yaml_files
 from .findings import AuditReport, Finding, InputProblem, ObjectLocation
-from .fluxinstance import is_flux_instance, materialise, user_patches
+from .fluxinstance import Materialised, is_flux_instance, materialise, user_patches
 from .patch_sources import PatchEntry, entries_of, kustomization_entries, setting_patch
 from .redaction import hide_secrets, secret_data, without_secrets
 from .render import KustomizeNotFound, Renderer, find_kustomize
@@ -356,7 +356,7 @@ def flux_instance_objects(
         except KustomizeNotFound as error:
             report.problems.append(InputProblem(where, line, f"{name}: {error}", False))
             return []
-    materialised = materialise(item.obj, command)
+    materialised = confined_materialise(item.obj, command)
     if materialised.problem:
         message = hide_secrets(f"{name}: {materialised.problem}", item.secrets)
         report.problems.append(InputProblem(where, line, message, False))
@@ -387,6 +387,16 @@ def flux_instance_objects(
             )
         )
     return objects
+
+
+def confined_materialise(instance: JsonObject, command: list[str]) -> Materialised:
+    """`materialise`, unless a `spec.kustomize.patches` entry is more than an inline patch
+    (`patch`, `target`: the operator's API): a `path` would have kustomize read that file."""
+    for entry in user_patches(instance):
+        if not isinstance(entry, dict) or set(entry) - {"patch", "target"}:
+            problem = f"spec.kustomize.patches: only inline patches are built, not {entry!r}"
+            return Materialised([], problem[:300])
+    return materialise(instance, command)
 
 
 def rendered_objects(
