@@ -281,6 +281,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             render=not args.no_render,
             kustomize=args.kustomize,
             jobs=args.jobs,
+            allow_remote=args.allow_remote_bases,
         )
     color = args.format == "table" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     sys.stdout.write(render(report, args.format, color=color, verbose=args.verbose))
@@ -322,6 +323,7 @@ def cmd_fix(args: argparse.Namespace) -> int:
         render=not args.no_render,
         kustomize=args.kustomize,
         per_file=args.per_file,
+        allow_remote=args.allow_remote_bases,
     )
     if not args.write:
         sys.stdout.write(result.diff)
@@ -362,6 +364,12 @@ def _render_options(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="kustomize or kubectl binary (also $FLUXWARDEN_KUSTOMIZE; default: kustomize, "
         "else kubectl on PATH)",
+    )
+    parser.add_argument(
+        "--allow-remote-bases",
+        action="store_true",
+        help="let kustomize fetch remote resources, bases and components (default: a "
+        "Kustomization that uses them is reported as not audited, nothing is fetched)",
     )
 
 

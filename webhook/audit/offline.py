@@ -7,11 +7,14 @@ single files and stdin are audited as they are.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from ..engine import (
     Decision,
@@ -25,10 +28,12 @@ from ..engine import (
 )
 from ..engine.policies import ALL_POLICIES
 from ..lookups.offline import OfflineLookups
-from .documents import Document, Skipped, excluded, load
+from .confinement import KUSTOMIZATION_FILES, Confinement, outside_links
+from .documents import Document, Skipped, excluded, load, load_yaml, yaml_files
 from .findings import AuditReport, Finding, InputProblem, ObjectLocation
-from .fluxinstance import is_flux_instance, materialise, user_patches
+from .fluxinstance import Materialised, is_flux_instance, materialise, user_patches
 from .patch_sources import PatchEntry, entries_of, kustomization_entries, setting_patch
+from .redaction import hide_secrets, secret_data, without_secrets
 from .render import KustomizeNotFound, Renderer, find_kustomize
 from .sources import field_line
 from .workers import jobs_for, ordered_map, paused_gc
@@ -75,6 +80,7 @@ class AuditObject:
     patches: tuple[PatchEntry, ...] = ()  # patches that may have set its fields, in order
     note: str | None = None  # said with each of its fail/warn findings (how it was rendered)
     kustomization: str = ""  # namespace/name of the Flux Kustomization that rendered it
+    secrets: tuple[str, ...] = ()  # values substituted from Secrets: never printed
 
 
 def audit_documents(
@@ -184,7 +190,8 @@ def _findings(item: AuditObject, *, policy_set: PolicySet, lookups: Lookups) -> 
         if item.note and finding.result in ("fail", "warn", "error"):
             finding = dataclasses.replace(finding, messages=(*finding.messages, item.note))
         findings.append(finding)
-    return findings
+    secrets = (*item.secrets, *secret_data(item.obj))
+    return [without_secrets(f, secrets) for f in findings] if secrets else findings
 
 
 def _field_location(item: AuditObject, paths: list[str]) -> ObjectLocation:
@@ -248,9 +255,11 @@ def audit_paths(
     render: bool = True,
     kustomize: str | None = None,
     jobs: int | None = None,
+    allow_remote: bool = False,
 ) -> AuditReport:
     """Audit files, directories and `-`: each directory rendered as Flux applies it. Many
-    files and objects are parsed and evaluated by `jobs` processes (None: one per CPU)."""
+    files and objects are parsed and evaluated by `jobs` processes (None: one per CPU).
+    Remote bases are fetched only when `allow_remote`."""
     with paused_gc():
         return _audit_paths(
             paths,
@@ -259,6 +268,7 @@ def audit_paths(
             render=render,
             kustomize=kustomize,
             jobs=jobs,
+            allow_remote=allow_remote,
         )
 
 
@@ -270,23 +280,55 @@ def _audit_paths(
     render: bool,
     kustomize: str | None,
     jobs: int | None,
+    allow_remote: bool,
 ) -> AuditReport:
     report = AuditReport()
     objects: list[AuditObject] = []
     for given in paths:
         skipped = Skipped()
-        documents = list(load([given], exclude=exclude, skipped=skipped, jobs=jobs))
+        documents = confined_load(given, exclude=exclude, skipped=skipped, jobs=jobs, report=report)
         for chart in skipped.charts:
             report.problems.append(
                 InputProblem(str(chart), 0, "skipped: Helm chart (Chart.yaml)", False)
             )
         if render and given != "-" and Path(given).is_dir():
-            objects += rendered_objects(given, documents, report, kustomize, exclude)
+            objects += rendered_objects(
+                given, documents, report, kustomize, exclude, allow_remote=allow_remote
+            )
         else:
             objects += _objects_of(documents, report)
     if render:
         objects = with_flux_instances(objects, report, kustomize)
     return _evaluate_all(objects, report, policy_set=policy_set, jobs=jobs)
+
+
+def link_notices(given: str) -> tuple[set[Path], list[InputProblem]]:
+    """The symlinks under directory `given` that resolve outside it (never followed), each
+    with a notice naming it."""
+    if given == "-" or not Path(given).is_dir():
+        return set(), []
+    links = outside_links(Path(given))
+    notices = [
+        InputProblem(str(link), 0, f"not read: a symlink to outside {given}", False)
+        for link in links
+    ]
+    return set(links), notices
+
+
+def confined_load(
+    given: str, *, exclude: Sequence[str], skipped: Skipped, jobs: int | None, report: AuditReport
+) -> list[Document]:
+    """The documents of `given`, without the files of symlinks that lead outside it."""
+    links, notices = link_notices(given)
+    report.problems += notices
+    if not links:
+        return list(load([given], exclude=exclude, skipped=skipped, jobs=jobs))
+    files = [
+        str(f)
+        for f in yaml_files(Path(given), exclude=exclude, skipped=skipped)
+        if Path(os.path.normpath(f)) not in links
+    ]
+    return list(load(files, jobs=jobs))
 
 
 def with_flux_instances(
@@ -314,9 +356,10 @@ def flux_instance_objects(
         except KustomizeNotFound as error:
             report.problems.append(InputProblem(where, line, f"{name}: {error}", False))
             return []
-    materialised = materialise(item.obj, command)
+    materialised = confined_materialise(item.obj, command)
     if materialised.problem:
-        report.problems.append(InputProblem(where, line, f"{name}: {materialised.problem}", False))
+        message = hide_secrets(f"{name}: {materialised.problem}", item.secrets)
+        report.problems.append(InputProblem(where, line, message, False))
     spec = item.obj.get("spec") if isinstance(item.obj.get("spec"), dict) else {}
     version = str(((spec or {}).get("distribution") or {}).get("version") or "")
     note = f"from {name} (Flux {version!r} controller defaults, its patches applied)"
@@ -338,8 +381,22 @@ def flux_instance_objects(
         location = ObjectLocation(
             where, component_line, target.api_version, target.kind, target.namespace, target.name
         )
-        objects.append(AuditObject(deployment, location, item.unknown, None, patches, note))
+        objects.append(
+            AuditObject(
+                deployment, location, item.unknown, None, patches, note, secrets=item.secrets
+            )
+        )
     return objects
+
+
+def confined_materialise(instance: JsonObject, command: list[str]) -> Materialised:
+    """`materialise`, unless a `spec.kustomize.patches` entry is more than an inline patch
+    (`patch`, `target`: the operator's API): a `path` would have kustomize read that file."""
+    for entry in user_patches(instance):
+        if not isinstance(entry, dict) or set(entry) - {"patch", "target"}:
+            problem = f"spec.kustomize.patches: only inline patches are built, not {entry!r}"
+            return Materialised([], problem[:300])
+    return materialise(instance, command)
 
 
 def rendered_objects(
@@ -348,9 +405,13 @@ def rendered_objects(
     report: AuditReport,
     kustomize: str | None,
     exclude: Sequence[str],
+    *,
+    allow_remote: bool = False,
 ) -> list[AuditObject]:
     """The objects Flux applies from directory `given` (documents: its files), and the files no
-    Flux Kustomization reaches as they are; build problems go to `report` as notices."""
+    Flux Kustomization reaches as they are; build problems go to `report` (notices, or errors
+    when a build would read outside `given`). Remote bases are fetched only when
+    `allow_remote`."""
     from .render import is_flux_kustomization
 
     if not any(d.obj is not None and is_flux_kustomization(d.obj) for d in documents):
@@ -361,10 +422,14 @@ def rendered_objects(
         report.problems.append(InputProblem(given, 0, f"{error}: files audited as they are", False))
         return _objects_of(documents, report)
     root = Path(given)
-    with Renderer(root, documents, command) as renderer:
+    with Renderer(root, documents, command, allow_remote=allow_remote) as renderer:
         rendering = renderer.render_all()
+    # a value substituted from a Secret may be quoted about any object (a dependency's name);
+    # elsewhere than in its own object, a value this short is no secret and would garble text
+    secrets = tuple(sorted({v for o in rendering.objects for v in o.secrets if len(v) >= 4}))
     for problem in rendering.problems:
-        report.problems.append(InputProblem(problem.source, 0, problem.message, False))
+        message = hide_secrets(problem.message, secrets)
+        report.problems.append(InputProblem(problem.source, 0, message, problem.error))
     lines = _document_lines(documents)
     directory_patches: dict[Path, list[PatchEntry]] = {}
     flux_documents = {
@@ -396,7 +461,14 @@ def rendered_objects(
             )
         objects.append(
             AuditObject(
-                item.obj, location, item.unknown, document, patches, note, item.kustomization
+                item.obj,
+                location,
+                item.unknown,
+                document,
+                patches,
+                note,
+                item.kustomization,
+                tuple(sorted({*item.secrets, *secrets})),
             )
         )
     reached = {str(_display(p, root, given)) for p in rendering.reached}
@@ -453,7 +525,7 @@ def _patches_for(
         while directory.is_relative_to(base):
             if directory not in directory_patches:  # many objects share a directory
                 shown = _display(directory, root, given)
-                directory_patches[directory] = kustomization_entries(directory, shown)
+                directory_patches[directory] = _confined_entries(directory, shown, base)
             entries += directory_patches[directory]
             if directory == base:
                 break
@@ -466,6 +538,28 @@ def _patches_for(
         spec = flux.obj.get("spec") if isinstance(flux.obj.get("spec"), dict) else {}
         entries += entries_of(flux, "/spec/patches", (spec or {}).get("patches"))
     return tuple(entries)
+
+
+def _confined_entries(directory: Path, shown: str, root: Path) -> list[PatchEntry]:
+    """The patches of `directory`'s kustomization, none when it names files outside `root`
+    (they are never read)."""
+    file = next((directory / n for n in KUSTOMIZATION_FILES if (directory / n).is_file()), None)
+    if file is None:
+        return []
+    if not _under_root(file, root):
+        return []
+    try:
+        content = load_yaml(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+        return []
+    confinement = Confinement(root, allow_remote=True)
+    if isinstance(content, dict) and confinement.refusals(directory, content, file):
+        return []
+    return kustomization_entries(directory, shown)
+
+
+def _under_root(file: Path, root: Path) -> bool:
+    return Path(os.path.realpath(file)).is_relative_to(os.path.realpath(root))
 
 
 def _display(path: Path, root: Path, given: str) -> str:
