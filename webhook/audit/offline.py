@@ -363,8 +363,14 @@ def rendered_objects(
     root = Path(given)
     with Renderer(root, documents, command) as renderer:
         rendering = renderer.render_all()
-    for problem in rendering.problems:
-        report.problems.append(InputProblem(problem.source, 0, problem.message, False))
+    for problem in rendering.problems:  # render names files by their real (absolute) paths
+        where = Path(problem.source)
+        shown = _display(where, root, given) if where.is_relative_to(root.resolve()) else given
+        report.problems.append(
+            InputProblem(
+                shown if where.is_absolute() else problem.source, 0, problem.message, False
+            )
+        )
     lines = _document_lines(documents)
     directory_patches: dict[Path, list[PatchEntry]] = {}
     flux_documents = {
