@@ -136,14 +136,23 @@ def _prefix(match: re.Match[str]) -> str:
     return text[: VALUE_PREFIX + 1] + "…" + quote_mark
 
 
+# What a message needs for _QUOTED_OR_LONG to change it; searched first, as it is far faster.
+_LONG_QUOTE = re.compile(rf"""['"][^'"]{{{VALUE_PREFIX + 1}}}""")
+_LONG_RUN = re.compile(rf"\S{{{VALUE_PREFIX + 1}}}")
+
+
 def quoting_prefix(message: str) -> str:
     """`message` quoting at most VALUE_PREFIX characters (and `…`) of any value in it: a value
     from the input can be megabytes; and at most MESSAGE_LIMIT characters in all."""
-    short = _QUOTED_OR_LONG.sub(_prefix, message)
+    short = message
+    if _LONG_QUOTE.search(message) or _LONG_RUN.search(message):
+        short = _QUOTED_OR_LONG.sub(_prefix, message)
     return short if len(short) <= MESSAGE_LIMIT else short[:MESSAGE_LIMIT] + "…"
 
 
 def _finding_quoting_prefixes(finding: Finding) -> Finding:
+    if not finding.messages:  # most findings: passes
+        return finding
     messages = tuple(quoting_prefix(m) for m in finding.messages)
     return (
         finding if messages == finding.messages else dataclasses.replace(finding, messages=messages)
@@ -166,6 +175,13 @@ def quoting_prefixes(report: AuditReport) -> AuditReport:
 
 def _printable(item: Finding | InputProblem) -> Finding | InputProblem:
     """`item` with every string that comes from the input as printable(); for table and JUnit."""
+    if isinstance(item, InputProblem):
+        texts: tuple[str, ...] = (item.source, item.message)
+    else:
+        loc = item.location
+        texts = (loc.source, loc.kind, loc.namespace, loc.name, item.policy, *item.messages)
+    if not any(_UNPRINTABLE.search(text) for text in texts):
+        return item  # nearly always: no copy
     if isinstance(item, InputProblem):
         return dataclasses.replace(
             item, source=printable(item.source), message=printable(item.message)
