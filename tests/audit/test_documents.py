@@ -313,3 +313,14 @@ def test_a_file_with_ordinary_anchors_is_audited_as_if_written_out(tmp_path: Pat
         )
     assert outputs[0] == outputs[1]
     assert any("2Gi" in message for f in outputs[0] for message in f["messages"])
+
+
+def test_fix_never_edits_through_an_anchor_another_field_shares(tmp_path: Path) -> None:
+    """A merge key sends the document to PyYAML's constructor, which shares aliased values: the
+    fix then saw the sidecar's limits change with the manager's and wrote the anchor's edit."""
+    text = IRC_ANCHORED.replace("matchLabels: *labels", "matchLabels: {<<: *labels}")
+    (tmp_path / "irc.yaml").write_text(text)
+    result, _ = _bounded_cli("fix", "--check", "--no-render", "irc.yaml", cwd=tmp_path)
+    assert "limits: {memory: 2Gi}" not in result.stdout  # would change the sidecar's too
+    assert "irc.yaml:1: not fixed" in result.stderr
+    assert (tmp_path / "irc.yaml").read_text() == text
