@@ -324,3 +324,36 @@ def test_fix_never_edits_through_an_anchor_another_field_shares(tmp_path: Path) 
     assert "limits: {memory: 2Gi}" not in result.stdout  # would change the sidecar's too
     assert "irc.yaml:1: not fixed" in result.stderr
     assert (tmp_path / "irc.yaml").read_text() == text
+
+
+FLUX_KUSTOMIZATION = """\
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: apps, namespace: flux-system}
+spec:
+  interval: 10m
+  path: ./apps
+  prune: true
+  sourceRef: {kind: GitRepository, name: flux-system}
+"""
+
+
+@pytest.mark.parametrize("command", [["audit"], ["fix", "--check"]])
+def test_kustomize_never_runs_on_a_repo_with_an_alias_bomb(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """kustomize expands every alias (it grew past 20 GB on this bomb): the repo's files are
+    audited as they are instead."""
+    repo = tmp_path / "repo"
+    (repo / "apps").mkdir(parents=True)
+    (repo / "apps.yaml").write_text(FLUX_KUSTOMIZATION)
+    (repo / "apps" / "lol.yaml").write_text(billion_laughs())
+    (repo / "apps" / "kustomization.yaml").write_text("resources: [lol.yaml]\n")
+    ran = tmp_path / "kustomize-ran"
+    kustomize = tmp_path / "kustomize"  # stands in for the real one: says whether it was run
+    kustomize.write_text(f"#!/bin/sh\ntouch '{ran}'\nexit 1\n")
+    kustomize.chmod(0o755)
+    result, _ = _bounded_cli(*command, "--kustomize", str(kustomize), "repo", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "repo/apps/lol.yaml:1" in result.stdout + result.stderr
+    assert not ran.exists()

@@ -33,6 +33,8 @@ reader (go-yaml) likewise refuses excessive aliasing."""
 class AliasBomb(yaml.YAMLError):
     """A document whose aliases expand beyond ALIAS_EXPANSION_LIMIT nodes, or into themselves."""
 
+    PREFIX = "YAML aliases expand"  # every message starts so: is_alias_bomb() tells them apart
+
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.MappingNode):
@@ -61,14 +63,14 @@ def check_alias_expansion(root: yaml.Node | None, limit: int = ALIAS_EXPANSION_L
         elif isinstance(node, yaml.ScalarNode):
             scalars.add(key)
         elif key in in_progress:
-            raise AliasBomb("YAML aliases expand without end (an alias inside its own anchor)")
+            raise AliasBomb(f"{AliasBomb.PREFIX} without end (an alias inside its own anchor)")
         elif key not in expanded:
             in_progress.add(key)
             stack.append((node, True))
             stack.extend((child, False) for child in _children(node))
     total = expanded.get(id(root), 1)
     if total - len(expanded) - len(scalars) > limit:
-        raise AliasBomb(f"YAML aliases expand beyond {limit} nodes")
+        raise AliasBomb(f"{AliasBomb.PREFIX} beyond {limit} nodes")
 
 
 class ManifestLoader(yaml.SafeLoader):
@@ -265,6 +267,12 @@ class Document:
             and isinstance(self.obj.get("apiVersion"), str)
             and isinstance(self.obj.get("kind"), str)
         )
+
+
+def is_alias_bomb(document: Document) -> bool:
+    """Whether `document` was refused because its aliases expand without bound: kustomize, which
+    expands them all, must not be run on its files."""
+    return document.error is not None and document.error.startswith(AliasBomb.PREFIX)
 
 
 def split_documents(text: str) -> Iterator[tuple[int, str]]:

@@ -25,7 +25,7 @@ from ..engine import (
 )
 from ..engine.policies import ALL_POLICIES
 from ..lookups.offline import OfflineLookups
-from .documents import Document, Skipped, excluded, load
+from .documents import Document, Skipped, excluded, is_alias_bomb, load
 from .findings import AuditReport, Finding, InputProblem, ObjectLocation
 from .fluxinstance import is_flux_instance, materialise, user_patches
 from .patch_sources import PatchEntry, entries_of, kustomization_entries, setting_patch
@@ -354,6 +354,10 @@ def rendered_objects(
     from .render import is_flux_kustomization
 
     if not any(d.obj is not None and is_flux_kustomization(d.obj) for d in documents):
+        return _objects_of(documents, report)
+    if any(is_alias_bomb(d) for d in documents):  # kustomize would expand it: gigabytes
+        refused = "not rendered: a file has a YAML alias bomb; files audited as they are"
+        report.problems.append(InputProblem(given, 0, refused, False))
         return _objects_of(documents, report)
     try:
         command = find_kustomize(kustomize)
