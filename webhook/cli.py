@@ -311,6 +311,7 @@ def _cluster_audit(args: argparse.Namespace, policy_set: PolicySet) -> AuditRepo
 
 def cmd_fix(args: argparse.Namespace) -> int:
     from .audit.fix import fix_paths
+    from .audit.formats import printable, quoting_prefix
 
     policy_set = load_policies(args)
     if args.write and args.check:
@@ -327,14 +328,15 @@ def cmd_fix(args: argparse.Namespace) -> int:
     )
     if not args.write:
         sys.stdout.write(result.diff)
-    for note in result.notes:
-        print(f"fluxwarden: {note}", file=sys.stderr)
+    for note in result.notes:  # file names and messages from the input: one visible line each
+        print(f"fluxwarden: {printable(quoting_prefix(note))}", file=sys.stderr)
     for path in result.changed_files if args.write else []:
-        print(f"fixed {path}", file=sys.stderr)
+        print(f"fixed {printable(path)}", file=sys.stderr)
     for path in result.changed_files if args.check else []:
-        print(f"would fix {path}", file=sys.stderr)
+        print(f"would fix {printable(path)}", file=sys.stderr)
     for problem in result.problems:
-        print(f"fluxwarden: {problem.source}:{problem.line}: {problem.message}", file=sys.stderr)
+        where, message = printable(problem.source), printable(quoting_prefix(problem.message))
+        print(f"fluxwarden: {where}:{problem.line}: {message}", file=sys.stderr)
     if any(p.error for p in result.problems):
         return 2
     return 1 if args.check and result.changed_files else 0

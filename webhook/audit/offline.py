@@ -29,7 +29,15 @@ from ..engine import (
 from ..engine.policies import ALL_POLICIES
 from ..lookups.offline import OfflineLookups
 from .confinement import KUSTOMIZATION_FILES, Confinement, outside_links
-from .documents import Document, Skipped, excluded, load, load_yaml, yaml_files
+from .documents import (
+    Document,
+    Skipped,
+    excluded,
+    is_alias_bomb,
+    load,
+    load_yaml,
+    yaml_files,
+)
 from .findings import AuditReport, Finding, InputProblem, ObjectLocation
 from .fluxinstance import Materialised, is_flux_instance, materialise, user_patches
 from .patch_sources import PatchEntry, entries_of, kustomization_entries, setting_patch
@@ -416,6 +424,10 @@ def rendered_objects(
 
     if not any(d.obj is not None and is_flux_kustomization(d.obj) for d in documents):
         return _objects_of(documents, report)
+    if any(is_alias_bomb(d) for d in documents):  # kustomize would expand it: gigabytes
+        refused = "not rendered: a file has a YAML alias bomb; files audited as they are"
+        report.problems.append(InputProblem(given, 0, refused, False))
+        return _objects_of(documents, report)
     try:
         command = find_kustomize(kustomize)
     except KustomizeNotFound as error:
@@ -427,9 +439,12 @@ def rendered_objects(
     # a value substituted from a Secret may be quoted about any object (a dependency's name);
     # elsewhere than in its own object, a value this short is no secret and would garble text
     secrets = tuple(sorted({v for o in rendering.objects for v in o.secrets if len(v) >= 4}))
-    for problem in rendering.problems:
+    for problem in rendering.problems:  # render names files by their real (absolute) paths
+        where = Path(problem.source)
+        shown = _display(where, root, given) if where.is_relative_to(root.resolve()) else given
+        source = shown if where.is_absolute() else problem.source
         message = hide_secrets(problem.message, secrets)
-        report.problems.append(InputProblem(problem.source, 0, message, problem.error))
+        report.problems.append(InputProblem(source, 0, message, problem.error))
     lines = _document_lines(documents)
     directory_patches: dict[Path, list[PatchEntry]] = {}
     flux_documents = {
