@@ -49,6 +49,7 @@ import yaml
 from . import batching
 from .confinement import Confinement, is_under
 from .documents import Document, FastManifestLoader, load_yaml, parse_stream
+from .kustomize_runner import failure, run_kustomize
 
 FLUX_KUSTOMIZE_GROUP = "kustomize.toolkit.fluxcd.io"
 SUBSTITUTE_KEY = "kustomize.toolkit.fluxcd.io/substitute"
@@ -421,13 +422,7 @@ class Renderer:
         return None if groups is None else (groups, top)
 
     def _kustomize(self, directory: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.command, str(directory)],
-            capture_output=True,
-            text=True,
-            timeout=_BUILD_TIMEOUT,
-            check=False,
-        )
+        return run_kustomize(self.command, directory, timeout=_BUILD_TIMEOUT)
 
     def _build(self, ks: dict[str, Any], where: str) -> _Build:
         copy = self._copies.get()
@@ -456,7 +451,7 @@ class Renderer:
             if target is not None:
                 _restore(target, original)
         if built.returncode != 0:
-            message = " ".join(built.stderr.split())[:300]
+            message = failure(built.stderr, work=copy)
             problem = (
                 f"kustomize cannot build {_key(ks)} ({message}); its files are audited as they are"
             )
