@@ -683,6 +683,20 @@ def test_fix_prints_file_names_escaped(hostile_repo: Path) -> None:
     _no_line_from_the_input(result.stderr)
 
 
+def test_fix_diff_headers_print_file_names_escaped(hostile_repo: Path) -> None:
+    """The unified diff on stdout names the file in its `---`/`+++` headers: escaped too."""
+    result = subprocess.run(
+        [*FLUXWARDEN, "fix", "--no-render", "repo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=hostile_repo,
+    )
+    assert "--- a/repo/evil\\n::error file=x::pwned.yaml\n" in result.stdout, result.stdout
+    # the body quotes the files as they are (a diff must apply), each line behind its ' +-'
+    assert not [line for line in result.stdout.splitlines() if line.startswith("::")]
+
+
 def test_a_file_name_that_is_not_utf8_is_printed_in_every_format(tmp_path: Path) -> None:
     (tmp_path / "repo").mkdir()
     (tmp_path / "repo" / os.fsdecode(b"bad\xffname.yaml")).write_text(HOSTILE_IRC)

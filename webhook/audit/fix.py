@@ -56,6 +56,7 @@ from .defaults_patch import edited_patch_text, proposals
 from .documents import Document, load_yaml, parse_stream, split_documents, yaml_files
 from .findings import AuditReport, InputProblem
 from .fluxinstance import is_flux_instance, user_patches
+from .formats import printable
 from .offline import (
     AuditObject,
     confined_materialise,
@@ -996,8 +997,9 @@ def _replace_file(path: Path, text: str) -> None:
 
 
 def text_diff(old: str, new: str, source: str) -> str:
-    """A unified diff with `a/` and `b/` headers, as `git diff` prints it."""
-    name = source.lstrip("/")
+    """A unified diff with `a/` and `b/` headers, as `git diff` prints it; the file's name
+    printable (a newline in it would start a line of the reader's choosing)."""
+    name = printable(source.lstrip("/"))
     lines = unified_diff(
         old.splitlines(keepends=True),
         new.splitlines(keepends=True),
