@@ -21,9 +21,9 @@ _LEVELS = ['x0: &x0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'] + 
     f"x{n}: &x{n} [" + ",".join([f"*x{n - 1}"] * 9) + "]" for n in range(1, 9)
 ]
 BOMB = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lol}\n" + "\n".join(_LEVELS) + "\n"
-# The whole CLI and its kustomize run under this much address space (RLIMIT_AS is inherited):
-# without the per-run limit kustomize dies here instead, with a Go stack dump.
-OUTER_LIMIT = 3 * MEMORY_LIMIT_MIB << 20
+# Each process of the CLI runs under this much address space (RLIMIT_AS is inherited): without
+# the per-run limit kustomize dies here instead, later and with a Go stack dump.
+OUTER_LIMIT = (MEMORY_LIMIT_MIB + 2048) << 20
 
 
 def _write(path: Path, text: str) -> None:

@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-MEMORY_LIMIT_MIB = 2048  # address space of one run: real repos need a few hundred MiB
+MEMORY_LIMIT_MIB = 4096  # address space of one run; at a 2048 limit Go had only ~760 MiB in use
 _OUT_OF_MEMORY = ("fatal error: out of memory", "runtime: out of memory")
 
 
