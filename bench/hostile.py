@@ -2,7 +2,8 @@
 useful, kept open (reopened when the server closes them) while admissions are timed.
 
 Kinds: `idle-tls` (handshake done, no request), `slow-headers` (handshake, then one header byte
-every 0.5 s, never finishing), `silent-tcp` (connected, no TLS handshake). Used by
+every 0.5 s, never finishing), `silent-tcp` (connected, no TLS handshake), and on request
+`slow-body` (a whole request head, then one body byte every 0.5 s, never finishing). Used by
 `python -m bench.hostile` (every server of `bench.servers`) and by `tests/server/test_hostile_clients.py`. Bounded: `count`
 connections, `duration` seconds at most, everything closed on exit.
 """
@@ -20,6 +21,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 KINDS = ("idle-tls", "slow-headers", "silent-tcp")
+ALL_KINDS = (*KINDS, "slow-body")
+SLOW_BODY_HEAD = (
+    b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 65536\r\n\r\n"
+)
+DRIBBLED = ("slow-headers", "slow-body")  # the kinds fed a byte every 0.5 s
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 HOST = "127.0.0.1"
 
@@ -41,7 +48,11 @@ class Hostiles:
     conns: list[_Conn] = field(default_factory=list)
     reopened: int = 0
     failed_opens: int = 0
-    closed_by_server: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    closed_by_server: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ALL_KINDS, 0))
+    # Status codes of what the server answered before closing, per kind (e.g. {"408": 3}).
+    answers: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {kind: {} for kind in ALL_KINDS}
+    )
 
     def open(self, kind: str) -> _Conn | None:
         raw = socket.create_connection((self.host, self.port), timeout=5)
@@ -51,6 +62,8 @@ class Hostiles:
             tls = self.context.wrap_socket(raw, server_hostname=self.host)
             if kind == "slow-headers":
                 tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: x\r\n")
+            if kind == "slow-body":
+                tls.sendall(SLOW_BODY_HEAD)
             return _Conn(kind, tls, time.monotonic() + 0.5)
         except (OSError, ssl.SSLError):
             raw.close()
@@ -61,12 +74,17 @@ class Hostiles:
         """One round: reopen connections the server closed, feed the slow ones a byte."""
         readable, _, _ = select.select([c.sock for c in self.conns], [], [], 0.1)
         closed = set()
+        kind_of = {c.sock: c.kind for c in self.conns}
         for sock in readable:
             try:
                 sock.setblocking(False)
-                data = sock.recv(1)
+                data = sock.recv(65536)
                 if not data:
                     closed.add(sock)
+                elif data.startswith(b"HTTP/1.1 "):
+                    counts = self.answers[kind_of[sock]]
+                    status = data[9:12].decode(errors="replace")
+                    counts[status] = counts.get(status, 0) + 1
             except ssl.SSLWantReadError:
                 pass
             except OSError:
@@ -76,9 +94,9 @@ class Hostiles:
                     sock.setblocking(True)
         now = time.monotonic()
         for index, conn in enumerate(self.conns):
-            if conn.kind == "slow-headers" and conn.sock not in closed and now >= conn.next_byte:
+            if conn.kind in DRIBBLED and conn.sock not in closed and now >= conn.next_byte:
                 try:
-                    conn.sock.sendall(b"X")
+                    conn.sock.sendall(b"X" if conn.kind == "slow-headers" else b" ")
                     conn.next_byte = now + 0.5
                 except OSError:
                     closed.add(conn.sock)
@@ -98,14 +116,22 @@ class Hostiles:
 
 @contextlib.contextmanager
 def hostile_connections(
-    host: str, port: int, context: ssl.SSLContext, *, count: int, duration: float
+    host: str,
+    port: int,
+    context: ssl.SSLContext,
+    *,
+    count: int,
+    duration: float,
+    kinds: tuple[str, ...] = KINDS,
 ) -> Iterator[Hostiles]:
-    """`count` hostile connections (kinds in turn), tended by a thread for at most `duration`."""
+    """`count` hostile connections (`kinds` in turn), tended by a thread for at most `duration`."""
     if host not in LOOPBACK:
         raise ValueError(f"hostile clients target loopback only, not {host}")
+    if unknown := set(kinds) - set(ALL_KINDS):
+        raise ValueError(f"unknown hostile kinds {sorted(unknown)}, known: {ALL_KINDS}")
     hostiles = Hostiles(host, port, context)
     for index in range(count):
-        conn = hostiles.open(KINDS[index % len(KINDS)])
+        conn = hostiles.open(kinds[index % len(kinds)])
         if conn is not None:
             hostiles.conns.append(conn)
     stop = threading.Event()
@@ -174,13 +200,19 @@ def main() -> None:
 
     from tests.conftest import IRC_DEPLOYMENT, admission_review
 
-    from .servers import KINDS, Server, issue_certs
+    from .servers import KINDS as SERVER_KINDS
+    from .servers import Server, issue_certs
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument(
-        "--servers", default="gunicorn", help=f"comma-separated, from {list(KINDS)}"
+        "--servers", default="gunicorn", help=f"comma-separated, from {list(SERVER_KINDS)}"
     )
     parser.add_argument("--count", type=int, default=256)
+    parser.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help=f"comma-separated hostile kinds, in turn, from {list(ALL_KINDS)}",
+    )
     parser.add_argument("--admissions", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument(
@@ -195,7 +227,8 @@ def main() -> None:
     options = parser.parse_args()
     if not 0 <= options.count <= 1024 or not 1 <= options.admissions <= 1000:
         raise SystemExit("--count 0..1024, --admissions 1..1000")
-    kinds = [KINDS[name] for name in options.servers.split(",")]
+    kinds = [SERVER_KINDS[name] for name in options.servers.split(",")]
+    hostile_kinds = tuple(options.kinds.split(","))
 
     def body() -> bytes:
         return json.dumps(admission_review(IRC_DEPLOYMENT)).encode()
@@ -211,7 +244,12 @@ def main() -> None:
                     runs = [("0", *timed_admissions(HOST, server.port, context, body,
                              count=options.admissions, give_up_after=options.give_up_after))]  # fmt: skip
                     with hostile_connections(
-                        HOST, server.port, context, count=options.count, duration=300
+                        HOST,
+                        server.port,
+                        context,
+                        count=options.count,
+                        duration=300,
+                        kinds=hostile_kinds,
                     ) as hostiles:
                         opened, opened_at = len(hostiles.conns), time.monotonic()
                         loud = timed_admissions(
@@ -220,7 +258,10 @@ def main() -> None:
                         )  # fmt: skip
                         time.sleep(max(0.0, options.hold - (time.monotonic() - opened_at)))
                         closed = ", ".join(
-                            f"{kind}: {n}" for kind, n in hostiles.closed_by_server.items()
+                            f"{kind}: {n}" + (f" {answers}" if answers else "")
+                            for kind, n in hostiles.closed_by_server.items()
+                            if kind in hostile_kinds
+                            for answers in [hostiles.answers[kind]]
                         )
                     runs.append((str(options.count), *loud))
                 for hostile, values, failures in runs:

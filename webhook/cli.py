@@ -281,6 +281,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             render=not args.no_render,
             kustomize=args.kustomize,
             jobs=args.jobs,
+            allow_remote=args.allow_remote_bases,
             audit_unreached=args.audit_unreached,
         )
     color = args.format == "table" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
@@ -313,6 +314,7 @@ def _cluster_audit(args: argparse.Namespace, policy_set: PolicySet) -> AuditRepo
 
 def cmd_fix(args: argparse.Namespace) -> int:
     from .audit.fix import fix_paths
+    from .audit.formats import printable, quoting_prefix
 
     policy_set = load_policies(args)
     if args.write and args.check:
@@ -325,18 +327,20 @@ def cmd_fix(args: argparse.Namespace) -> int:
         render=not args.no_render,
         kustomize=args.kustomize,
         per_file=args.per_file,
+        allow_remote=args.allow_remote_bases,
         audit_unreached=args.audit_unreached,
     )
     if not args.write:
         sys.stdout.write(result.diff)
-    for note in result.notes:
-        print(f"fluxwarden: {note}", file=sys.stderr)
+    for note in result.notes:  # file names and messages from the input: one visible line each
+        print(f"fluxwarden: {printable(quoting_prefix(note))}", file=sys.stderr)
     for path in result.changed_files if args.write else []:
-        print(f"fixed {path}", file=sys.stderr)
+        print(f"fixed {printable(path)}", file=sys.stderr)
     for path in result.changed_files if args.check else []:
-        print(f"would fix {path}", file=sys.stderr)
+        print(f"would fix {printable(path)}", file=sys.stderr)
     for problem in result.problems:
-        print(f"fluxwarden: {problem.source}:{problem.line}: {problem.message}", file=sys.stderr)
+        where, message = printable(problem.source), printable(quoting_prefix(problem.message))
+        print(f"fluxwarden: {where}:{problem.line}: {message}", file=sys.stderr)
     if any(p.error for p in result.problems):
         return 2
     return 1 if args.check and result.changed_files else 0
@@ -366,6 +370,12 @@ def _render_options(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="kustomize or kubectl binary (also $FLUXWARDEN_KUSTOMIZE; default: kustomize, "
         "else kubectl on PATH)",
+    )
+    parser.add_argument(
+        "--allow-remote-bases",
+        action="store_true",
+        help="let kustomize fetch remote resources, bases and components (default: a "
+        "Kustomization that uses them is reported as not audited, nothing is fetched)",
     )
     parser.add_argument(
         "--audit-unreached",

@@ -22,6 +22,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 
 from webhook import __version__
 from webhook.audit.documents import load
@@ -29,8 +30,12 @@ from webhook.audit.findings import AuditReport, Finding, InputProblem, ObjectLoc
 from webhook.audit.formats import (
     FORMATS,
     INPUT_ERROR_RULE,
+    MESSAGE_LIMIT,
     SARIF_LEVELS,
+    VALUE_PREFIX,
     artifact_uri,
+    printable,
+    quoting_prefix,
     render,
     render_junit,
     render_sarif,
@@ -528,6 +533,217 @@ def test_cli_output_is_the_golden_output(fmt: str) -> None:
     result = run_audit(MANIFESTS, "-o", fmt)
     assert result.returncode == 2  # the broken document
     assert result.stdout == (GOLDEN / EXPECTED[fmt]).read_text(encoding="utf-8")
+
+
+# --- strings from the input: a hostile pull request --------------------------------------------
+
+
+def test_printable_escapes_what_could_start_a_line_or_steer_a_terminal() -> None:
+    assert printable("a\n::error::x") == "a\\n::error::x"
+    assert printable("\r\t\x1b[31m\x00\x7f\x85") == "\\r\\t\\x1b[31m\\x00\\x7f\\x85"
+    assert printable("\u2028\u202e\ufffe") == "\\u2028\\u202e\\ufffe"
+    assert printable(b"bad\xffname".decode("utf-8", "surrogateescape")) == "bad\\xffname"
+    assert printable("plain ünïcode, 'quotes' & <markup> \\ ok") == (
+        "plain ünïcode, 'quotes' & <markup> \\ ok"
+    )
+
+
+def test_a_message_quotes_a_short_prefix_of_any_value() -> None:
+    long = "x" * 1000
+    quoted = quoting_prefix(f"spec.interval {long!r} is not a duration")
+    assert quoted == f"spec.interval '{'x' * VALUE_PREFIX}…' is not a duration"
+    assert quoting_prefix(f'name "{long}" here') == f'name "{"x" * VALUE_PREFIX}…" here'
+    assert quoting_prefix(f"set a to {long} (was 1)") == f"set a to {'x' * VALUE_PREFIX}… (was 1)"
+    words = " ".join(["word"] * 1000)
+    assert len(quoting_prefix(words)) == MESSAGE_LIMIT + 1
+    # apostrophes in prose are not quotes; what is short stays as it is
+    prose = "/tmp is not a volume: the container's writable layer fills, it's " + "y" * 60
+    assert quoting_prefix(prose) == prose
+    assert quoting_prefix(f"value {'z' * VALUE_PREFIX!r}") == f"value {'z' * VALUE_PREFIX!r}"
+
+
+HOSTILE_IRC = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: image-reflector-controller, namespace: flux-system}
+spec:
+  replicas: 2
+  template:
+    spec:
+      containers:
+        - name: manager
+          resources: {limits: {memory: 1Gi}}
+"""
+EVIL_FILE = "evil\n::error file=x::pwned.yaml"
+EVIL_NAME = "x\n::warning::name\x1b[2J"
+LONG_VALUE = "\n::error::interval\x1b[31m\u202e" + "A" * 300
+
+
+@pytest.fixture
+def hostile_repo(tmp_path: Path) -> Path:
+    """Files a pull request controls: a file name with a newline, an object name with a
+    newline, values with newlines, escape sequences and 300 characters."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / EVIL_FILE).write_text(HOSTILE_IRC)
+    release = {
+        "apiVersion": "helm.toolkit.fluxcd.io/v2",
+        "kind": "HelmRelease",
+        "metadata": {"name": EVIL_NAME, "namespace": "flux-system"},
+        "spec": {
+            "interval": LONG_VALUE,  # quoted (repr) in its advice
+            "chart": {"spec": {"chart": "c", "sourceRef": {"kind": "HelmRepository", "name": "r"}}},
+        },
+    }
+    (repo / "hr.yaml").write_text(yaml.safe_dump(release))
+    controller = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "kustomize-controller", "namespace": "flux-system"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {  # "(was …)" shows the value as it is, not quoted
+                            "name": "manager",
+                            "args": ["--requeue-dependency=\n::error::flag\x1b[31m\f" + "B" * 300],
+                        }
+                    ]
+                }
+            }
+        },
+    }
+    (repo / "kc.yaml").write_text(yaml.safe_dump(controller))
+    return tmp_path
+
+
+def _no_line_from_the_input(text: str) -> None:
+    assert [line for line in text.splitlines() if line.lstrip().startswith("::")] == []
+    assert "A" * (VALUE_PREFIX + 1) not in text
+    assert "B" * (VALUE_PREFIX + 1) not in text
+
+
+def test_table_escapes_every_string_from_the_input(hostile_repo: Path) -> None:
+    result = run_audit("--no-render", "repo", cwd=hostile_repo)
+    assert (result.returncode, result.stderr) == (1, "")
+    _no_line_from_the_input(result.stdout)
+    assert printable(result.stdout.replace("\n", "")) == result.stdout.replace("\n", "")
+    assert "repo/evil\\n::error file=x::pwned.yaml:5" in result.stdout
+    assert "HelmRelease/flux-system/x\\n::warning::name" in result.stdout
+    assert "AAAA…'" in result.stdout  # a prefix of the value is still quoted
+
+
+def test_junit_of_hostile_input_parses(hostile_repo: Path) -> None:
+    result = run_audit("--no-render", "repo", "-o", "junit", cwd=hostile_repo)
+    assert (result.returncode, result.stderr) == (1, "")
+    root = ET.fromstring(result.stdout)  # raw control characters would not parse
+    _no_line_from_the_input(result.stdout)
+    suites = {suite.get("name") for suite in root.iter("testsuite")}
+    assert suites == {"repo/evil\\n::error file=x::pwned.yaml", "repo/hr.yaml", "repo/kc.yaml"}
+
+
+def test_json_and_sarif_of_hostile_input_are_json(
+    hostile_repo: Path, sarif_validator: jsonschema.Draft4Validator
+) -> None:
+    result = run_audit("--no-render", "repo", "-o", "json", cwd=hostile_repo)
+    assert (result.returncode, result.stderr) == (1, "")
+    _no_line_from_the_input(result.stdout)
+    body = json.loads(result.stdout)
+    assert {f["name"] for f in body["findings"]} >= {EVIL_NAME}  # the very name, as JSON
+    assert "repo/" + EVIL_FILE in {f["source"] for f in body["findings"]}
+    result = run_audit("--no-render", "repo", "-o", "sarif", cwd=hostile_repo)
+    assert (result.returncode, result.stderr) == (1, "")
+    _no_line_from_the_input(result.stdout)
+    log = json.loads(result.stdout)
+    assert _schema_errors(sarif_validator, log) == []
+    uris = {
+        location["physicalLocation"]["artifactLocation"]["uri"]
+        for r in log["runs"][0]["results"]
+        for location in r["locations"]
+    }
+    assert uris == {
+        "repo/evil%0A%3A%3Aerror%20file%3Dx%3A%3Apwned.yaml",
+        "repo/hr.yaml",
+        "repo/kc.yaml",
+    }
+
+
+def test_fix_prints_file_names_escaped(hostile_repo: Path) -> None:
+    (hostile_repo / "repo" / "broken\n::error::x.yaml").write_text("a: [1\n")
+    result = subprocess.run(
+        [*FLUXWARDEN, "fix", "--check", "--no-render", "repo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=hostile_repo,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "would fix repo/evil\\n::error file=x::pwned.yaml\n" in result.stderr
+    assert "fluxwarden: repo/broken\\n::error::x.yaml:1: invalid YAML" in result.stderr
+    _no_line_from_the_input(result.stderr)
+
+
+def test_fix_diff_headers_print_file_names_escaped(hostile_repo: Path) -> None:
+    """The unified diff on stdout names the file in its `---`/`+++` headers: escaped too."""
+    result = subprocess.run(
+        [*FLUXWARDEN, "fix", "--no-render", "repo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=hostile_repo,
+    )
+    assert "--- a/repo/evil\\n::error file=x::pwned.yaml\n" in result.stdout, result.stdout
+    # the body quotes the files as they are (a diff must apply), each line behind its ' +-'
+    assert not [line for line in result.stdout.splitlines() if line.startswith("::")]
+
+
+def test_a_file_name_that_is_not_utf8_is_printed_in_every_format(tmp_path: Path) -> None:
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / os.fsdecode(b"bad\xffname.yaml")).write_text(HOSTILE_IRC)
+    shown = {
+        "table": "repo/bad\\xffname.yaml:5",
+        "junit": 'name="repo/bad\\xffname.yaml"',
+        "json": '"source": "repo/bad\\udcffname.yaml"',  # JSON's escape of the very name
+        "sarif": '"uri": "repo/bad%FFname.yaml"',  # its bytes, percent-encoded
+    }
+    for fmt, expected in shown.items():
+        result = run_audit("--no-render", "repo", "-o", fmt, cwd=tmp_path)
+        assert (result.returncode, result.stderr) == (1, ""), fmt
+        assert expected in result.stdout, fmt
+
+
+def test_render_notices_name_files_as_given(tmp_path: Path) -> None:
+    """A Flux Kustomization kustomize cannot build: its notice names the file under the PATH
+    given, not the runner's absolute path."""
+    from tests.audit.test_render import kubectl_or_skip
+
+    kustomize = os.environ.get("FLUXWARDEN_KUSTOMIZE") or str(kubectl_or_skip())
+    (tmp_path / "repo" / "clusters" / "prod").mkdir(parents=True)
+    (tmp_path / "repo" / "apps").mkdir()
+    (tmp_path / "repo" / "apps" / "kustomization.yaml").write_text("resources: [missing.yaml]\n")
+    kustomizations = [
+        {
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+            "kind": "Kustomization",
+            "metadata": {"name": name, "namespace": "flux-system"},
+            "spec": {
+                "interval": "10m",
+                "path": path,
+                "prune": True,
+                "sourceRef": {"kind": "GitRepository", "name": "flux-system"},
+            },
+        }
+        for name, path in (("flux-system", "./clusters/prod"), ("apps", "./apps"))
+    ]
+    sync = tmp_path / "repo" / "clusters" / "prod" / "sync.yaml"
+    sync.write_text(yaml.safe_dump_all(kustomizations))
+    for given in ("repo", str(tmp_path / "repo")):
+        result = run_audit(given, "-o", "json", "--kustomize", kustomize, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr  # Flux could not build it either
+        notices = [
+            p for p in json.loads(result.stdout)["problems"] if "cannot build" in p["message"]
+        ]
+        assert [p["source"] for p in notices] == [f"{given}/clusters/prod/sync.yaml"]
 
 
 def main(argv: list[str] | None = None) -> None:

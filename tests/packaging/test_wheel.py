@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
+import time
+import urllib.request
 import venv
 from pathlib import Path
 
@@ -67,6 +71,45 @@ def test_wheel_in_a_clean_venv_audits_and_fixes_outside_the_repo(tmp_path: Path)
     assert "driftDetection" in (work / "release.yaml").read_text()
     assert _run(cli, "fix", "--check", ".", cwd=work).returncode == 0
     assert _run(cli, "audit", ".", cwd=work).returncode == 0
+
+    _serves_healthz(cli, tmp_path / "certs", cwd=work)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _serves_healthz(cli: Path, certs: Path, *, cwd: Path) -> None:
+    """`fluxwarden serve` as the image runs it, from the wheel alone (no dev extras): every module
+    the serving processes import (gunicorn's gevent worker needs `packaging`) is declared."""
+    made = _run(cli, "certs", "--out", certs, "--dns", "localhost", "--ip", "127.0.0.1", cwd=cwd)
+    assert made.returncode == 0, made.stderr
+    port = _free_port()
+    argv = [cli, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    argv += ["--lookups", "none", "--cert-file", certs / "tls.crt", "--key-file", certs / "tls.key"]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FLUXWARDEN_POLICIES")}
+    process = subprocess.Popen(
+        [str(a) for a in argv], cwd=cwd, env=env, stderr=subprocess.PIPE, start_new_session=True
+    )
+    context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                url = f"https://localhost:{port}/healthz"
+                with urllib.request.urlopen(url, context=context, timeout=2) as answer:
+                    assert answer.status == 200
+                    return
+            except OSError:
+                time.sleep(0.2)
+        process.kill()
+        raise AssertionError(f"serve never answered /healthz: {process.communicate()[1]!r}")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 15)
+            process.wait(timeout=30)
 
 
 def test_uvx_and_pipx_run_the_wheel_outside_the_repo(tmp_path: Path) -> None:

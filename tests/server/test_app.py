@@ -265,3 +265,22 @@ def test_a_lone_surrogate_in_a_dependency_name_is_answered_not_500(
     assert reply.status_code == 200
     warnings = reply.get_json()["response"]["warnings"]
     assert any("not found: flux-system/?" in w for w in warnings), warnings
+
+
+def test_a_store_that_missed_a_good_version_falls_back_to_the_newest_good_copy(
+    policy_file: Path, tmp_path: Path, review_of: Review
+) -> None:
+    """Two processes sharing the last good copy: one made at start-up (as gunicorn's master makes
+    the store a restarted worker inherits), one that loaded the next good version. When the file
+    goes bad, the first serves that version, not its start-up set."""
+    text = policy_file.read_text()
+    state = tmp_path / "state"
+    inherited = PolicyStore(policy_file, interval=0, state_dir=state)
+    policy_file.write_text(text.replace("mode: enforce\n  exclude", "mode: audit\n  exclude"))
+    assert PolicyStore(policy_file, interval=0, state_dir=state).current().mode == "audit"
+    policy_file.write_text(text.replace("memoryLimit: 2Gi", "memoryLimit: plenty"))
+    assert inherited.current().mode == "audit"
+    assert "memoryLimit" in (inherited.last_error or "")
+    client = create_app(ServerConfig(policies=inherited, lookups=NoLookups())).test_client()
+    answer = _post(client, "/mutate", review_of(IRC_DEPLOYMENT)).get_json()["response"]
+    assert "patch" not in answer  # the audit-mode set, not the enforcing start-up one

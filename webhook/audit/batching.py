@@ -150,13 +150,20 @@ def _entries(content: dict[str, Any]) -> list[Any]:
 
 class Reader:
     """The repo files footprints read, each read (and each kustomization parsed) once across
-    the members of a rendering. Nested kustomizations are only read, never changed."""
+    the members of a rendering. Nested kustomizations are only read, never changed. Nothing
+    outside `root` (resolved) is read: such a member is built alone, where it is refused."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root
         self._texts: dict[Path, str | None] = {}
         self._kustomizations: dict[Path, dict[str, Any] | None] = {}
 
+    def _outside(self, path: Path) -> bool:
+        return self.root is not None and not path.is_relative_to(self.root)
+
     def text(self, path: Path) -> str | None:
+        if self._outside(path):
+            return None
         if path not in self._texts:
             try:
                 self._texts[path] = path.read_text(encoding="utf-8")
@@ -166,6 +173,8 @@ class Reader:
 
     def kustomization(self, directory: Path) -> dict[str, Any] | None:
         """The kustomization of a nested directory, None when it cannot take part in a batch."""
+        if self._outside(directory):
+            return None
         if directory not in self._kustomizations:
             self._kustomizations[directory] = self._parse(directory)
         return self._kustomizations[directory]

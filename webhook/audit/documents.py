@@ -23,18 +23,78 @@ YAML_SUFFIXES = (".yaml", ".yml")
 _SEPARATOR = re.compile(r"^---(?:\s.*)?$")
 _SKIPPED_DIRS = {".git", "node_modules", ".venv", "__pycache__"}
 
+ALIAS_EXPANSION_LIMIT = 100_000
+"""Nodes YAML aliases may add to one document once expanded (beyond the nodes it spells out).
+The composed nodes share an aliased value, so checking costs one visit per distinct node; but
+the built objects, JSON, copies and the policies walk the expanded tree, and a 400-byte "billion
+laughs" document expands to 387 million nodes. Flux's YAML reader (go-yaml) likewise refuses
+excessive aliasing; kustomize does not (it expands every alias)."""
+
+
+class AliasBomb(yaml.YAMLError):
+    """A document whose aliases expand beyond ALIAS_EXPANSION_LIMIT nodes, or into themselves."""
+
+    PREFIX = "YAML aliases expand"  # every message starts so: is_alias_bomb() tells them apart
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def check_alias_expansion(root: yaml.Node | None, limit: int = ALIAS_EXPANSION_LIMIT) -> None:
+    """Raise AliasBomb when expanding the aliases under `root` adds more than `limit` nodes, or
+    never ends (an alias inside its own anchor). Visits each distinct node once: the sizes of
+    aliased subtrees are remembered, never recounted."""
+    if root is None:
+        return
+    expanded: dict[int, int] = {}  # id of a collection node -> nodes in its expansion
+    scalars: set[int] = set()
+    in_progress: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_counted = stack.pop()
+        key = id(node)
+        if children_counted:
+            in_progress.discard(key)
+            expanded[key] = 1 + sum(expanded.get(id(c), 1) for c in _children(node))
+        elif isinstance(node, yaml.ScalarNode):
+            scalars.add(key)
+        elif key in in_progress:
+            raise AliasBomb(f"{AliasBomb.PREFIX} without end (an alias inside its own anchor)")
+        elif key not in expanded:
+            in_progress.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
+    total = expanded.get(id(root), 1)
+    if total - len(expanded) - len(scalars) > limit:
+        raise AliasBomb(f"{AliasBomb.PREFIX} beyond {limit} nodes")
+
 
 class ManifestLoader(yaml.SafeLoader):
     """PyYAML's safe loader, made as lenient as the YAML readers Kubernetes and Flux use:
     anchors may be redefined (YAML 1.2; later aliases see the newest), tags of other tools
     (`!env_var`, `!vault`) load as their plain value, and `=` is an ordinary string."""
 
+    _aliased = False  # whether any alias was composed: only then can expansion grow
+
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()  # type: ignore[no-untyped-call]
         anchor = getattr(event, "anchor", None)
-        if anchor is not None and not self.check_event(yaml.AliasEvent):
+        if self.check_event(yaml.AliasEvent):
+            self._aliased = True
+        elif anchor is not None:
             self.anchors.pop(anchor, None)
         return super().compose_node(parent, index)
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        if self._aliased:
+            check_alias_expansion(node)
+        return node
 
 
 def _untagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
@@ -64,7 +124,30 @@ class FastManifestLoader(_FAST or yaml.SafeLoader):  # type: ignore[misc]
     The C composer rejects a redefined anchor: such documents go to ManifestLoader.
 
     The C composer asks Python for every scalar's tag; a tag depends only on (kind, value,
-    implicit) as there are no path resolvers, so answers are remembered (keys repeat a lot)."""
+    implicit) as there are no path resolvers, so answers are remembered (keys repeat a lot).
+
+    Every document it composes has its alias expansion checked (AliasBomb), unless the text has
+    no `*`, so no alias at all."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.may_alias = True  # a file: its text is not at hand
+        if isinstance(stream, str):
+            self.may_alias = "*" in stream
+        elif isinstance(stream, bytes):
+            self.may_alias = b"*" in stream
+
+    def get_node(self) -> Any:
+        node = super().get_node()
+        if self.may_alias:
+            check_alias_expansion(node)
+        return node
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if self.may_alias:
+            check_alias_expansion(node)
+        return node
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
         key = (kind, value, implicit)
@@ -87,8 +170,6 @@ class FastManifestLoader(_FAST or yaml.SafeLoader):  # type: ignore[misc]
 FastManifestLoader.add_multi_constructor("!", _untagged)
 FastManifestLoader.add_multi_constructor("tag:", _untagged)
 FastManifestLoader.yaml_implicit_resolvers = ManifestLoader.yaml_implicit_resolvers
-if _FAST is None:
-    _FAST = yaml.SafeLoader
 
 
 _STR = "tag:yaml.org,2002:str"
@@ -103,7 +184,9 @@ class _Unusual(Exception):
 def _plain(node: yaml.Node, loader: Any) -> Any:
     """PyYAML's construction of `node`, for the plain strings, mappings and sequences that make
     up nearly all of a manifest without its per-node dispatch; other scalars (ints, booleans,
-    timestamps, custom tags) still go through `loader`'s constructors."""
+    timestamps, custom tags) still go through `loader`'s constructors. An aliased mapping or
+    sequence is built anew at each alias, as Kubernetes reads it (check_alias_expansion bounds
+    how many nodes that makes)."""
     tag = node.tag
     if isinstance(node, yaml.ScalarNode):
         return node.value if tag == _STR else loader.construct_object(node, deep=True)
@@ -123,6 +206,17 @@ def _plain(node: yaml.Node, loader: Any) -> Any:
     return loader.construct_object(node, deep=True)
 
 
+def _unshared(value: Any) -> Any:
+    """`value` with every mapping and sequence a copy of its own: PyYAML's constructors share
+    an aliased value, so an edit through one path (a fix, a JSONPatch applied to a deep copy,
+    which keeps the sharing) would silently change the other paths as well."""
+    if isinstance(value, dict):
+        return {key: _unshared(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unshared(item) for item in value]
+    return value
+
+
 def _load_fast(text: str) -> Any:
     loader = FastManifestLoader(text)
     try:
@@ -132,7 +226,7 @@ def _load_fast(text: str) -> Any:
         try:
             return _plain(node, loader)
         except _Unusual:
-            return loader.construct_document(node)
+            return _unshared(loader.construct_document(node))
     finally:
         loader.dispose()
 
@@ -140,13 +234,20 @@ def _load_fast(text: str) -> Any:
 def load_yaml(text: str) -> Any:
     """One document, parsed by the C parser (and built without PyYAML's per-node dispatch for
     plain nodes); the pure-Python ManifestLoader (same result) only for what the C parser cannot
-    take, and for the error message of a broken document."""
+    take, and for the error message of a broken document.
+
+    The result is a tree, as Kubernetes reads YAML: no mapping or sequence is shared between
+    aliases. AliasBomb when aliases would add more than ALIAS_EXPANSION_LIMIT nodes (checked on
+    the composed nodes, which aliases share, before anything is built)."""
     if FastManifestLoader is not ManifestLoader:
         try:
             return _load_fast(text)
+        except AliasBomb:
+            raise
         except (yaml.YAMLError, ValueError, RecursionError):
             pass
-    return yaml.load(text, Loader=ManifestLoader)
+    loaded = yaml.load(text, Loader=ManifestLoader)
+    return _unshared(loaded) if "*" in text else loaded
 
 
 @dataclass(frozen=True)
@@ -167,6 +268,12 @@ class Document:
             and isinstance(self.obj.get("apiVersion"), str)
             and isinstance(self.obj.get("kind"), str)
         )
+
+
+def is_alias_bomb(document: Document) -> bool:
+    """Whether `document` was refused because its aliases expand without bound: kustomize, which
+    expands them all, must not be run on its files."""
+    return document.error is not None and document.error.startswith(AliasBomb.PREFIX)
 
 
 def split_documents(text: str) -> Iterator[tuple[int, str]]:
@@ -197,6 +304,10 @@ def parse_stream(text: str, source: str) -> Iterator[Document]:
             continue  # empty, only comments, or only directives (`%YAML 1.1` before `---`)
         try:
             obj = load_yaml(chunk)
+        except AliasBomb as error:
+            yield Document(source, line, index, chunk, None, f"{error}: document not read")
+            index += 1
+            continue
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             last = start + max(chunk.count("\n") - 1, 0)
@@ -243,7 +354,7 @@ def patch_files_of(kustomization: Path) -> Iterator[Path]:
     """The files a kustomization.yaml lists under patches, patchesStrategicMerge,
     patchesJson6902 (resolved; inline patches are not files)."""
     try:
-        data = yaml.load(kustomization.read_text(encoding="utf-8"), Loader=_FAST)
+        data = yaml.load(kustomization.read_text(encoding="utf-8"), Loader=FastManifestLoader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError):
         return
     if not isinstance(data, dict):

@@ -17,9 +17,12 @@ are never edited (their MAC would break).
 
 from __future__ import annotations
 
+import errno
+import json
 import math
 import os
 import re
+import stat
 import sys
 import tempfile
 import warnings
@@ -53,8 +56,15 @@ from .defaults_patch import edited_patch_text, proposals
 from .documents import Document, load_yaml, parse_stream, split_documents, yaml_files
 from .findings import AuditReport, InputProblem
 from .flux_installs import flux_install, source_index, written_ops
-from .fluxinstance import is_flux_instance, materialise, user_patches
-from .offline import AuditObject, evaluate_object, rendered_objects
+from .fluxinstance import is_flux_instance, user_patches
+from .formats import printable
+from .offline import (
+    AuditObject,
+    confined_materialise,
+    evaluate_object,
+    link_notices,
+    rendered_objects,
+)
 from .patch_sources import setting_entry
 from .patch_values import plan_by_value
 from .render import KustomizeNotFound, find_kustomize
@@ -114,6 +124,7 @@ def fix_paths(
     render: bool = True,
     kustomize: str | None = None,
     per_file: bool = False,
+    allow_remote: bool = False,
     audit_unreached: bool = False,
 ) -> FixResult:
     """Fix the YAML files under `paths`; rewrite those that change when `write`.
@@ -124,6 +135,10 @@ def fix_paths(
     `-` reads a stream from stdin and writes the fixed stream to stdout (never a file); it must
     be the only path. Lookups (fleet-controller tolerations, dependencies) come from every
     document of every path.
+
+    Nothing is read or written through a symlink that leads outside `paths`, and no symlinked
+    file is rewritten; files are replaced, never written in place. Remote bases are fetched
+    only when `allow_remote`.
     """
     result = FixResult()
     if "-" in paths and len(paths) > 1:
@@ -132,6 +147,7 @@ def fix_paths(
         )
         return result
     sources = _read_sources(paths, stdin=stdin, problems=result.problems, exclude=exclude)
+    roots = _roots(paths)
     parsed = [(source, list(parse_stream(source.text, source.name))) for source in sources]
     rendered: list[AuditObject] = []
     report = AuditReport()
@@ -139,7 +155,13 @@ def fix_paths(
         if render and given != "-" and Path(given).is_dir():
             documents = [d for s, ds in parsed if _under(s, given) for d in ds]
             rendered += rendered_objects(
-                given, documents, report, kustomize, exclude, audit_unreached=audit_unreached
+                given,
+                documents,
+                report,
+                kustomize,
+                exclude,
+                allow_remote=allow_remote,
+                audit_unreached=audit_unreached,
             )
     result.problems.extend(p for p in report.problems if not p.message.startswith("skipped"))
     # The lookups audit makes: what Flux applies where a directory was rendered (a Deployment
@@ -229,6 +251,10 @@ def fix_paths(
             if item is None:
                 return [] if source.name in generated else raw_patcher(obj)
             patch = normalised_patch(item.obj, raw_patcher(item.obj))
+            if _writes_secret(patch, item):
+                notice = f"{item.location.kind} not fixed: its fix holds a value from a Secret"
+                result.problems.append(InputProblem(source.name, item.location.line, notice, True))
+                return []
             if patch and source.name in generated and source.path is not None:
                 in_place, rest = _ops_on_setting_patch(item, patch, source.path)
                 value_edits.setdefault(source.path, []).extend(in_place)
@@ -244,6 +270,10 @@ def fix_paths(
             (stdout or sys.stdout).write(fixed.text)
             continue
         if fixed.text == source.text:
+            continue
+        refusal = _edit_refusal(source.path, roots)
+        if refusal is not None:
+            result.problems.append(InputProblem(source.name, 0, refusal, True))
             continue
         if write:
             try:
@@ -262,6 +292,7 @@ def fix_paths(
             write=write,
             result=result,
             diffs=diffs,
+            roots=roots,
         )
     result.diff = "".join(diffs)
     return result
@@ -273,6 +304,34 @@ def _needing_fix(items: list[AuditObject] | None, covered: set[int]) -> AuditObj
     if not items:
         return None
     return next((o for o in items if id(o) not in covered), items[0])
+
+
+def _roots(paths: Sequence[str]) -> list[Path]:
+    """The real directories fix may edit files in: each directory given, the directory of
+    each file given."""
+    roots: list[Path] = []
+    for given in paths:
+        if given != "-":
+            directory = given if os.path.isdir(given) else os.path.dirname(os.path.abspath(given))
+            roots.append(Path(os.path.realpath(directory)))
+    return roots
+
+
+def _edit_refusal(path: Path, roots: Sequence[Path]) -> str | None:
+    """Why `path` must not be rewritten (None: it may be): a symlink, or outside the paths."""
+    if path.is_symlink():
+        return "not fixed: a symlink (fix never writes through links)"
+    if not any(Path(os.path.realpath(path.parent)).is_relative_to(r) for r in roots):
+        return "not fixed: outside the paths given"
+    return None
+
+
+def _writes_secret(patch: list[JsonObject], item: AuditObject) -> bool:
+    """Whether a fix would write (and print) a value Flux substitutes from a Secret."""
+    if not item.secrets:
+        return False
+    text = json.dumps(patch)
+    return any(json.dumps(secret)[1:-1] in text for secret in item.secrets)
 
 
 def _under(source: _Source, given: str) -> bool:
@@ -358,6 +417,7 @@ def _patch_kustomization(
     write: bool,
     result: FixResult,
     diffs: list[str],
+    roots: Sequence[Path],
 ) -> None:
     """Fixes for objects of a generated file in the kustomization.yaml that includes it: a new
     value for the op of a patch there that wrote the field, else JSON6902 patches (target kind
@@ -366,6 +426,10 @@ def _patch_kustomization(
     if kustomization is None:
         message = "not fixed: generated file (DO NOT EDIT) with no kustomization.yaml to patch"
         result.problems.append(InputProblem(str(generated_file), 1, message, True))
+        return
+    refusal = _edit_refusal(kustomization, roots)
+    if refusal is not None:
+        result.problems.append(InputProblem(str(kustomization), 0, refusal, True))
         return
     old = kustomization.read_text(encoding="utf-8")
     rt = _round_trip(*guess_indent(old))
@@ -488,7 +552,7 @@ def flux_instance_patch(
         command = find_kustomize(kustomize) if patches else []
     except KustomizeNotFound as error:
         return [], InstanceProblem(str(error), False)
-    materialised = materialise(instance, command)
+    materialised = confined_materialise(instance, command)
     replaced, added = _instance_edits(patches, materialised.deployments, patcher)
     ops: list[JsonObject] = [
         {"op": "replace", "path": f"/spec/kustomize/patches/{i}/patch", "value": text}
@@ -982,7 +1046,10 @@ def _read_sources(
         if not path.exists():
             problems.append(InputProblem(given, 0, "no such file or directory", True))
             continue
-        for file in yaml_files(path, exclude=exclude):
+        links, notices = link_notices(given)
+        problems += notices
+        files = [f for f in yaml_files(path, exclude=exclude) if f not in links]
+        for file in sorted(files, key=Path.is_symlink):  # a file before a link to it
             real = file.resolve()
             if real in seen:
                 continue
@@ -997,23 +1064,26 @@ def _read_sources(
 
 
 def _replace_file(path: Path, text: str) -> None:
-    """Write atomically next to the real file (through a symlink), keeping its permissions."""
-    real = path.resolve()
-    mode = real.stat().st_mode
-    handle, temporary = tempfile.mkstemp(prefix=f".{real.name}.", dir=real.parent)
+    """Replace `path` atomically with a new file, keeping its permissions; a symlink is
+    refused, never written through (the rename replaces the directory entry itself)."""
+    status = path.lstat()
+    if stat.S_ISLNK(status.st_mode):
+        raise OSError(errno.ELOOP, "a symlink: fix never writes through links")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(text.encode("utf-8"))
-        os.chmod(temporary, mode & 0o7777)
-        os.replace(temporary, real)
+        os.chmod(temporary, status.st_mode & 0o7777)
+        os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
 
 
 def text_diff(old: str, new: str, source: str) -> str:
-    """A unified diff with `a/` and `b/` headers, as `git diff` prints it."""
-    name = source.lstrip("/")
+    """A unified diff with `a/` and `b/` headers, as `git diff` prints it; the file's name
+    printable (a newline in it would start a line of the reader's choosing)."""
+    name = printable(source.lstrip("/"))
     lines = unified_diff(
         old.splitlines(keepends=True),
         new.splitlines(keepends=True),

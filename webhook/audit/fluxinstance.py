@@ -21,6 +21,7 @@ import jsonpatch
 import yaml
 
 from ..engine import JsonObject
+from .kustomize_runner import failure, run_kustomize
 from .patch_values import target_matches
 
 FLUX_INSTANCE_GROUP = "fluxcd.controlplane.io"
@@ -277,17 +278,11 @@ def materialise(instance: JsonObject, command: list[str]) -> Materialised:
             yaml.safe_dump(kustomization, sort_keys=False), encoding="utf-8"
         )
         try:
-            built = subprocess.run(
-                [*command, str(directory)],
-                capture_output=True,
-                text=True,
-                timeout=_BUILD_TIMEOUT,
-                check=False,
-            )
+            built = run_kustomize(command, directory, timeout=_BUILD_TIMEOUT)
         except (OSError, subprocess.TimeoutExpired) as error:
             return Materialised([], f"cannot build its spec.kustomize.patches: {error}")
     if built.returncode != 0:
-        message = " ".join(built.stderr.split())[:300]
+        message = failure(built.stderr, work=directory)
         problem = f"kustomize cannot apply its spec.kustomize.patches ({message})"
         return Materialised([], problem, broken=True)
     rendered = [o for o in yaml.safe_load_all(built.stdout) if isinstance(o, dict)]

@@ -87,33 +87,119 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+# --- strings from the input --------------------------------------------------------------------
+
+VALUE_PREFIX = 64  # characters of an input value that a message quotes
+MESSAGE_LIMIT = 512  # characters of a message, whatever it is made of
+
+# Line breaks and other control characters (a GitHub Actions runner takes an output line that
+# starts with `::error` as a command), bidi controls (text shown in another order than it is),
+# surrogates (a file name that is not UTF-8) and the two non-characters XML 1.0 cannot hold.
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+    "\ud800-\udfff\ufffe\uffff]"
+)
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    if char in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[char]
+    if 0xDC80 <= code <= 0xDCFF:  # a byte of a file name that is not UTF-8 (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """`text` (a file name, an object's name, a message quoting the input) as one line of visible
+    characters: line breaks and control characters as escapes (`\\n`, `\\x1b`), so no input
+    starts a line of its own, moves a terminal's cursor, or breaks an XML document."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+# A quoted value ('...' or "..." as repr() writes it, not an apostrophe inside a word), or a run
+# of more than VALUE_PREFIX characters without a space (an unquoted value).
+_QUOTED_OR_LONG = re.compile(
+    rf"""(?<!\w)(['"])(?:(?!\1)[^\\]|\\.)*\1(?!\w)|[^\s'"]{{{VALUE_PREFIX + 1},}}"""
+)
+
+
+def _prefix(match: re.Match[str]) -> str:
+    text = match.group()
+    quote_mark = match.group(1)
+    if quote_mark is None:
+        return text[:VALUE_PREFIX] + "…"
+    if len(text) <= VALUE_PREFIX + 2:
+        return text
+    return text[: VALUE_PREFIX + 1] + "…" + quote_mark
+
+
+# What a message needs for _QUOTED_OR_LONG to change it; searched first, as it is far faster.
+_LONG_QUOTE = re.compile(rf"""['"][^'"]{{{VALUE_PREFIX + 1}}}""")
+_LONG_RUN = re.compile(rf"\S{{{VALUE_PREFIX + 1}}}")
+
+
+def quoting_prefix(message: str) -> str:
+    """`message` quoting at most VALUE_PREFIX characters (and `…`) of any value in it: a value
+    from the input can be megabytes; and at most MESSAGE_LIMIT characters in all."""
+    short = message
+    if _LONG_QUOTE.search(message) or _LONG_RUN.search(message):
+        short = _QUOTED_OR_LONG.sub(_prefix, message)
+    return short if len(short) <= MESSAGE_LIMIT else short[:MESSAGE_LIMIT] + "…"
+
+
+def _finding_quoting_prefixes(finding: Finding) -> Finding:
+    if not finding.messages:  # most findings: passes
+        return finding
+    messages = tuple(quoting_prefix(m) for m in finding.messages)
+    return (
+        finding if messages == finding.messages else dataclasses.replace(finding, messages=messages)
+    )
+
+
+def quoting_prefixes(report: AuditReport) -> AuditReport:
+    """`report` with every message through quoting_prefix(): what every format prints."""
+    return dataclasses.replace(
+        report,
+        findings=[_finding_quoting_prefixes(f) for f in report.findings],
+        problems=[
+            dataclasses.replace(p, message=quoting_prefix(p.message)) for p in report.problems
+        ],
+    )
+
+
 # --- table -------------------------------------------------------------------------------------
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def _safe(text: str) -> str:
-    """Names and messages come from untrusted YAML: no terminal escape sequences reach the tty."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
 def _printable(item: Finding | InputProblem) -> Finding | InputProblem:
+    """`item` with every string that comes from the input as printable(); for table and JUnit."""
     if isinstance(item, InputProblem):
-        return dataclasses.replace(item, source=_safe(item.source), message=_safe(item.message))
+        texts: tuple[str, ...] = (item.source, item.message)
+    else:
+        loc = item.location
+        texts = (loc.source, loc.kind, loc.namespace, loc.name, item.policy, *item.messages)
+    if not any(_UNPRINTABLE.search(text) for text in texts):
+        return item  # nearly always: no copy
+    if isinstance(item, InputProblem):
+        return dataclasses.replace(
+            item, source=printable(item.source), message=printable(item.message)
+        )
     loc = item.location
     location = dataclasses.replace(
         loc,
-        source=_safe(loc.source),
-        kind=_safe(loc.kind),
-        namespace=_safe(loc.namespace),
-        name=_safe(loc.name),
+        source=printable(loc.source),
+        kind=printable(loc.kind),
+        namespace=printable(loc.namespace),
+        name=printable(loc.name),
     )
     return dataclasses.replace(
         item,
         location=location,
-        messages=tuple(_safe(m) for m in item.messages),
-        clusters=tuple(_safe(c) for c in item.clusters),
+        policy=printable(item.policy),
+        messages=tuple(printable(m) for m in item.messages),
+        clusters=tuple(printable(c) for c in item.clusters),
     )
 
 
@@ -125,8 +211,8 @@ def render_table(
     `verbose` also lists passes, skips and skipped documents; `color` paints the result labels.
     """
     rows: list[Finding | InputProblem] = [
-        item
-        for _, items in _by_source(report)
+        _printable(item)
+        for _, items in _by_source(quoting_prefixes(report))
         for item in items
         if verbose
         or (
@@ -142,7 +228,6 @@ def render_table(
     )
     indent = " " * (_LABEL_WIDTH + 2)
     lines: list[str] = []
-    rows = [_printable(item) for item in rows]
     for item in rows:
         where = _where_of(item).ljust(where_width)
         if isinstance(item, Finding):
@@ -160,7 +245,7 @@ def render_table(
     if show_unreached:
         label = _paint("NOTE".ljust(_LABEL_WIDTH), "skip", color)
         lines += [
-            f"{label}  {_safe(f)}  applied by no cluster: not audited" for f in report.unreached
+            f"{label}  {printable(f)}  applied by no cluster: not audited" for f in report.unreached
         ]
     if lines:
         lines.append("")
@@ -237,6 +322,7 @@ def _finding_json(finding: Finding) -> dict[str, Any]:
 
 def render_json(report: AuditReport, **_: Any) -> str:
     """Every finding (passes included) and every input problem, with a summary."""
+    report = quoting_prefixes(report)
     body: dict[str, Any] = {
         "summary": {
             **report.counts(),
@@ -274,6 +360,7 @@ def render_sarif(report: AuditReport, **_: Any) -> str:
     result of the `fluxwarden/input-error` rule. Objects from a live cluster have a logical
     location (kind, namespace, name) instead of a file.
     """
+    report = quoting_prefixes(report)
     rules = _sarif_rules({f.policy for f in report.findings})
     index = {rule["id"]: number for number, rule in enumerate(rules)}
     results = [
@@ -415,11 +502,12 @@ def artifact_uri(source: str) -> str:
             path = path.relative_to(Path.cwd())
         except ValueError:
             return Path(path).as_uri()
-    return quote(path.as_posix())
+    # a name that is not UTF-8 (its bytes kept as surrogates): percent-encode those very bytes
+    return quote(path.as_posix().encode("utf-8", "surrogateescape"))
 
 
 def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 # --- junit -------------------------------------------------------------------------------------
@@ -433,9 +521,9 @@ def render_junit(report: AuditReport, **_: Any) -> str:
     <error type="input-error">; a skipped (non-Kubernetes) document is a <skipped> testcase.
     """
     root = ET.Element("testsuites", name="fluxwarden")
-    for source, items in _by_source(report):
-        suite = ET.SubElement(root, "testsuite", name=PurePath(source).as_posix())
-        for item in items:
+    for source, items in _by_source(quoting_prefixes(report)):
+        suite = ET.SubElement(root, "testsuite", name=printable(PurePath(source).as_posix()))
+        for item in map(_printable, items):
             if isinstance(item, Finding):
                 _junit_finding(suite, item)
             else:

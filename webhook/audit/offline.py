@@ -7,12 +7,15 @@ single files and stdin are audited as they are.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from ..engine import (
     Decision,
@@ -27,11 +30,21 @@ from ..engine import (
 from ..engine.policies import ALL_POLICIES
 from ..lookups.offline import OfflineLookups
 from .clusters import Cluster, clusters_of, with_sync_entries
-from .documents import Document, Skipped, excluded, load
+from .confinement import KUSTOMIZATION_FILES, Confinement, outside_links
+from .documents import (
+    Document,
+    Skipped,
+    excluded,
+    is_alias_bomb,
+    load,
+    load_yaml,
+    yaml_files,
+)
 from .findings import AuditReport, Finding, InputProblem, ObjectLocation
 from .flux_installs import FluxInstall, flux_install, source_index
-from .fluxinstance import materialise, user_patches
+from .fluxinstance import Materialised, materialise, user_patches
 from .patch_sources import PatchEntry, entries_of, kustomization_entries, setting_patch
+from .redaction import hide_secrets, secret_data, without_secrets
 from .render import KustomizeNotFound, Renderer, Rendering, find_kustomize
 from .sources import field_line
 from .workers import jobs_for, ordered_map, paused_gc
@@ -78,6 +91,7 @@ class AuditObject:
     patches: tuple[PatchEntry, ...] = ()  # patches that may have set its fields, in order
     note: str | None = None  # said with each of its fail/warn findings (how it was rendered)
     kustomization: str = ""  # namespace/name of the Flux Kustomization that rendered it
+    secrets: tuple[str, ...] = ()  # values substituted from Secrets: never printed
     cluster: str = ""  # the cluster whose render applies it ("": the repo is one cluster)
 
 
@@ -190,7 +204,8 @@ def _findings(item: AuditObject, *, policy_set: PolicySet, lookups: Lookups) -> 
         if item.note and finding.result in ("fail", "warn", "error"):
             finding = dataclasses.replace(finding, messages=(*finding.messages, item.note))
         findings.append(finding)
-    return findings
+    secrets = (*item.secrets, *secret_data(item.obj))
+    return [without_secrets(f, secrets) for f in findings] if secrets else findings
 
 
 def _named_field(messages: Sequence[str]) -> str | None:
@@ -262,11 +277,13 @@ def audit_paths(
     render: bool = True,
     kustomize: str | None = None,
     jobs: int | None = None,
+    allow_remote: bool = False,
     audit_unreached: bool = False,
 ) -> AuditReport:
     """Audit files, directories and `-`: each directory rendered as Flux applies it (files no
     cluster applies only with `audit_unreached`). Many files and objects are parsed and
-    evaluated by `jobs` processes (None: one per CPU)."""
+    evaluated by `jobs` processes (None: one per CPU). Remote bases are fetched only when
+    `allow_remote`."""
     with paused_gc():
         return _audit_paths(
             paths,
@@ -275,6 +292,7 @@ def audit_paths(
             render=render,
             kustomize=kustomize,
             jobs=jobs,
+            allow_remote=allow_remote,
             audit_unreached=audit_unreached,
         )
 
@@ -287,20 +305,27 @@ def _audit_paths(
     render: bool,
     kustomize: str | None,
     jobs: int | None,
+    allow_remote: bool,
     audit_unreached: bool,
 ) -> AuditReport:
     report = AuditReport()
     objects: list[AuditObject] = []
     for given in paths:
         skipped = Skipped()
-        documents = list(load([given], exclude=exclude, skipped=skipped, jobs=jobs))
+        documents = confined_load(given, exclude=exclude, skipped=skipped, jobs=jobs, report=report)
         for chart in skipped.charts:
             report.problems.append(
                 InputProblem(str(chart), 0, "skipped: Helm chart (Chart.yaml)", False)
             )
         if render and given != "-" and Path(given).is_dir():
             objects += rendered_objects(
-                given, documents, report, kustomize, exclude, audit_unreached=audit_unreached
+                given,
+                documents,
+                report,
+                kustomize,
+                exclude,
+                allow_remote=allow_remote,
+                audit_unreached=audit_unreached,
             )
         else:
             objects += _objects_of(documents, report)
@@ -335,6 +360,35 @@ def _evaluate_clusters(
     return report
 
 
+def link_notices(given: str) -> tuple[set[Path], list[InputProblem]]:
+    """The symlinks under directory `given` that resolve outside it (never followed), each
+    with a notice naming it."""
+    if given == "-" or not Path(given).is_dir():
+        return set(), []
+    links = outside_links(Path(given))
+    notices = [
+        InputProblem(str(link), 0, f"not read: a symlink to outside {given}", False)
+        for link in links
+    ]
+    return set(links), notices
+
+
+def confined_load(
+    given: str, *, exclude: Sequence[str], skipped: Skipped, jobs: int | None, report: AuditReport
+) -> list[Document]:
+    """The documents of `given`, without the files of symlinks that lead outside it."""
+    links, notices = link_notices(given)
+    report.problems += notices
+    if not links:
+        return list(load([given], exclude=exclude, skipped=skipped, jobs=jobs))
+    files = [
+        str(f)
+        for f in yaml_files(Path(given), exclude=exclude, skipped=skipped)
+        if Path(os.path.normpath(f)) not in links
+    ]
+    return list(load(files, jobs=jobs))
+
+
 def with_flux_instances(
     objects: Sequence[AuditObject], report: AuditReport, kustomize: str | None
 ) -> list[AuditObject]:
@@ -364,9 +418,9 @@ def flux_instance_objects(
         except KustomizeNotFound as error:
             report.problems.append(InputProblem(where, line, f"{name}: {error}", False))
             return []
-    materialised = materialise(instance, command)
+    materialised = confined_materialise(instance, command)
     if materialised.problem:
-        message = f"{name}: {materialised.problem}"
+        message = hide_secrets(f"{name}: {materialised.problem}", item.secrets)
         report.problems.append(InputProblem(where, line, message, materialised.broken))
     spec = instance.get("spec") if isinstance(instance.get("spec"), dict) else {}
     version = str(((spec or {}).get("distribution") or {}).get("version") or "")
@@ -392,10 +446,27 @@ def flux_instance_objects(
         )
         objects.append(
             AuditObject(
-                deployment, location, item.unknown, None, patches, note, cluster=item.cluster
+                deployment,
+                location,
+                item.unknown,
+                None,
+                patches,
+                note,
+                secrets=item.secrets,
+                cluster=item.cluster,
             )
         )
     return objects
+
+
+def confined_materialise(instance: JsonObject, command: list[str]) -> Materialised:
+    """`materialise`, unless a `spec.kustomize.patches` entry is more than an inline patch
+    (`patch`, `target`: the operator's API): a `path` would have kustomize read that file."""
+    for entry in user_patches(instance):
+        if not isinstance(entry, dict) or set(entry) - {"patch", "target"}:
+            problem = f"spec.kustomize.patches: only inline patches are built, not {entry!r}"
+            return Materialised([], problem[:300])
+    return materialise(instance, command)
 
 
 def rendered_objects(
@@ -405,14 +476,21 @@ def rendered_objects(
     kustomize: str | None,
     exclude: Sequence[str],
     *,
+    allow_remote: bool = False,
     audit_unreached: bool = False,
 ) -> list[AuditObject]:
-    """The objects Flux applies from directory `given` (documents: its files); build problems go
-    to `report` as notices. Files no cluster applies are listed in `report.unreached`, not
-    judged, unless `audit_unreached` (then they are audited as written, with a note)."""
+    """The objects Flux applies from directory `given` (documents: its files), each cluster
+    rendered on its own; build problems go to `report` (notices, or errors when a build fails or
+    would read outside `given`). Files no cluster applies are listed in `report.unreached`, not
+    judged, unless `audit_unreached` (then they are audited as written, with a note). Remote
+    bases are fetched only when `allow_remote`."""
     from .render import is_flux_kustomization
 
     if not any(d.obj is not None and is_flux_kustomization(d.obj) for d in documents):
+        return _objects_of(documents, report)
+    if any(is_alias_bomb(d) for d in documents):  # kustomize would expand it: gigabytes
+        refused = "not rendered: a file has a YAML alias bomb; files audited as they are"
+        report.problems.append(InputProblem(given, 0, refused, False))
         return _objects_of(documents, report)
     try:
         command = find_kustomize(kustomize)
@@ -424,13 +502,18 @@ def rendered_objects(
     objects: list[AuditObject] = []
     reached_files: set[Path] = set()
     for cluster in clusters:
-        with Renderer(root, with_sync_entries(cluster.documents), command) as renderer:
+        entries = with_sync_entries(cluster.documents)
+        with Renderer(root, entries, command, allow_remote=allow_remote) as renderer:
             rendering = renderer.render_all()
-        for problem in rendering.problems:
-            message = f"{cluster.name}: {problem.message}" if cluster.name else problem.message
-            report.problems.append(InputProblem(problem.source, 0, message, problem.error))
+        secrets = _rendering_problems(rendering, report, root=root, given=given, cluster=cluster)
         objects += _objects_of_rendering(
-            rendering, documents, root=root, given=given, exclude=exclude, cluster=cluster.name
+            rendering,
+            documents,
+            root=root,
+            given=given,
+            exclude=exclude,
+            cluster=cluster.name,
+            secrets=secrets,
         )
         reached_files |= rendering.reached
         if cluster.name:  # the cluster's directory is what its bootstrap sync applies
@@ -448,6 +531,25 @@ def rendered_objects(
     where = "any cluster" if len(clusters) > 1 else "any Flux Kustomization"
     note = f"not reached by {where} under {given}: audited as written"
     return objects + [dataclasses.replace(o, note=note) for o in as_written]
+
+
+def _rendering_problems(
+    rendering: Rendering, report: AuditReport, *, root: Path, given: str, cluster: Cluster
+) -> tuple[str, ...]:
+    """Report one cluster's build problems (files named as given, Secret values hidden);
+    returns the values its objects substitute from Secrets."""
+    # a value substituted from a Secret may be quoted about any object (a dependency's name);
+    # elsewhere than in its own object, a value this short is no secret and would garble text
+    secrets = tuple(sorted({v for o in rendering.objects for v in o.secrets if len(v) >= 4}))
+    for problem in rendering.problems:  # render names files by their real (absolute) paths
+        where = Path(problem.source)
+        shown = _display(where, root, given) if where.is_relative_to(root.resolve()) else given
+        source = shown if where.is_absolute() else problem.source
+        message = hide_secrets(problem.message, secrets)
+        if cluster.name:
+            message = f"{cluster.name}: {message}"
+        report.problems.append(InputProblem(str(source), 0, message, problem.error))
+    return secrets
 
 
 def _named(key: str) -> str:
@@ -483,6 +585,7 @@ def _objects_of_rendering(
     given: str,
     exclude: Sequence[str],
     cluster: str,
+    secrets: tuple[str, ...],
 ) -> list[AuditObject]:
     """The audit's objects of one cluster's rendering, each with its file, line and patches."""
     from .render import is_flux_kustomization
@@ -531,7 +634,8 @@ def _objects_of_rendering(
                 patches,
                 note,
                 item.kustomization,
-                cluster,
+                secrets=tuple(sorted({*item.secrets, *secrets})),
+                cluster=cluster,
             )
         )
     return objects
@@ -582,7 +686,7 @@ def _patches_for(
         while directory.is_relative_to(base):
             if directory not in directory_patches:  # many objects share a directory
                 shown = _display(directory, root, given)
-                directory_patches[directory] = kustomization_entries(directory, shown)
+                directory_patches[directory] = _confined_entries(directory, shown, base)
             entries += directory_patches[directory]
             if directory == base:
                 break
@@ -595,6 +699,28 @@ def _patches_for(
         spec = flux.obj.get("spec") if isinstance(flux.obj.get("spec"), dict) else {}
         entries += entries_of(flux, "/spec/patches", (spec or {}).get("patches"))
     return tuple(entries)
+
+
+def _confined_entries(directory: Path, shown: str, root: Path) -> list[PatchEntry]:
+    """The patches of `directory`'s kustomization, none when it names files outside `root`
+    (they are never read)."""
+    file = next((directory / n for n in KUSTOMIZATION_FILES if (directory / n).is_file()), None)
+    if file is None:
+        return []
+    if not _under_root(file, root):
+        return []
+    try:
+        content = load_yaml(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+        return []
+    confinement = Confinement(root, allow_remote=True)
+    if isinstance(content, dict) and confinement.refusals(directory, content, file):
+        return []
+    return kustomization_entries(directory, shown)
+
+
+def _under_root(file: Path, root: Path) -> bool:
+    return Path(os.path.realpath(file)).is_relative_to(os.path.realpath(root))
 
 
 def _display(path: Path, root: Path, given: str) -> str:

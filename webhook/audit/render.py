@@ -12,6 +12,12 @@ rendered output are rendered in turn (with their parent's patches and substituti
 kustomize's `originAnnotations` build metadata says which file each object came from; it is
 removed from the objects before they are evaluated.
 
+The repo is untrusted (a pull request): as Flux confines its build to the artifact's root, a
+build whose kustomizations would load a file from outside the repo, or fetch a remote base
+(unless `allow_remote`), is refused before kustomize runs (`confinement.py`); symlinks that
+lead out of the repo are not copied. Values substituted from Secrets are recorded with each
+object (`RenderedObject.secrets`) so that no output prints them.
+
 Speed: a kustomize process costs far more than the build itself (start-up, and the OpenAPI
 schema it parses for strategic-merge patches), so the Flux Kustomizations of one breadth-first
 level are built several to a process (`batching.py`): one generated kustomization lists their
@@ -41,9 +47,11 @@ from typing import Any
 import yaml
 
 from . import batching
+from .confinement import Confinement, is_under
 from .documents import Document, FastManifestLoader, load_yaml, parse_stream
 from .flux_installs import flux_manifests_source, source_index
 from .flux_sources import SourceMap
+from .kustomize_runner import failure, run_kustomize
 
 FLUX_KUSTOMIZE_GROUP = "kustomize.toolkit.fluxcd.io"
 SUBSTITUTE_KEY = "kustomize.toolkit.fluxcd.io/substitute"
@@ -81,6 +89,7 @@ class _Build:
     directory: Path  # where kustomize ran: spec.path in the copy, or the batch's directory
     copy: Path
     objects: list[dict[str, Any]] | None = None  # parsed already (a batch member's share)
+    refused: bool = False  # not built: it would read outside the repo
     failed: bool = False  # kustomize refused it (not: fluxwarden could not run it)
 
 
@@ -92,13 +101,16 @@ class RenderedObject:
     source: Path | None  # the file in the repo (absolute), None for generated objects
     kustomization: str  # namespace/name of the Flux Kustomization that renders it
     unknown: tuple[str, ...] = ()  # postBuild variables that cannot be known offline
+    secrets: tuple[str, ...] = ()  # values substituted from Secrets: never printed
 
 
 @dataclass
 class RenderProblem:
     source: str
     message: str
-    error: bool = False  # a build Flux would fail too (exit 2); else a notice
+    # True (exit 2): the repo tried what Flux refuses (a load outside the root), or a build
+    # Flux would fail too; else a notice
+    error: bool = False
 
 
 @dataclass
@@ -152,9 +164,18 @@ def _spec_dir(root: Path, obj: dict[str, Any], where: str | Path | None = None) 
 class Renderer:
     """Renders the Flux Kustomizations of one repo; `root` is the repo root (spec.path base)."""
 
-    def __init__(self, root: Path, documents: Sequence[Document], command: Sequence[str]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        documents: Sequence[Document],
+        command: Sequence[str],
+        *,
+        allow_remote: bool = False,
+    ) -> None:
         self.root = root.resolve()
         self.command = list(command)
+        self.allow_remote = allow_remote
+        self._links_out = False  # the repo has symlinks out of it (not copied)
         self.documents = documents
         self._work = Path(tempfile.mkdtemp(prefix="fluxwarden-render-"))
         # One copy of the repo per concurrent build: a build rewrites a kustomization.yaml.
@@ -164,13 +185,14 @@ class Renderer:
         # the other copies are made while the first level (usually one build) runs
         self._copier = threading.Thread(target=self._copy_others, daemon=True)
         self._copier.start()
-        # origin paths in a batch are joined lexically from the batch's directory
-        self.batching = not any(
+        # origin paths in a batch are joined lexically from the batch's directory; footprints
+        # read the repo itself, where symlinks out of it are
+        self.batching = not self._links_out and not any(
             (Path(top) / name).is_symlink()
             for top, dirs, files in os.walk(self._work / "repo-0")
             for name in (*dirs, *files)
         )
-        self._reader = batching.Reader()
+        self._reader = batching.Reader(self.root)
         self._values: dict[tuple[str, str, str], dict[str, str] | None] = {}
         self._shown = False  # a progress line is on the terminal
         self._done = 0
@@ -190,7 +212,7 @@ class Renderer:
                 self.root,
                 copy,
                 symlinks=True,
-                ignore=shutil.ignore_patterns(".git"),
+                ignore=self._not_copied,
                 copy_function=_link_or_copy,
             )
         except (OSError, shutil.Error):
@@ -198,6 +220,17 @@ class Renderer:
                 raise
             return  # fewer copies: builds wait for one another
         self._copies.put(copy.resolve())
+
+    def _not_copied(self, directory: str, names: list[str]) -> set[str]:
+        """`.git`, and symlinks that resolve outside the repo: kustomize never follows them
+        (the audit reports them as it lists the files)."""
+        skipped = {".git"} if ".git" in names else set()
+        for name in names:
+            path = os.path.join(directory, name)
+            if os.path.islink(path) and not is_under(os.path.realpath(path), self.root):
+                skipped.add(name)
+                self._links_out = True
+        return skipped
 
     def _copy_others(self) -> None:
         for number in range(1, self.workers):
@@ -392,6 +425,8 @@ class Renderer:
                 directory = copy / _spec_dir(self.root, ks, where).relative_to(self.root)
                 kustomization, target, original = _kustomization_of(directory)
                 apply_flux_fields(kustomization, ks)
+                if self._refused(ks, directory, kustomization, target, copy) is not None:
+                    return None  # built alone, where the refusal is reported
                 kustomization["transformers"] = [
                     *(kustomization.get("transformers") or []),
                     batching.tag_transformer(number),
@@ -418,13 +453,7 @@ class Renderer:
         return None if groups is None else (groups, top)
 
     def _kustomize(self, directory: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.command, str(directory)],
-            capture_output=True,
-            text=True,
-            timeout=_BUILD_TIMEOUT,
-            check=False,
-        )
+        return run_kustomize(self.command, directory, timeout=_BUILD_TIMEOUT)
 
     def _build(self, ks: dict[str, Any], where: str) -> _Build:
         copy = self._copies.get()
@@ -441,6 +470,10 @@ class Renderer:
         try:
             kustomization, target, original = _kustomization_of(directory)
             apply_flux_fields(kustomization, ks)
+            refused = self._refused(ks, directory, kustomization, target, copy)
+            if refused is not None:
+                target = None  # nothing was written
+                return refused
             _replace(target, yaml.safe_dump(kustomization, sort_keys=False).encode())
             built = self._kustomize(directory)
         except (OSError, ValueError, yaml.YAMLError, subprocess.TimeoutExpired) as error:
@@ -449,10 +482,35 @@ class Renderer:
             if target is not None:
                 _restore(target, original)
         if built.returncode != 0:
-            message = " ".join(built.stderr.split())[:300]
+            message = failure(built.stderr, work=copy)
             problem = f"kustomize cannot build {_key(ks)} ({message}): Flux cannot apply it either"
             return _Build(None, problem, directory, copy, failed=True)
         return _Build(built.stdout, None, directory, copy)
+
+    def _refused(
+        self,
+        ks: dict[str, Any],
+        directory: Path,
+        kustomization: dict[str, Any],
+        file: Path,
+        copy: Path,
+    ) -> _Build | None:
+        """The failed build of a Kustomization that would load files from outside the repo or
+        fetch remote bases (not allowed), None when it may be built."""
+        refusals = Confinement(copy, allow_remote=self.allow_remote).refusals(
+            directory, kustomization, file
+        )
+        if not refusals:
+            return None
+        said = "; ".join(r.describe(copy) for r in refusals)
+        if any(not r.remote for r in refusals):
+            problem = f"{_key(ks)} not built: {said}; kustomize loads only below the paths given"
+            return _Build(None, problem, directory, copy, refused=True)
+        problem = (
+            f"{_key(ks)} not audited: {said}; remote bases are not fetched "
+            "(--allow-remote-bases fetches them)"
+        )
+        return _Build(None, problem, directory, copy)
 
     def _objects(
         self, ks: dict[str, Any], where: str, built: _Build, result: Rendering
@@ -464,21 +522,24 @@ class Renderer:
         elif built.output is not None:
             parsed = yaml.load_all(built.output, Loader=FastManifestLoader)
         else:
-            result.problems.append(
-                RenderProblem(where, built.problem or "cannot build", error=built.failed)
-            )
+            error = built.refused or built.failed
+            result.problems.append(RenderProblem(where, built.problem or "cannot build", error))
             return []
         objects: list[RenderedObject] = []
-        variables, unknown_sources = self._variables(ks)
+        variables, unknown_sources, secret_values = self._variables(ks)
         substitute = bool(_spec(ks).get("postBuild"))
         for obj in parsed:
             if not isinstance(obj, dict):
                 continue
             source = self._origin(obj, built.directory, built.copy)
             unknown: tuple[str, ...] = ()
+            secrets: tuple[str, ...] = ()
             if substitute and not _substitution_disabled(obj):
+                before = obj
                 obj, unknown = substitute_object(obj, variables, all_known=not unknown_sources)
-            objects.append(RenderedObject(obj, source, _key(ks), unknown))
+                if obj is not before:
+                    secrets = tuple(v for v in secret_values if _holds_text(obj, v))
+            objects.append(RenderedObject(obj, source, _key(ks), unknown, secrets))
             self._remember_values(obj)
             self._source_map.learn(obj)
         return objects
@@ -533,11 +594,13 @@ class Renderer:
                 values.update({str(k): str(v) for k, v in string_data.items()})
         self._values[key] = values
 
-    def _variables(self, ks: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
-        """(known variables, references whose values cannot be known offline)."""
+    def _variables(self, ks: dict[str, Any]) -> tuple[dict[str, str], list[str], list[str]]:
+        """(known variables, references whose values cannot be known offline, the values that
+        come from Secrets)."""
         post = _spec(ks).get("postBuild") or {}
         namespace = str((ks.get("metadata") or {}).get("namespace") or "")
         variables: dict[str, str] = {}
+        from_secrets: set[str] = set()
         unknown: list[str] = []
         for ref in post.get("substituteFrom") or []:
             if not isinstance(ref, dict):
@@ -551,10 +614,16 @@ class Renderer:
                     unknown.append(f"{kind}/{name}")
                 continue
             variables.update({k: v.replace("\n", "") for k, v in values.items()})
+            if kind == "Secret":
+                from_secrets.update(values)
+            else:
+                from_secrets.difference_update(values)
         inline = post.get("substitute") or {}
         if isinstance(inline, dict):
             variables.update({str(k): str(v).replace("\n", "") for k, v in inline.items()})
-        return variables, unknown
+            from_secrets.difference_update(str(k) for k in inline)
+        secret_values = sorted({variables[n] for n in from_secrets if variables.get(n)})
+        return variables, unknown, secret_values
 
 
 def _substitution_disabled(obj: dict[str, Any]) -> bool:
@@ -571,6 +640,15 @@ def _has_dollar(obj: Any) -> bool:
     if isinstance(obj, list):
         return any(_has_dollar(v) for v in obj)
     return isinstance(obj, str) and "$" in obj
+
+
+def _holds_text(obj: Any, text: str) -> bool:
+    """Whether `text` is part of any string (mapping keys included) of `obj`."""
+    if isinstance(obj, dict):
+        return any(_holds_text(k, text) or _holds_text(v, text) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(_holds_text(v, text) for v in obj)
+    return isinstance(obj, (str, int, float)) and text in str(obj)
 
 
 def _has_placeholder(obj: Any) -> bool:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Protocol, cast
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from ..admission import BadRequest, parse_json, review
 from ..engine import Decision, Lookups, PolicyResult
@@ -54,7 +54,8 @@ class ServerConfig:
 def read_body(stream: IO[bytes], *, limit: int, deadline: float) -> bytes:
     """At most `limit` bytes within `deadline` (monotonic), chunked or not.
 
-    BadRequest 413 past the limit, 408 when the client is too slow or goes away mid-body.
+    BadRequest 413 past the limit, 408 when the client is too slow or goes away mid-body, 400
+    when the body's framing is broken (chunk sizes that lie).
     """
     chunks: list[bytes] = []
     size = 0
@@ -66,13 +67,33 @@ def read_body(stream: IO[bytes], *, limit: int, deadline: float) -> bytes:
         except RequestEntityTooLarge as error:
             raise BadRequest(f"request body larger than {limit} bytes", 413) from error
         except Exception as error:  # timeouts, resets, broken chunking (each server its own type)
-            raise BadRequest(f"request body not received: {type(error).__name__}", 408) from error
+            raise _unreadable(error, deadline) from error
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
         if size > limit:
             raise BadRequest(f"request body larger than {limit} bytes", 413)
         chunks.append(chunk)
+
+
+def _unreadable(error: Exception, deadline: float) -> BadRequest:
+    """What a failed body read says to the client: the connection failed (408) or the bytes did."""
+    if time.monotonic() > deadline or _caused_by(error, (TimeoutError,)):
+        return BadRequest("request body not received in time", 408)
+    if _caused_by(error, (OSError, ClientDisconnected)):
+        return BadRequest(f"request body not received: {type(error).__name__}", 408)
+    return BadRequest(f"request body malformed: {type(error).__name__}", 400)
+
+
+def _caused_by(error: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
+    """`error` or what it was raised from / while handling (werkzeug turns a read's TimeoutError
+    into ClientDisconnected)."""
+    seen: BaseException | None = error
+    for _ in range(5):
+        if seen is None or isinstance(seen, kinds):
+            return seen is not None
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _has_client_cert(environ: dict[str, Any]) -> bool:

@@ -1,7 +1,8 @@
 """The policy set in force, reloaded when its file changes (as a mounted ConfigMap does).
 
-An invalid new file keeps the old set, is logged, and counts a policy load error (once, however
-many worker processes notice it).
+An invalid new file keeps the last good set, is logged, and counts a policy load error (once,
+however many worker processes notice it). The last good set is the newest one any worker process
+loaded (a copy they share), not necessarily the one this process held.
 """
 
 from __future__ import annotations
@@ -81,8 +82,9 @@ class LastGood:
 class PolicyStore:
     """Hands out the current policy set; checks the file at most every `interval` seconds.
 
-    With `state_dir` (the server), a file that does not load at start-up falls back to the last
-    good copy there; without it (tests, one process) the first load must succeed.
+    With `state_dir` (the server), a file that does not load, at start-up or later, gives way to
+    the last good copy there; without it (tests, one process) the first load must succeed and a
+    bad file later keeps the set in force.
     """
 
     def __init__(
@@ -137,6 +139,17 @@ class PolicyStore:
 
             metrics.POLICY_LOAD_ERRORS.inc()
 
+    def _newest_good(self) -> PolicySet:
+        """After a failed load: the last good copy. Another process may have loaded a newer good
+        version than this one holds: a worker forked from gunicorn's master inherits the set the
+        master loaded at start-up, and a worker can miss a version between two checks."""
+        if self._last_good is not None:
+            try:
+                return self._last_good.load(self.path).with_ceiling(self._ceiling)
+            except (OSError, PolicySetError) as error:
+                log.error("last good policy copy not loaded, keeping the set in force: %s", error)
+        return self._current
+
     def _reload_if_changed(self) -> None:
         stamp = _stamp(self.path)
         if stamp == self._stamp or stamp is None:
@@ -146,6 +159,7 @@ class PolicyStore:
             self._current = self._load()
         except PolicySetError as error:
             self._failed(error)
+            self._current = self._newest_good()
             return
         self.last_error = None
         log.info("policy set reloaded from %s (pid %d)", self.path, os.getpid())

@@ -76,6 +76,7 @@ class _Server(BaseApplication):  # type: ignore[misc]
         super().__init__()
 
     def load_config(self) -> None:
+        from .app import BODY_TIMEOUT
         from .worker import worker_class
 
         o = self.options
@@ -94,6 +95,7 @@ class _Server(BaseApplication):  # type: ignore[misc]
                 header_timeout=HEADER_TIMEOUT,
                 idle_timeout=IDLE_TIMEOUT,
                 io_timeout=IO_TIMEOUT,
+                body_timeout=BODY_TIMEOUT,
             ),
             "worker_connections": o.connections,
             "keepalive": IDLE_TIMEOUT,
