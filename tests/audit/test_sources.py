@@ -107,3 +107,13 @@ def test_a_repo_with_an_artifact_and_a_tenant_repo(
         "Flux Kustomization flux-system/tenant-a: not audited: "
         "GitRepository/flux-system/tenant-a https://example.com/tenant-a.git"
     ]
+
+
+def test_an_artifact_of_the_flux_system_source_is_this_repo_without_a_sync_in_git() -> None:
+    """flux2-kustomize-helm-example: gotk-sync.yaml is a placeholder, every Kustomization of the
+    cluster reads an ExternalArtifact of the `flux-system` GitRepository."""
+    generator = _generator(("@repo/apps/base/**", "@artifact/base/"))
+    entries = [_ks("apps", "ExternalArtifact", "apps", "./base")]
+    resolved = SourceMap.of([generator], entries).resolve(entries[0])
+    assert resolved.kustomization is not None
+    assert resolved.kustomization["spec"]["path"] == "apps/base"

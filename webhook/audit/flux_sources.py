@@ -88,10 +88,14 @@ class SourceMap:
             self.sources[key] = obj
 
     def _is_repo(self, key: tuple[str, str, str]) -> bool:
-        if key in self.repo:
+        if key in self.repo or key[2] == REPO_SOURCE_NAME:
             return True
         url = _spec(self.sources.get(key) or {}).get("url")
-        repo_urls = {_spec(self.sources.get(k) or {}).get("url") for k in self.repo}
+        repo_urls = {
+            _spec(self.sources.get(k) or {}).get("url")
+            for k in self.sources
+            if k in self.repo or k[2] == REPO_SOURCE_NAME
+        }
         return url is not None and url in repo_urls
 
     def resolve(self, kustomization: dict[str, Any]) -> Resolved:
