@@ -282,9 +282,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
             kustomize=args.kustomize,
             jobs=args.jobs,
             allow_remote=args.allow_remote_bases,
+            audit_unreached=args.audit_unreached,
         )
     color = args.format == "table" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    sys.stdout.write(render(report, args.format, color=color, verbose=args.verbose))
+    shown = getattr(args, "show_unreached", False)
+    text = render(report, args.format, color=color, verbose=args.verbose, show_unreached=shown)
+    sys.stdout.write(text)
     return report.exit_code(args.fail_on)
 
 
@@ -325,6 +328,7 @@ def cmd_fix(args: argparse.Namespace) -> int:
         kustomize=args.kustomize,
         per_file=args.per_file,
         allow_remote=args.allow_remote_bases,
+        audit_unreached=args.audit_unreached,
     )
     if not args.write:
         sys.stdout.write(result.diff)
@@ -372,6 +376,12 @@ def _render_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let kustomize fetch remote resources, bases and components (default: a "
         "Kustomization that uses them is reported as not audited, nothing is fetched)",
+    )
+    parser.add_argument(
+        "--audit-unreached",
+        action="store_true",
+        help="also audit (and fix) files no cluster applies, as written; by default they are "
+        "only counted",
     )
 
 
@@ -489,6 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
         "change or deny)",
     )
     audit.add_argument("-v", "--verbose", action="store_true", help="also list passes and skips")
+    audit.add_argument(
+        "--show-unreached",
+        action="store_true",
+        help="list the files no cluster applies (not audited unless --audit-unreached)",
+    )
     audit.add_argument("--cluster", action="store_true", help="audit the live cluster")
     _render_options(audit)
     audit.add_argument(

@@ -212,9 +212,8 @@ def test_findings_point_at_the_patch_that_set_the_field(
     assert storage["source"].endswith("gotk-components.yaml")
 
 
-def test_files_no_flux_kustomization_reaches_are_audited_and_say_so(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _legacy_release(tmp_path: Path) -> Path:
+    """The bootstrap repo plus a release in a directory no Flux Kustomization includes."""
     repo = tmp_path / "bootstrap"
     shutil.copytree(REPOS / "bootstrap", repo)
     legacy = repo / "legacy/app"
@@ -222,7 +221,32 @@ def test_files_no_flux_kustomization_reaches_are_audited_and_say_so(
     release = (repo / "infrastructure/ingress/release.yaml").read_text()
     (legacy / "release.yaml").write_text(release.replace("ingress-nginx", "legacy-nginx", 1))
     (legacy / "kustomization.yaml").write_text("resources: [release.yaml]\n")
+    return repo
+
+
+def test_files_no_flux_kustomization_reaches_are_counted_not_judged_nor_fixed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = _legacy_release(tmp_path)
     code, report = _audit(capsys, str(repo))
+    assert code == 1  # the repo's own true findings
+    assert "legacy-nginx" not in {f["name"] for f in cast(list[Any], report["findings"])}
+    assert report["unreached"] == [f"{repo}/legacy/app/release.yaml"]
+    assert main(["audit", "--show-unreached", str(repo)]) == 1
+    table = capsys.readouterr().out
+    assert f"{repo}/legacy/app/release.yaml  applied by no cluster: not audited" in table
+    assert "1 file applied by no cluster, not audited" in table
+    before = (repo / "legacy/app/release.yaml").read_text()
+    assert _fix("--write", str(repo)) == 0
+    capsys.readouterr()
+    assert (repo / "legacy/app/release.yaml").read_text() == before
+
+
+def test_files_no_flux_kustomization_reaches_are_audited_with_audit_unreached(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = _legacy_release(tmp_path)
+    code, report = _audit(capsys, "--audit-unreached", str(repo))
     assert code == 1
     failing = {
         f["name"]: f
@@ -317,9 +341,10 @@ def test_a_kustomization_the_entry_point_does_not_include_says_so(
 ) -> None:
     repo = tmp_path / "bootstrap"
     shutil.copytree(REPOS / "bootstrap", repo)
-    (repo / "clusters/staging").mkdir()
+    # outside clusters/ (a directory there would be a cluster of its own, with its own render)
+    (repo / "archive").mkdir()
     infrastructure = (repo / "clusters/prod/infrastructure.yaml").read_text()
-    (repo / "clusters/staging/legacy.yaml").write_text(
+    (repo / "archive/legacy.yaml").write_text(
         infrastructure.replace("name: infrastructure", "name: legacy").replace(
             "path: ./infrastructure", "path: ./legacy"
         )

@@ -93,6 +93,13 @@ def _candidates(document: Document) -> list[tuple[int, int | None]]:
     return found
 
 
+def _nested_text(document: Document, index: int, nested: int) -> Any:
+    """The patch text of nested HelmRelease defaults patch `nested` of patch `index`."""
+    entries: Any = ((document.obj or {}).get("spec") or {}).get("patches")
+    body = load_yaml(str(entries[index].get("patch")))  # _candidates read it already
+    return body["spec"]["patches"][nested].get("patch")
+
+
 def _value_at(obj: Any, path: str) -> Any:
     node = obj
     for part in path.split("/")[1:]:
@@ -121,18 +128,36 @@ def proposals(
 
     `patches` maps id(AuditObject) -> the engine's (normalised) patch for each rendered release."""
     releases = [o for o in rendered if o.obj.get("kind") == "HelmRelease"]
-    children: dict[str, set[str]] = {}  # Flux Kustomization -> the Kustomizations it renders
+    # per cluster (names repeat across clusters): Flux Kustomization -> those it renders, and
+    # the clusters that render each written Flux Kustomization
+    children: dict[tuple[str, str], set[str]] = {}
+    clusters_of: dict[tuple[str, str], set[str]] = {}
+    applied: dict[tuple[str, str], list[Any]] = {}  # each rendered child's own patch texts
     for item in rendered:
         if is_flux_kustomization(item.obj):
-            children.setdefault(item.kustomization, set()).add(_key(item.obj))
+            children.setdefault((item.cluster, item.kustomization), set()).add(_key(item.obj))
+            where = (item.location.source, _key(item.obj))
+            clusters_of.setdefault(where, set()).add(item.cluster)
+            patches_of = ((item.obj.get("spec") or {}).get("patches")) or []
+            applied[(item.cluster, _key(item.obj))] = [
+                e.get("patch") for e in patches_of if isinstance(e, dict)
+            ]
     found: list[Proposal] = []
     for document in documents:
         if document.obj is None or not is_flux_kustomization(document.obj):
             continue
         key = _key(document.obj)
+        clusters = clusters_of.get((document.source, key)) or {""}
         for index, nested in _candidates(document):
-            scope = {key} if nested is None else children.get(key, set())
-            covered = [r for r in releases if r.kustomization in scope]
+            text = None if nested is None else _nested_text(document, index, nested)
+            scope = {
+                (cluster, name)
+                for cluster in clusters
+                for name in ({key} if nested is None else children.get((cluster, key), set()))
+                # a child whose own patches list replaced the parent's never gets the edit
+                if nested is None or text in applied.get((cluster, name), [text])
+            }
+            covered = [r for r in releases if (r.cluster, r.kustomization) in scope]
             failing = [r for r in covered if patches.get(id(r))]
             if not failing:
                 continue

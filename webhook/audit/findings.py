@@ -38,6 +38,7 @@ class Finding:
     result: str  # pass | fail | warn | error | skip
     action: str
     messages: tuple[str, ...]
+    clusters: tuple[str, ...] = ()  # the clusters that apply the object (fleet repos)
 
     @classmethod
     def of(cls, location: ObjectLocation, result: PolicyResult) -> Finding:
@@ -66,6 +67,8 @@ class AuditReport:
     findings: list[Finding] = field(default_factory=list)
     problems: list[InputProblem] = field(default_factory=list)
     objects: int = 0  # Kubernetes objects evaluated
+    # files with Kubernetes objects that no cluster applies: not judged (--audit-unreached does)
+    unreached: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         totals = {"pass": 0, "fail": 0, "warn": 0, "error": 0, "skip": 0}

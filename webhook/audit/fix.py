@@ -55,6 +55,7 @@ from ..lookups.offline import OfflineLookups
 from .defaults_patch import edited_patch_text, proposals
 from .documents import Document, load_yaml, parse_stream, split_documents, yaml_files
 from .findings import AuditReport, InputProblem
+from .flux_installs import flux_install, source_index, written_ops
 from .fluxinstance import is_flux_instance, user_patches
 from .formats import printable
 from .offline import (
@@ -65,6 +66,7 @@ from .offline import (
     rendered_objects,
 )
 from .patch_sources import setting_entry
+from .patch_values import plan_by_value
 from .render import KustomizeNotFound, find_kustomize
 from .sources import field_line
 
@@ -123,6 +125,7 @@ def fix_paths(
     kustomize: str | None = None,
     per_file: bool = False,
     allow_remote: bool = False,
+    audit_unreached: bool = False,
 ) -> FixResult:
     """Fix the YAML files under `paths`; rewrite those that change when `write`.
 
@@ -152,15 +155,37 @@ def fix_paths(
         if render and given != "-" and Path(given).is_dir():
             documents = [d for s, ds in parsed if _under(s, given) for d in ds]
             rendered += rendered_objects(
-                given, documents, report, kustomize, exclude, allow_remote=allow_remote
+                given,
+                documents,
+                report,
+                kustomize,
+                exclude,
+                allow_remote=allow_remote,
+                audit_unreached=audit_unreached,
             )
     result.problems.extend(p for p in report.problems if not p.message.startswith("skipped"))
+    # The lookups audit makes: what Flux applies where a directory was rendered (a Deployment
+    # as its patches leave it), the files as written elsewhere.
+    rendered_under = [g for g in paths if render and g != "-" and Path(g).is_dir() and rendered]
     lookups = OfflineLookups(
         [o.obj for o in rendered]
-        + [d.obj for _, documents in parsed for d in documents if d.is_kubernetes_object and d.obj]
+        + [
+            d.obj
+            for source, documents in parsed
+            if not any(_under(source, given) for given in rendered_under)
+            for d in documents
+            if d.is_kubernetes_object and d.obj
+        ]
     )
     raw_patcher = engine_patcher(policy_set=policy_set, lookups=lookups)
-    as_rendered = {(o.location.source, o.location.kind, o.location.name): o for o in rendered}
+    unreached = set(report.unreached)
+    flux_sources = source_index(
+        [o.obj for o in rendered] + [d.obj for _, ds in parsed for d in ds if d.obj is not None]
+    )
+    # a shared file renders once per cluster: every rendering of each written object
+    as_rendered: dict[tuple[str, str, str], list[AuditObject]] = {}
+    for o in rendered:
+        as_rendered.setdefault((o.location.source, o.location.kind, o.location.name), []).append(o)
     generated = {s.name for s in sources if is_generated(s.text)}
     edits_by_document: dict[int, list[JsonObject]] = {}
     covered: set[int] = set()  # id() of rendered releases a defaults-patch edit fixes
@@ -190,7 +215,9 @@ def fix_paths(
     diffs: list[str] = []
     for source, documents in parsed:
         by_object = {
-            id(d.obj): as_rendered.get((source.name, str(d.obj.get("kind")), _name_of(d.obj)))
+            id(d.obj): _needing_fix(
+                as_rendered.get((source.name, str(d.obj.get("kind")), _name_of(d.obj))), covered
+            )
             for d in documents
             if d.obj is not None
         }
@@ -198,19 +225,29 @@ def fix_paths(
         def patcher(
             obj: JsonObject, by_object: Any = by_object, source: _Source = source
         ) -> list[JsonObject]:
+            if source.name in unreached:
+                return []  # no cluster applies it: neither judged nor fixed
             item = by_object.get(id(obj))
             if id(obj) in edits_by_document:
                 return edits_by_document[id(obj)] + (raw_patcher(obj) if item is None else [])
             if item is not None and id(item) in covered:
                 return []
-            if is_flux_instance(obj):
+            install = flux_install(item.obj if item else obj, flux_sources)
+            if install is not None:
                 ops, problem = flux_instance_patch(
-                    item.obj if item else obj, patcher=raw_patcher, kustomize=kustomize
+                    install.instance, patcher=raw_patcher, kustomize=kustomize
                 )
                 if problem:
-                    notice = f"FluxInstance not fixed: {problem}"
-                    result.problems.append(InputProblem(source.name, 0, notice, False))
-                return ops
+                    notice = f"{install.what} not fixed: {problem.message}"
+                    result.problems.append(InputProblem(source.name, 0, notice, problem.broken))
+                if is_flux_instance(obj):
+                    return ops
+                return own_patch(obj, item, source) + written_ops(install, obj, ops)
+            return own_patch(obj, item, source)
+
+        def own_patch(
+            obj: JsonObject, item: AuditObject | None, source: _Source
+        ) -> list[JsonObject]:
             if item is None:
                 return [] if source.name in generated else raw_patcher(obj)
             patch = normalised_patch(item.obj, raw_patcher(item.obj))
@@ -259,6 +296,14 @@ def fix_paths(
         )
     result.diff = "".join(diffs)
     return result
+
+
+def _needing_fix(items: list[AuditObject] | None, covered: set[int]) -> AuditObject | None:
+    """The rendering of a written object to fix it from: one no defaults-patch edit covers
+    (that cluster still needs the file's own edit), else any."""
+    if not items:
+        return None
+    return next((o for o in items if id(o) not in covered), items[0])
 
 
 def _roots(paths: Sequence[str]) -> list[Path]:
@@ -491,19 +536,24 @@ def _merged_ops(existing: list[Any], ops: list[JsonObject]) -> list[Any]:
     return merged
 
 
+@dataclass(frozen=True)
+class InstanceProblem:
+    message: str
+    broken: bool  # the instance's own patches do not apply: an input error
+
+
 def flux_instance_patch(
     instance: JsonObject, *, patcher: Patcher, kustomize: str | None
-) -> tuple[list[JsonObject], str | None]:
+) -> tuple[list[JsonObject], InstanceProblem | None]:
     """The JSONPatch of a FluxInstance that writes its controllers' fixes into its
     `spec.kustomize.patches` (merged, never repeated), and a problem when it cannot be told."""
     patches = user_patches(instance)
     try:
         command = find_kustomize(kustomize) if patches else []
     except KustomizeNotFound as error:
-        return [], str(error)
+        return [], InstanceProblem(str(error), False)
     materialised = confined_materialise(instance, command)
-    edits = [(d, normalised_patch(d, patcher(d))) for d in materialised.deployments]
-    replaced, added = merge_json6902(patches, [(d, p) for d, p in edits if p])
+    replaced, added = _instance_edits(patches, materialised.deployments, patcher)
     ops: list[JsonObject] = [
         {"op": "replace", "path": f"/spec/kustomize/patches/{i}/patch", "value": text}
         for i, text in replaced.items()
@@ -518,7 +568,41 @@ def flux_instance_patch(
     else:
         added = _like_siblings(patches, added)
         ops += [{"op": "add", "path": "/spec/kustomize/patches/-", "value": a} for a in added]
-    return ops, (materialised.problem if not materialised.deployments else None)
+    if materialised.deployments or materialised.problem is None:
+        return ops, None
+    return ops, InstanceProblem(materialised.problem, materialised.broken)
+
+
+def _instance_edits(
+    patches: list[Any], deployments: list[JsonObject], patcher: Patcher
+) -> tuple[dict[int, str], list[dict[str, Any]]]:
+    """The instance's patches edited by value (`patch_values`), then what is left merged in."""
+    texts: dict[int, str] = {}
+    rest: list[tuple[JsonObject, list[JsonObject]]] = []
+    merges: list[dict[str, Any]] = []  # strategic-merge patches: volumes by name
+    for deployment in deployments:
+        ops = normalised_patch(deployment, patcher(deployment))
+        if not ops:
+            continue
+        current = [{**p, "patch": texts[i]} if i in texts else p for i, p in enumerate(patches)]
+        plan = plan_by_value(current, deployment, ops)
+        texts.update(plan.texts)
+        if plan.ops:
+            rest.append((deployment, plan.ops))
+        merge = plan.merge_patch(deployment)
+        if merge is not None:
+            target = {"kind": str(deployment.get("kind")), "name": _name_of(deployment)}
+            text = yaml.safe_dump(merge, sort_keys=False, default_flow_style=False)
+            merges.append({"patch": text, "target": target})
+    current = [{**p, "patch": texts[i]} if i in texts else p for i, p in enumerate(patches)]
+    replaced, added = merge_json6902(current, rest)
+    edited = {**texts, **replaced}
+    for index, text in edited.items():  # keep the block's chomping: `|-` stays `|-`
+        if isinstance(patches[index].get("patch"), str) and not patches[index]["patch"].endswith(
+            "\n"
+        ):
+            edited[index] = text.rstrip("\n")
+    return edited, added + merges
 
 
 def engine_patcher(*, policy_set: PolicySet, lookups: Lookups) -> Patcher:

@@ -17,10 +17,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonpatch
 import yaml
 
 from ..engine import JsonObject
 from .kustomize_runner import failure, run_kustomize
+from .patch_values import target_matches
 
 FLUX_INSTANCE_GROUP = "fluxcd.controlplane.io"
 _DATA = "flux_distribution.yaml"
@@ -54,6 +56,9 @@ class Materialised:
 
     deployments: list[JsonObject]
     problem: str | None = None
+    # the instance itself is broken (its patches do not apply): the operator would fail to
+    # install it, so an audit must not pass it (exit 2), never drop its controllers quietly
+    broken: bool = False
 
 
 def _spec(obj: JsonObject) -> dict[str, Any]:
@@ -89,29 +94,103 @@ def components(instance: JsonObject) -> list[str]:
 
 
 def controller_deployments(instance: JsonObject) -> tuple[list[JsonObject], list[str]]:
-    """(the controller Deployments before the instance's own patches, components not recorded)."""
+    """(the controller Deployments with the operator's own patches, before the instance's
+    `spec.kustomize.patches`; components not recorded)."""
     facts = distribution_facts()
     namespace = str((instance.get("metadata") or {}).get("namespace") or "flux-system")
     registry = str(_section(instance, "distribution").get("registry") or facts["registry"])
-    size = facts["sizes"].get(str(_section(instance, "cluster").get("size") or ""), {})
-    storage = bool(_spec(instance).get("storage"))
-    deployments: list[JsonObject] = []
+    upstream: list[JsonObject] = []
     unknown: list[str] = []
     for name in components(instance):
         controller = facts["controllers"].get(name)
         if controller is None:
             unknown.append(name)
             continue
-        deployments.append(
-            _deployment(name, controller, namespace=namespace, registry=registry, size=size)
-        )
-        if storage and name == "source-controller":
-            _persistent_data(deployments[-1])
-    return deployments, unknown
+        upstream.append(_deployment(name, controller, namespace=namespace, registry=registry))
+    main = [(d, False) for d in _copies(upstream)]
+    shards = _shards(instance, upstream)
+    for step in _operator_patches(instance):
+        for deployment, is_shard in main + shards:
+            if not (is_shard and step.get("mainOnly")) and target_matches(
+                step["target"], deployment
+            ):
+                _apply_in_place(deployment, step["ops"])
+    return [d for d, _ in main + shards], unknown
+
+
+def _copies(deployments: list[JsonObject]) -> list[JsonObject]:
+    return [yaml.safe_load(yaml.safe_dump(d)) for d in deployments]
+
+
+def _apply_in_place(deployment: JsonObject, ops: list[JsonObject]) -> None:
+    patched = jsonpatch.apply_patch(deployment, ops)
+    deployment.clear()
+    deployment.update(patched)
+
+
+def _filled(value: Any, fills: dict[str, str]) -> Any:
+    """`value` with `{name}` placeholders of the recorded patches replaced."""
+    if isinstance(value, str):
+        for name, fill in fills.items():
+            value = value.replace("{" + name + "}", fill)
+        return value
+    if isinstance(value, list):
+        return [_filled(v, fills) for v in value]
+    if isinstance(value, dict):
+        return {k: _filled(v, fills) for k, v in value.items()}
+    return value
+
+
+def _sharding_key(instance: JsonObject) -> str:
+    return str(_section(instance, "sharding").get("key") or "sharding.fluxcd.io/key")
+
+
+def _operator_patches(instance: JsonObject) -> list[dict[str, Any]]:
+    """The operator's patches for this instance, in the order it applies them."""
+    operator = distribution_facts()["operator"]
+    cluster = _section(instance, "cluster")
+    steps: list[dict[str, Any]] = []
+    if _spec(instance).get("storage"):
+        steps += operator["storage"]
+    if _section(instance, "sharding").get("shards"):
+        steps += operator["sharding"]["main"]
+    steps += operator["sizes"].get(str(cluster.get("size") or ""), [])
+    if cluster.get("multitenant") is True:
+        steps += operator["multitenant"]
+    if "source-watcher" in components(instance):
+        steps += operator["sourceWatcher"]
+    account = str(cluster.get("tenantDefaultServiceAccount") or "default")
+    return list(_filled(steps, {"key": _sharding_key(instance), "account": account}))
+
+
+def _shards(instance: JsonObject, upstream: list[JsonObject]) -> list[tuple[JsonObject, bool]]:
+    """Each shard's copies of the sharded controllers (`<name>-<shard>`), with the shard's own
+    patches applied (the operator builds them from the upstream manifests)."""
+    sharding = _section(instance, "sharding")
+    names = sharding.get("shards")
+    if not isinstance(names, list):
+        return []
+    recorded = distribution_facts()["operator"]["sharding"]
+    persistent = sharding.get("storage") == "persistent" and bool(_spec(instance).get("storage"))
+    steps_of_shard = recorded["shard"] + (recorded["shardStorage"] if persistent else [])
+    result: list[tuple[JsonObject, bool]] = []
+    for shard in map(str, names):
+        fills = {"key": _sharding_key(instance), "shard": shard}
+        for deployment in _copies([d for d in upstream if _name(d) in recorded["sharded"]]):
+            for step in _filled(steps_of_shard, fills):
+                if target_matches(step["target"], deployment):
+                    _apply_in_place(deployment, step["ops"])
+            deployment["metadata"]["name"] = f"{_name(deployment)}-{shard}"
+            result.append((deployment, True))
+    return result
+
+
+def _name(obj: JsonObject) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
 
 
 def _deployment(
-    name: str, controller: dict[str, Any], *, namespace: str, registry: str, size: dict[str, Any]
+    name: str, controller: dict[str, Any], *, namespace: str, registry: str
 ) -> JsonObject:
     facts = distribution_facts()
     args = list(controller["args"])
@@ -119,18 +198,7 @@ def _deployment(
         args.insert(
             0, f"--events-addr=http://notification-controller.{namespace}.svc.cluster.local./"
         )
-    requeue = (size.get("requeueDependency") or {}).get(name)
-    if requeue:
-        args.append(f"--requeue-dependency={requeue}")
-    sized = size.get("resources") or {}
-    resources_ = (
-        sized.get(name)
-        or sized.get("*")
-        or {
-            "limits": dict(facts["limits"]),
-            "requests": dict(controller["requests"]),
-        }
-    )
+    resources_ = {"limits": dict(facts["limits"]), "requests": dict(controller["requests"])}
     volumes = controller["volumes"]
     pod: dict[str, Any] = {
         "serviceAccountName": name,
@@ -155,7 +223,7 @@ def _deployment(
                         },
                     },
                 ],
-                "resources": yaml.safe_load(yaml.safe_dump(resources_)),
+                "resources": resources_,
                 "volumeMounts": [{"name": v, "mountPath": p} for v, p in volumes.items()],
             }
         ],
@@ -177,15 +245,6 @@ def _deployment(
             "template": {"metadata": {"labels": {"app": name}}, "spec": pod},
         },
     }
-
-
-def _persistent_data(deployment: JsonObject) -> None:
-    pod = deployment["spec"]["template"]["spec"]
-    pod["volumes"].append(
-        {"name": "persistent-data", "persistentVolumeClaim": {"claimName": "source-controller"}}
-    )
-    mounts = pod["containers"][0]["volumeMounts"]
-    mounts[0] = {"name": "persistent-data", "mountPath": "/data"}
 
 
 def user_patches(instance: JsonObject) -> list[Any]:
@@ -224,6 +283,7 @@ def materialise(instance: JsonObject, command: list[str]) -> Materialised:
             return Materialised([], f"cannot build its spec.kustomize.patches: {error}")
     if built.returncode != 0:
         message = failure(built.stderr, work=directory)
-        return Materialised([], f"kustomize cannot apply its spec.kustomize.patches ({message})")
+        problem = f"kustomize cannot apply its spec.kustomize.patches ({message})"
+        return Materialised([], problem, broken=True)
     rendered = [o for o in yaml.safe_load_all(built.stdout) if isinstance(o, dict)]
     return Materialised(rendered, notice)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import xml.etree.ElementTree as ET
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePath
 from typing import Any
@@ -199,10 +199,13 @@ def _printable(item: Finding | InputProblem) -> Finding | InputProblem:
         location=location,
         policy=printable(item.policy),
         messages=tuple(printable(m) for m in item.messages),
+        clusters=tuple(printable(c) for c in item.clusters),
     )
 
 
-def render_table(report: AuditReport, *, color: bool = False, verbose: bool = False) -> str:
+def render_table(
+    report: AuditReport, *, color: bool = False, verbose: bool = False, show_unreached: bool = False
+) -> str:
     """Findings that need attention, grouped by file in line order, then a summary.
 
     `verbose` also lists passes, skips and skipped documents; `color` paints the result labels.
@@ -212,7 +215,11 @@ def render_table(report: AuditReport, *, color: bool = False, verbose: bool = Fa
         for _, items in _by_source(quoting_prefixes(report))
         for item in items
         if verbose
-        or (item.result not in ("pass", "skip") if isinstance(item, Finding) else item.error)
+        or (
+            item.result not in ("pass", "skip")
+            if isinstance(item, Finding)
+            else item.error or not _is_skipped(item)
+        )
     ]
     where_width = max((len(_where_of(item)) for item in rows), default=0)
     object_width = max(
@@ -226,12 +233,20 @@ def render_table(report: AuditReport, *, color: bool = False, verbose: bool = Fa
         if isinstance(item, Finding):
             label = _paint(item.result.upper().ljust(_LABEL_WIDTH), item.result, color)
             name = item.location.display_name.ljust(object_width)
-            lines.append(f"{label}  {where}  {name}  {item.policy} ({item.mode})".rstrip())
+            clusters = f"  [{', '.join(item.clusters)}]" if item.clusters else ""
+            lines.append(
+                f"{label}  {where}  {name}  {item.policy} ({item.mode}){clusters}".rstrip()
+            )
             lines.extend(f"{indent}{message}" for message in item.messages)
         else:
             text, result = ("ERROR", "error") if item.error else ("NOTE", "skip")
             label = _paint(text.ljust(_LABEL_WIDTH), result, color)
             lines.append(f"{label}  {where}  {item.message}")
+    if show_unreached:
+        label = _paint("NOTE".ljust(_LABEL_WIDTH), "skip", color)
+        lines += [
+            f"{label}  {printable(f)}  applied by no cluster: not audited" for f in report.unreached
+        ]
     if lines:
         lines.append("")
     lines.append(_summary(report))
@@ -244,14 +259,43 @@ def _where_of(item: Finding | InputProblem) -> str:
     return _where(item.source, item.line)
 
 
+def _is_skipped(problem: InputProblem) -> bool:
+    """A document skipped as not for the policies (not Kubernetes, a Helm chart)."""
+    return not problem.error and problem.message.startswith("skipped")
+
+
+def _notice_kind(problem: InputProblem) -> str:
+    text = problem.message
+    if "not audited" in text or "not recorded" in text:
+        return "not audited"
+    if "kustomize" in text or "build" in text:
+        return "render"
+    return "other"
+
+
+def _notices(report: AuditReport) -> str:
+    """`, N notices (k kind, ...)` for what is neither an input error nor a skipped document."""
+    kinds = Counter(_notice_kind(p) for p in report.problems if not p.error and not _is_skipped(p))
+    if not kinds:
+        return ""
+    parts = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+    return f", {_plural(sum(kinds.values()), 'notice')} ({parts})"
+
+
 def _summary(report: AuditReport) -> str:
     counts = report.counts()
     errors = len(report.input_errors)
-    skipped = len(report.problems) - errors
+    skipped = sum(1 for p in report.problems if _is_skipped(p))
     return (
         f"{_plural(report.objects, 'object')}, {_plural(len(report.findings), 'result')}: "
         + ", ".join(f"{n} {r}" for r, n in counts.items())
         + f"; {_plural(errors, 'input error')}, {_plural(skipped, 'document')} skipped"
+        + _notices(report)
+        + (
+            f"; {_plural(len(report.unreached), 'file')} applied by no cluster, not audited"
+            if report.unreached
+            else ""
+        )
     )
 
 
@@ -272,13 +316,14 @@ def _finding_json(finding: Finding) -> dict[str, Any]:
         "result": finding.result,
         "action": finding.action,
         "messages": list(finding.messages),
+        **({"clusters": list(finding.clusters)} if finding.clusters else {}),
     }
 
 
 def render_json(report: AuditReport, **_: Any) -> str:
     """Every finding (passes included) and every input problem, with a summary."""
     report = quoting_prefixes(report)
-    body = {
+    body: dict[str, Any] = {
         "summary": {
             **report.counts(),
             "objects": report.objects,
@@ -290,6 +335,8 @@ def render_json(report: AuditReport, **_: Any) -> str:
             for p in report.problems
         ],
     }
+    if report.unreached:
+        body["unreached"] = list(report.unreached)
     return json.dumps(body, indent=2) + "\n"
 
 
@@ -417,6 +464,7 @@ def _sarif_result(finding: Finding, rule_index: dict[str, int]) -> dict[str, Any
             "kind": loc.kind,
             "namespace": loc.namespace,
             "name": loc.name,
+            **({"clusters": list(finding.clusters)} if finding.clusters else {}),
         },
     }
 
@@ -532,6 +580,14 @@ RENDERERS: dict[str, Callable[..., str]] = {
 }
 
 
-def render(report: AuditReport, fmt: str, *, color: bool = False, verbose: bool = False) -> str:
-    """The report in `fmt` (one of FORMATS). `color` and `verbose` only change the table."""
-    return RENDERERS[fmt](report, color=color, verbose=verbose)
+def render(
+    report: AuditReport,
+    fmt: str,
+    *,
+    color: bool = False,
+    verbose: bool = False,
+    show_unreached: bool = False,
+) -> str:
+    """The report in `fmt` (one of FORMATS). `color`, `verbose` and `show_unreached` only
+    change the table."""
+    return RENDERERS[fmt](report, color=color, verbose=verbose, show_unreached=show_unreached)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from ..engine import (
 )
 from ..engine.policies import ALL_POLICIES
 from ..lookups.offline import OfflineLookups
+from .clusters import Cluster, clusters_of, with_sync_entries
 from .confinement import KUSTOMIZATION_FILES, Confinement, outside_links
 from .documents import (
     Document,
@@ -39,10 +41,11 @@ from .documents import (
     yaml_files,
 )
 from .findings import AuditReport, Finding, InputProblem, ObjectLocation
-from .fluxinstance import Materialised, is_flux_instance, materialise, user_patches
+from .flux_installs import FluxInstall, flux_install, source_index
+from .fluxinstance import Materialised, materialise, user_patches
 from .patch_sources import PatchEntry, entries_of, kustomization_entries, setting_patch
 from .redaction import hide_secrets, secret_data, without_secrets
-from .render import KustomizeNotFound, Renderer, find_kustomize
+from .render import KustomizeNotFound, Renderer, Rendering, find_kustomize
 from .sources import field_line
 from .workers import jobs_for, ordered_map, paused_gc
 
@@ -89,6 +92,7 @@ class AuditObject:
     note: str | None = None  # said with each of its fail/warn findings (how it was rendered)
     kustomization: str = ""  # namespace/name of the Flux Kustomization that rendered it
     secrets: tuple[str, ...] = ()  # values substituted from Secrets: never printed
+    cluster: str = ""  # the cluster whose render applies it ("": the repo is one cluster)
 
 
 def audit_documents(
@@ -192,6 +196,8 @@ def _findings(item: AuditObject, *, policy_set: PolicySet, lookups: Lookups) -> 
         location = item.location
         if len(mutating) == 1 and result is mutating[0]:
             location = _field_location(item, [str(op.get("path", "")) for op in decision.patch])
+        elif result.result in ("fail", "warn") and (named := _named_field(result.messages)):
+            location = _field_location(item, [named])
         finding = Finding.of(location, result)
         if item.unknown and finding.result in ("fail", "warn", "error"):
             finding = _unknown(finding, item, decision)
@@ -200,6 +206,14 @@ def _findings(item: AuditObject, *, policy_set: PolicySet, lookups: Lookups) -> 
         findings.append(finding)
     secrets = (*item.secrets, *secret_data(item.obj))
     return [without_secrets(f, secrets) for f in findings] if secrets else findings
+
+
+def _named_field(messages: Sequence[str]) -> str | None:
+    """The JSON pointer of the field a message starts with (`spec.interval 12h is ...`)."""
+    first = messages[0].split(" ", 1)[0] if messages else ""
+    if not re.fullmatch(r"spec(\.[A-Za-z][A-Za-z0-9]*)+", first):
+        return None
+    return "/" + first.replace(".", "/")
 
 
 def _field_location(item: AuditObject, paths: list[str]) -> ObjectLocation:
@@ -264,10 +278,12 @@ def audit_paths(
     kustomize: str | None = None,
     jobs: int | None = None,
     allow_remote: bool = False,
+    audit_unreached: bool = False,
 ) -> AuditReport:
-    """Audit files, directories and `-`: each directory rendered as Flux applies it. Many
-    files and objects are parsed and evaluated by `jobs` processes (None: one per CPU).
-    Remote bases are fetched only when `allow_remote`."""
+    """Audit files, directories and `-`: each directory rendered as Flux applies it (files no
+    cluster applies only with `audit_unreached`). Many files and objects are parsed and
+    evaluated by `jobs` processes (None: one per CPU). Remote bases are fetched only when
+    `allow_remote`."""
     with paused_gc():
         return _audit_paths(
             paths,
@@ -277,6 +293,7 @@ def audit_paths(
             kustomize=kustomize,
             jobs=jobs,
             allow_remote=allow_remote,
+            audit_unreached=audit_unreached,
         )
 
 
@@ -289,6 +306,7 @@ def _audit_paths(
     kustomize: str | None,
     jobs: int | None,
     allow_remote: bool,
+    audit_unreached: bool,
 ) -> AuditReport:
     report = AuditReport()
     objects: list[AuditObject] = []
@@ -301,13 +319,45 @@ def _audit_paths(
             )
         if render and given != "-" and Path(given).is_dir():
             objects += rendered_objects(
-                given, documents, report, kustomize, exclude, allow_remote=allow_remote
+                given,
+                documents,
+                report,
+                kustomize,
+                exclude,
+                allow_remote=allow_remote,
+                audit_unreached=audit_unreached,
             )
         else:
             objects += _objects_of(documents, report)
     if render:
         objects = with_flux_instances(objects, report, kustomize)
-    return _evaluate_all(objects, report, policy_set=policy_set, jobs=jobs)
+    return _evaluate_clusters(objects, report, policy_set=policy_set, jobs=jobs)
+
+
+def _evaluate_clusters(
+    objects: Sequence[AuditObject],
+    report: AuditReport,
+    *,
+    policy_set: PolicySet,
+    jobs: int | None,
+) -> AuditReport:
+    """Each cluster's objects evaluated with that cluster's lookups (names repeat across
+    clusters); a finding several clusters share is one finding naming them all."""
+    by_cluster: dict[str, list[AuditObject]] = {}
+    for item in objects:
+        by_cluster.setdefault(item.cluster, []).append(item)
+    if set(by_cluster) <= {""}:
+        return _evaluate_all(objects, report, policy_set=policy_set, jobs=jobs)
+    merged: dict[Finding, list[str]] = {}
+    for cluster, items in by_cluster.items():
+        part = _evaluate_all(items, AuditReport(), policy_set=policy_set, jobs=jobs)
+        report.objects += part.objects
+        for finding in part.findings:
+            merged.setdefault(finding, []).extend([cluster] if cluster else [])
+    report.findings += [
+        dataclasses.replace(f, clusters=tuple(sorted(set(names)))) for f, names in merged.items()
+    ]
+    return report
 
 
 def link_notices(given: str) -> tuple[set[Path], list[InputProblem]]:
@@ -342,37 +392,41 @@ def confined_load(
 def with_flux_instances(
     objects: Sequence[AuditObject], report: AuditReport, kustomize: str | None
 ) -> list[AuditObject]:
-    """`objects` plus, after each FluxInstance, the controller Deployments it installs (its
-    findings point at the FluxInstance file: that is where a Flux Operator user edits them)."""
+    """`objects` plus, after each Flux install (a FluxInstance, a `flux-instance` chart release,
+    a `flux-manifests` Kustomization), the controller Deployments it installs (their findings
+    point at the install's file: that is where its user edits them)."""
+    sources = source_index([o.obj for o in objects])
     result: list[AuditObject] = []
     for item in objects:
         result.append(item)
-        if is_flux_instance(item.obj):
-            result += flux_instance_objects(item, report, kustomize)
+        install = flux_install(item.obj, sources)
+        if install is not None:
+            result += flux_instance_objects(item, install, report, kustomize)
     return result
 
 
 def flux_instance_objects(
-    item: AuditObject, report: AuditReport, kustomize: str | None
+    item: AuditObject, install: FluxInstall, report: AuditReport, kustomize: str | None
 ) -> list[AuditObject]:
     where, line = item.location.source, item.location.line
-    name = f"FluxInstance {item.location.namespace}/{item.location.name}".replace(" /", " ")
+    name = install.what
+    instance = install.instance
     command: list[str] = []
-    if user_patches(item.obj):
+    if user_patches(instance):
         try:
             command = find_kustomize(kustomize)
         except KustomizeNotFound as error:
             report.problems.append(InputProblem(where, line, f"{name}: {error}", False))
             return []
-    materialised = confined_materialise(item.obj, command)
+    materialised = confined_materialise(instance, command)
     if materialised.problem:
         message = hide_secrets(f"{name}: {materialised.problem}", item.secrets)
-        report.problems.append(InputProblem(where, line, message, False))
-    spec = item.obj.get("spec") if isinstance(item.obj.get("spec"), dict) else {}
+        report.problems.append(InputProblem(where, line, message, materialised.broken))
+    spec = instance.get("spec") if isinstance(instance.get("spec"), dict) else {}
     version = str(((spec or {}).get("distribution") or {}).get("version") or "")
     note = f"from {name} (Flux {version!r} controller defaults, its patches applied)"
     patches = (
-        tuple(entries_of(item.document, "/spec/kustomize/patches", user_patches(item.obj)))
+        tuple(entries_of(item.document, install.patches_pointer, user_patches(instance)))
         if item.document is not None
         else ()
     )
@@ -385,13 +439,21 @@ def flux_instance_objects(
             pointer = "/spec/distribution/version"
             if isinstance(listed, list) and target.name in listed:
                 pointer = f"/spec/components/{listed.index(target.name)}"
-            component_line = field_line(item.document, [pointer])
+            written = install.pointer(pointer)
+            component_line = field_line(item.document, [written]) if written else line
         location = ObjectLocation(
             where, component_line, target.api_version, target.kind, target.namespace, target.name
         )
         objects.append(
             AuditObject(
-                deployment, location, item.unknown, None, patches, note, secrets=item.secrets
+                deployment,
+                location,
+                item.unknown,
+                None,
+                patches,
+                note,
+                secrets=item.secrets,
+                cluster=item.cluster,
             )
         )
     return objects
@@ -415,11 +477,13 @@ def rendered_objects(
     exclude: Sequence[str],
     *,
     allow_remote: bool = False,
+    audit_unreached: bool = False,
 ) -> list[AuditObject]:
-    """The objects Flux applies from directory `given` (documents: its files), and the files no
-    Flux Kustomization reaches as they are; build problems go to `report` (notices, or errors
-    when a build would read outside `given`). Remote bases are fetched only when
-    `allow_remote`."""
+    """The objects Flux applies from directory `given` (documents: its files), each cluster
+    rendered on its own; build problems go to `report` (notices, or errors when a build fails or
+    would read outside `given`). Files no cluster applies are listed in `report.unreached`, not
+    judged, unless `audit_unreached` (then they are audited as written, with a note). Remote
+    bases are fetched only when `allow_remote`."""
     from .render import is_flux_kustomization
 
     if not any(d.obj is not None and is_flux_kustomization(d.obj) for d in documents):
@@ -434,8 +498,46 @@ def rendered_objects(
         report.problems.append(InputProblem(given, 0, f"{error}: files audited as they are", False))
         return _objects_of(documents, report)
     root = Path(given)
-    with Renderer(root, documents, command, allow_remote=allow_remote) as renderer:
-        rendering = renderer.render_all()
+    clusters = clusters_of(root, documents) or [Cluster("", tuple(documents))]
+    objects: list[AuditObject] = []
+    reached_files: set[Path] = set()
+    for cluster in clusters:
+        entries = with_sync_entries(cluster.documents)
+        with Renderer(root, entries, command, allow_remote=allow_remote) as renderer:
+            rendering = renderer.render_all()
+        secrets = _rendering_problems(rendering, report, root=root, given=given, cluster=cluster)
+        objects += _objects_of_rendering(
+            rendering,
+            documents,
+            root=root,
+            given=given,
+            exclude=exclude,
+            cluster=cluster.name,
+            secrets=secrets,
+        )
+        reached_files |= rendering.reached
+        if cluster.name:  # the cluster's directory is what its bootstrap sync applies
+            objects += _entry_objects(cluster, rendering.reached)
+            reached_files |= {Path(d.source).resolve() for d in cluster.documents}
+    reached = {str(_display(p, root, given)) for p in reached_files}
+    unreached = [d for d in documents if d.source not in reached]
+    as_written = _objects_of(unreached, report)
+    if not objects:
+        return as_written  # nothing rendered: every file is audited as written, as before
+    if not audit_unreached:
+        applied = [o for o in as_written if not _is_build_configuration(o.obj)]
+        report.unreached += sorted({o.location.source for o in applied})
+        return objects
+    where = "any cluster" if len(clusters) > 1 else "any Flux Kustomization"
+    note = f"not reached by {where} under {given}: audited as written"
+    return objects + [dataclasses.replace(o, note=note) for o in as_written]
+
+
+def _rendering_problems(
+    rendering: Rendering, report: AuditReport, *, root: Path, given: str, cluster: Cluster
+) -> tuple[str, ...]:
+    """Report one cluster's build problems (files named as given, Secret values hidden);
+    returns the values its objects substitute from Secrets."""
     # a value substituted from a Secret may be quoted about any object (a dependency's name);
     # elsewhere than in its own object, a value this short is no secret and would garble text
     secrets = tuple(sorted({v for o in rendering.objects for v in o.secrets if len(v) >= 4}))
@@ -444,13 +546,62 @@ def rendered_objects(
         shown = _display(where, root, given) if where.is_relative_to(root.resolve()) else given
         source = shown if where.is_absolute() else problem.source
         message = hide_secrets(problem.message, secrets)
-        report.problems.append(InputProblem(source, 0, message, problem.error))
+        if cluster.name:
+            message = f"{cluster.name}: {message}"
+        report.problems.append(InputProblem(str(source), 0, message, problem.error))
+    return secrets
+
+
+def _named(key: str) -> str:
+    """namespace/name, or the name and why there is no namespace (never `/name`)."""
+    namespace, _, name = key.partition("/")
+    return key if namespace else f"{name} (no namespace in its file)"
+
+
+def _entry_objects(cluster: Cluster, rendered: set[Path]) -> list[AuditObject]:
+    """The objects of a cluster directory's files no render of it read (its entry point's own
+    manifests, e.g. when its sync is not in Git), as written, in that cluster."""
+    return [
+        dataclasses.replace(AuditObject(d.obj, location_of(d), (), d), cluster=cluster.name)
+        for d in cluster.documents
+        if d.obj is not None
+        and d.is_kubernetes_object
+        and d.text
+        and not _is_build_configuration(d.obj)
+        and Path(d.source).resolve() not in rendered
+    ]
+
+
+def _is_build_configuration(obj: JsonObject) -> bool:
+    """A kustomization.yaml or Component: read by builds, never applied itself."""
+    return str(obj.get("apiVersion", "")).startswith("kustomize.config.k8s.io/")
+
+
+def _objects_of_rendering(
+    rendering: Rendering,
+    documents: list[Document],
+    *,
+    root: Path,
+    given: str,
+    exclude: Sequence[str],
+    cluster: str,
+    secrets: tuple[str, ...],
+) -> list[AuditObject]:
+    """The audit's objects of one cluster's rendering, each with its file, line and patches."""
+    from .render import is_flux_kustomization
+
     lines = _document_lines(documents)
     directory_patches: dict[Path, list[PatchEntry]] = {}
+    by_name = {(d.source, _kind(d.obj), _name(d.obj)): d for d in documents if d.obj is not None}
     flux_documents = {
         _flux_key(d.obj): d for d in documents if d.obj is not None and is_flux_kustomization(d.obj)
     }
-    by_name = {(d.source, _kind(d.obj), _name(d.obj)): d for d in documents if d.obj is not None}
+    for rendered in rendering.objects:  # this cluster's file of each Flux Kustomization name
+        if rendered.source is not None and is_flux_kustomization(rendered.obj):
+            where = _display(rendered.source, root, given)
+            written = by_name.get((where, "Kustomization", _name(rendered.obj)))
+            if written is not None:
+                flux_documents[_flux_key(rendered.obj)] = written
     objects: list[AuditObject] = []
     unreached_from = _unreached_kustomizations(rendering.parents)
     for item in rendering.objects:
@@ -471,8 +622,8 @@ def rendered_objects(
         note = None
         if item.kustomization in unreached_from:
             note = (
-                f"its Flux Kustomization {item.kustomization} is not reached from "
-                f"{unreached_from[item.kustomization]}: audited as its own file renders it"
+                f"its Flux Kustomization {_named(item.kustomization)} is not reached from "
+                f"{_named(unreached_from[item.kustomization])}: audited as its own file renders it"
             )
         objects.append(
             AuditObject(
@@ -483,16 +634,11 @@ def rendered_objects(
                 patches,
                 note,
                 item.kustomization,
-                tuple(sorted({*item.secrets, *secrets})),
+                secrets=tuple(sorted({*item.secrets, *secrets})),
+                cluster=cluster,
             )
         )
-    reached = {str(_display(p, root, given)) for p in rendering.reached}
-    unreached = [d for d in documents if d.source not in reached]
-    as_written = _objects_of(unreached, report)
-    if not rendering.objects:
-        return as_written  # nothing rendered: every file is audited as written, as before
-    note = f"not reached by any Flux Kustomization under {given}: audited as written"
-    return objects + [dataclasses.replace(o, note=note) for o in as_written]
+    return objects
 
 
 def _unreached_kustomizations(parents: dict[str, str | None]) -> dict[str, str]:

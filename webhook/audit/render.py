@@ -49,6 +49,8 @@ import yaml
 from . import batching
 from .confinement import Confinement, is_under
 from .documents import Document, FastManifestLoader, load_yaml, parse_stream
+from .flux_installs import flux_manifests_source, source_index
+from .flux_sources import SourceMap
 from .kustomize_runner import failure, run_kustomize
 
 FLUX_KUSTOMIZE_GROUP = "kustomize.toolkit.fluxcd.io"
@@ -88,6 +90,7 @@ class _Build:
     copy: Path
     objects: list[dict[str, Any]] | None = None  # parsed already (a batch member's share)
     refused: bool = False  # not built: it would read outside the repo
+    failed: bool = False  # kustomize refused it (not: fluxwarden could not run it)
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,9 @@ class RenderedObject:
 class RenderProblem:
     source: str
     message: str
-    error: bool = False  # True: the repo tried what Flux refuses (a load outside the root)
+    # True (exit 2): the repo tried what Flux refuses (a load outside the root), or a build
+    # Flux would fail too; else a notice
+    error: bool = False
 
 
 @dataclass
@@ -195,6 +200,10 @@ class Renderer:
         for document in documents:
             if document.is_kubernetes_object and document.obj is not None:
                 self._remember_values(document.obj)
+        self._flux_sources = source_index([d.obj for d in documents if d.obj is not None])
+        written = [d.obj for d in documents if d.obj is not None]
+        self._source_map = SourceMap.of(written, [o for o in written if is_flux_kustomization(o)])
+        self._noticed: set[str] = set()
 
     def _copy(self, number: int) -> None:
         copy = self._work / f"repo-{number}"
@@ -244,7 +253,9 @@ class Renderer:
         raw = [
             d
             for d in self.documents
-            if d.obj is not None and is_flux_kustomization(d.obj) and self._in_repo(d.obj, d.source)
+            if d.obj is not None
+            and is_flux_kustomization(d.obj)
+            and self._buildable(d.obj, d.source, result) is not None
         ]
         dirs = {id(d): _spec_dir(self.root, d.obj or {}, d.source) for d in raw}
 
@@ -290,8 +301,10 @@ class Renderer:
                         if versions[key] is not None or parent is None:
                             continue
                         drop(key)  # its own file's version, now seen as its parent renders it
-                    if not self._in_repo(ks, where):
+                    built_from = self._buildable(ks, where, result)
+                    if built_from is None:
                         continue
+                    ks = built_from
                     versions[key] = parent
                     wave.append((ks, where, key))
                 pending = []
@@ -318,7 +331,25 @@ class Renderer:
                 sys.stderr.write(f"\rfluxwarden: rendered {self._done} Flux Kustomizations")
                 sys.stderr.flush()
 
+    def _buildable(
+        self, ks: dict[str, Any], where: str, result: Rendering
+    ) -> dict[str, Any] | None:
+        """`ks` as built from this repo (its path below an artifact's directory), or None when
+        its source is not this repo (said once) or its path is not in the repo."""
+        if flux_manifests_source(ks, self._flux_sources) is not None:
+            return None  # Flux's own manifests: audited as the controllers (flux_installs)
+        resolved = self._source_map.resolve(ks)
+        if resolved.kustomization is None:
+            if resolved.notice and _key(ks) not in self._noticed:
+                self._noticed.add(_key(ks))
+                message = f"Flux Kustomization {_key(ks)}: {resolved.notice}"
+                result.problems.append(RenderProblem(where, message))
+            return None
+        return resolved.kustomization if self._in_repo(resolved.kustomization, where) else None
+
     def _in_repo(self, obj: dict[str, Any], where: str) -> bool:
+        if flux_manifests_source(obj, self._flux_sources) is not None:
+            return False  # Flux's own manifests: audited as the controllers (flux_installs)
         directory = _spec_dir(self.root, obj, where)
         return directory.is_relative_to(self.root) and directory.is_dir()
 
@@ -452,10 +483,8 @@ class Renderer:
                 _restore(target, original)
         if built.returncode != 0:
             message = failure(built.stderr, work=copy)
-            problem = (
-                f"kustomize cannot build {_key(ks)} ({message}); its files are audited as they are"
-            )
-            return _Build(None, problem, directory, copy)
+            problem = f"kustomize cannot build {_key(ks)} ({message}): Flux cannot apply it either"
+            return _Build(None, problem, directory, copy, failed=True)
         return _Build(built.stdout, None, directory, copy)
 
     def _refused(
@@ -493,8 +522,8 @@ class Renderer:
         elif built.output is not None:
             parsed = yaml.load_all(built.output, Loader=FastManifestLoader)
         else:
-            problem = RenderProblem(where, built.problem or "cannot build", built.refused)
-            result.problems.append(problem)
+            error = built.refused or built.failed
+            result.problems.append(RenderProblem(where, built.problem or "cannot build", error))
             return []
         objects: list[RenderedObject] = []
         variables, unknown_sources, secret_values = self._variables(ks)
@@ -512,6 +541,7 @@ class Renderer:
                     secrets = tuple(v for v in secret_values if _holds_text(obj, v))
             objects.append(RenderedObject(obj, source, _key(ks), unknown, secrets))
             self._remember_values(obj)
+            self._source_map.learn(obj)
         return objects
 
     def _origin(self, obj: dict[str, Any], directory: Path, copy: Path) -> Path | None:

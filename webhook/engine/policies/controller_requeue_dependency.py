@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..match import Match, ResourceMatch, cel_string
 from ..model import JsonObject, Lookups, Request
@@ -25,17 +25,31 @@ from .base import (
 )
 
 FLAG = "--requeue-dependency"
+# What the controllers wait when the flag is absent (their flag default).
+CONTROLLER_DEFAULT = "30s"
+UNSET = f"unset, the controllers' default {CONTROLLER_DEFAULT}"
 # What units.parse_duration accepts, so that CEL's duration() is only called where check() parses.
 PARSED_DURATION = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$|^0$"
 
 
 class RequeueParams(Params):
-    interval: Duration = "5s"
+    interval: Duration = Field(default="5s", description="what a missing or too long flag becomes")
+    ceiling: Duration = Field(
+        default="10s",
+        description="the longest value kept as it is (the Flux Operator's `cluster.size: small` "
+        "profile sets 10s); below `interval` it counts as `interval`",
+    )
     deployments: list[str] = Field(
         default_factory=lambda: ["kustomize-controller", "helm-controller"]
     )
     container: str = "manager"
     namespaces: list[str] = Field(default_factory=lambda: ["flux-system"])
+
+    @model_validator(mode="after")
+    def _ceiling_not_below_interval(self) -> RequeueParams:
+        if parse_duration(self.ceiling) < parse_duration(self.interval):
+            return self.model_copy(update={"ceiling": self.interval})
+        return self
 
 
 def _find_flag(args: list[object]) -> tuple[int, int, str | None]:
@@ -56,7 +70,7 @@ def _find_flag(args: list[object]) -> tuple[int, int, str | None]:
 class ControllerRequeueDependency(Policy[RequeueParams]):
     name: ClassVar[str] = "controller-requeue-dependency"
     webhook: ClassVar[Literal["mutate", "validate"]] = "mutate"
-    reason: ClassVar[str] = "each dependsOn hop otherwise waits the default 30s"
+    reason: ClassVar[str] = "each dependsOn hop waits the requeue interval before it is retried"
     summary: ClassVar[str] = (
         "long dependsOn chains wait the default 30s --requeue-dependency per hop: set a short "
         "one on kustomize-controller and helm-controller"
@@ -92,7 +106,7 @@ class ControllerRequeueDependency(Policy[RequeueParams]):
         if index >= 0 and value is not None and "$(" not in value and "${" not in value:
             try:
                 # 0 would mean "no requeue": the chain then waits for the next full interval.
-                if 0 < parse_duration(value) <= parse_duration(params.interval):
+                if 0 < parse_duration(value) <= parse_duration(params.ceiling):
                     return
             except ValueError:
                 report.advise(f"{FLAG} value {value!r} is not a duration; replacing it")
@@ -103,7 +117,11 @@ class ControllerRequeueDependency(Policy[RequeueParams]):
         else:
             args.append(wanted)
         container["args"] = args
-        report.changed(f"containers[{params.container}].args {FLAG}", value, params.interval)
+        report.changed(
+            f"containers[{params.container}].args {FLAG}",
+            UNSET if value is None else value,
+            params.interval,
+        )
 
     def native(self, params: RequeueParams) -> Native:
         flag, wanted = cel_string(FLAG), cel_string(f"{FLAG}={params.interval}")
@@ -154,7 +172,7 @@ class ControllerRequeueDependency(Policy[RequeueParams]):
                     "rewrite",
                     "variables.index >= 0 && !variables.expanded && !(variables.parsed && "
                     "duration(variables.value) > duration('0s') && "
-                    f"duration(variables.value) <= duration({cel_string(params.interval)}))",
+                    f"duration(variables.value) <= duration({cel_string(params.ceiling)}))",
                 ),
             ),
             findings=(
@@ -169,7 +187,7 @@ class ControllerRequeueDependency(Policy[RequeueParams]):
                     cel_string(
                         f"set containers[{params.container}].args {FLAG} to {params.interval} (was "
                     )
-                    + " + (variables.hasValue ? variables.value : 'unset') + ')'",
+                    + f" + (variables.hasValue ? variables.value : {cel_string(UNSET)}) + ')'",
                 ),
                 NativeFinding(
                     "advisory",

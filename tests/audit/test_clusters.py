@@ -1,0 +1,301 @@
+"""A fleet repo: every cluster under clusters/ is rendered on its own, with its own variables and
+patches; findings name their clusters, and fix leaves nothing that audit fails."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.audit.test_render import kubectl_or_skip
+from webhook.audit.clusters import clusters_of, sync_kustomization
+from webhook.audit.documents import load
+from webhook.cli import main
+
+FLEET = Path(__file__).parent / "repos" / "fleet"
+SHARED = "apps/base/podinfo/release.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _kustomize(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLUXWARDEN_KUSTOMIZE", str(kubectl_or_skip()))
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Path:
+    shutil.copytree(FLEET, tmp_path / "fleet")
+    return tmp_path / "fleet"
+
+
+def _audit(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    code = main(["audit", "-o", "json", *args])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def _attention(report: dict[str, Any], root: Path) -> dict[tuple[str, str, str], list[str]]:
+    return {
+        (f["policy"], f["name"], f["source"].removeprefix(str(root) + "/")): f.get("clusters", [])
+        for f in report["findings"]
+        if f["result"] in ("fail", "warn")
+    }
+
+
+def test_each_cluster_is_rendered_with_its_own_variables_and_patches(
+    fleet: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = _audit(capsys, str(fleet))
+    assert code == 1
+    attention = _attention(report, fleet)
+    # one shared file failing in both clusters: one finding naming both
+    assert attention[("helmrelease-drift-detection", "podinfo", SHARED)] == [
+        "clusters/production",
+        "clusters/staging",
+    ]
+    # production's own variables: a 6h interval; staging's 30m passes
+    assert attention[("helmrelease-interval", "podinfo", SHARED)] == ["clusters/production"]
+    # the second cluster's gotk-components.yaml is rendered (staging's patch bounds its volumes)
+    assert attention[
+        (
+            "source-controller-storage",
+            "source-controller",
+            "clusters/production/flux-system/gotk-components.yaml",
+        )
+    ] == ["clusters/production"]
+    assert not any(p == "source-controller-storage" and "staging" in s for p, _, s in attention), (
+        attention
+    )
+    # every rendered release was substituted: no ${VAR} left
+    releases = [f for f in report["findings"] if f["name"] == "podinfo"]
+    assert all("${" not in m for f in releases for m in f["messages"])
+
+
+def test_the_table_and_sarif_name_the_clusters(
+    fleet: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["audit", str(fleet)])
+    table = capsys.readouterr().out
+    assert "helmrelease-drift-detection (enforce)  [clusters/production, clusters/staging]" in table
+    main(["audit", "-o", "sarif", str(fleet)])
+    results = json.loads(capsys.readouterr().out)["runs"][0]["results"]
+    assert any(
+        r["properties"].get("clusters") == ["clusters/production"]
+        and r["ruleId"] == "helmrelease-interval"
+        for r in results
+    )
+
+
+def test_fix_leaves_nothing_audit_fails_in_any_cluster(
+    fleet: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["fix", "--check", str(fleet)]) == 1
+    assert main(["fix", "--write", str(fleet)]) == 0
+    # production's flux-system kustomization.yaml gets the source-controller patch
+    production = (fleet / "clusters/production/flux-system/kustomization.yaml").read_text()
+    assert "name: source-controller" in production
+    assert main(["fix", "--check", str(fleet)]) == 0
+    capsys.readouterr()
+    code, report = _audit(capsys, str(fleet))
+    assert code == 0, _attention(report, fleet)
+
+
+def test_clusters_are_the_directories_under_clusters_with_an_entry_point() -> None:
+    documents = list(load([str(FLEET)]))
+    found = clusters_of(FLEET, documents)
+    assert [c.name for c in found] == ["clusters/production", "clusters/staging"]
+    assert all(
+        all("/clusters/" + c.name.split("/")[1] + "/" in d.source for d in c.documents)
+        for c in found
+    )
+    # one cluster: the whole repo is rendered as before
+    staging = [d for d in documents if "/clusters/production/" not in d.source]
+    assert clusters_of(FLEET, staging) == []
+
+
+def test_a_flux_instance_sync_is_an_entry_point() -> None:
+    instance = {
+        "kind": "FluxInstance",
+        "metadata": {"name": "flux", "namespace": "flux-system"},
+        "spec": {"sync": {"kind": "OCIRepository", "path": "clusters/eu", "url": "oci://x"}},
+    }
+    synced = sync_kustomization(instance)
+    assert synced is not None
+    assert synced["metadata"] == {"name": "flux-system", "namespace": "flux-system"}
+    assert synced["spec"]["path"] == "clusters/eu"
+    assert synced["spec"]["sourceRef"] == {"kind": "OCIRepository", "name": "flux-system"}
+    assert sync_kustomization({"spec": {}}) is None
+
+
+def test_the_table_shows_notices_and_counts_them_by_kind() -> None:
+    from webhook.audit.findings import AuditReport, InputProblem
+    from webhook.audit.formats import render_table
+
+    report = AuditReport(
+        problems=[
+            InputProblem(
+                "a.yaml", 1, "skipped: not a Kubernetes object (no apiVersion/kind)", False
+            ),
+            InputProblem(
+                "b.yaml",
+                3,
+                "FluxInstance x/y: spec.components not recorded, not audited: source-watcher",
+                False,
+            ),
+            InputProblem("c.yaml", 0, "kustomize build failed: no such file", False),
+        ]
+    )
+    text = render_table(report)
+    assert "b.yaml:3" in text  # a part not audited is said without -v
+    assert "c.yaml" in text
+    assert "a.yaml" not in text  # a skipped non-Kubernetes document only with -v
+    assert text.endswith("1 document skipped, 2 notices (1 not audited, 1 render)\n"), text
+
+
+def test_clusters_may_live_below_the_repo_root(tmp_path: Path) -> None:
+    """home-ops repos keep them in kubernetes/clusters/<name>."""
+    shutil.copytree(FLEET, tmp_path / "kubernetes")
+    found = clusters_of(tmp_path, list(load([str(tmp_path)])))
+    assert [c.name for c in found] == [
+        "kubernetes/clusters/production",
+        "kubernetes/clusters/staging",
+    ]
+
+
+STAGING_DEFAULTS = """\
+  patches:
+    - target:
+        kind: HelmRelease
+      patch: |
+        apiVersion: helm.toolkit.fluxcd.io/v2
+        kind: HelmRelease
+        metadata:
+          name: all
+        spec:
+          timeout: 10m
+"""
+
+
+def test_a_defaults_patch_counts_and_covers_its_own_cluster_only(
+    fleet: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    apps = fleet / "clusters/staging/apps.yaml"
+    apps.write_text(apps.read_text() + STAGING_DEFAULTS)
+    assert main(["fix", "--write", str(fleet)]) == 0
+    notes = capsys.readouterr().err
+    # staging's patch covers staging's release, not production's of the same name
+    assert "one edit covers 1 HelmRelease(s)" in notes
+    assert "driftDetection" in apps.read_text()
+    assert main(["fix", "--check", str(fleet)]) == 0
+    capsys.readouterr()
+    code, report = _audit(capsys, str(fleet))
+    assert code == 0, _attention(report, fleet)
+
+
+PARENT = """\
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata:
+  name: cluster-apps
+  namespace: flux-system
+spec:
+  interval: 1h
+  path: ./children
+  prune: true
+  sourceRef:
+    kind: GitRepository
+    name: flux-system
+  patches:
+    - patch: |-
+        apiVersion: kustomize.toolkit.fluxcd.io/v1
+        kind: Kustomization
+        metadata:
+          name: not-used
+        spec:
+          patches:
+            - patch: |-
+                apiVersion: helm.toolkit.fluxcd.io/v2
+                kind: HelmRelease
+                metadata:
+                  name: not-used
+                spec:
+                  timeout: 10m
+              target:
+                kind: HelmRelease
+      target:
+        kind: Kustomization
+    - patch: |-
+        apiVersion: kustomize.toolkit.fluxcd.io/v1
+        kind: Kustomization
+        metadata:
+          name: not-used
+        spec:
+          patches:
+            - patch: |-
+                apiVersion: helm.toolkit.fluxcd.io/v2
+                kind: HelmRelease
+                metadata:
+                  name: other
+                spec:
+                  timeout: 5m
+              target:
+                kind: HelmRelease
+      target:
+        kind: Kustomization
+        name: other
+"""
+CHILD = """\
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata:
+  name: {name}
+  namespace: flux-system
+spec:
+  interval: 1h
+  path: ./{path}
+  prune: true
+  sourceRef:
+    kind: GitRepository
+    name: flux-system
+"""
+
+
+def test_a_child_whose_patches_a_later_parent_patch_replaces_gets_its_own_edit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Kustomize replaces a CRD's list: the second parent patch replaces the child's patches,
+    so the defaults patch never reaches `other`; its release is fixed in its own file."""
+    repo = tmp_path / "repo"
+    shutil.copytree(FLEET / "clusters/staging/flux-system", repo / "clusters/one/flux-system")
+    sync = repo / "clusters/one/flux-system/gotk-sync.yaml"
+    sync.write_text(sync.read_text().replace("./clusters/staging", "./clusters/one"))
+    (repo / "clusters/one/flux-system/kustomization.yaml").write_text(
+        "resources: [gotk-sync.yaml]\n"
+    )
+    (repo / "clusters/one/apps.yaml").write_text(PARENT)
+    (repo / "children").mkdir()
+    for name in ("podinfo", "other"):
+        (repo / f"children/{name}.yaml").write_text(CHILD.format(name=name, path=f"apps/{name}"))
+        (repo / f"apps/{name}").mkdir(parents=True)
+        release = (
+            (FLEET / SHARED)
+            .read_text()
+            .replace("name: podinfo\n  namespace", f"name: {name}\n  namespace")
+        )
+        release = release.replace("${RELEASE_INTERVAL}", "30m").replace("-${CLUSTER_NAME}", "")
+        (repo / f"apps/{name}/release.yaml").write_text(release)
+    assert main(["fix", "--write", str(repo)]) == 0
+    assert "one edit covers 1 HelmRelease(s)" in capsys.readouterr().err
+    assert "driftDetection" in (repo / "apps/other/release.yaml").read_text()
+    assert "driftDetection" not in (repo / "apps/podinfo/release.yaml").read_text()
+    assert main(["audit", str(repo)]) == 0
+    assert main(["fix", "--check", str(repo)]) == 0
+    capsys.readouterr()
+
+
+def test_notes_name_a_kustomization_without_namespace_plainly() -> None:
+    from webhook.audit.offline import _named
+
+    assert _named("/home-assistant") == "home-assistant (no namespace in its file)"
+    assert _named("flux-system/apps") == "flux-system/apps"
