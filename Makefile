@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINT_PATHS := webhook tests image $(wildcard bench)
 
-.PHONY: help setup node-tools image controlplane demo test unit lint format golden generate run bench manifests certs-no-cert-manager clean
+.PHONY: help setup node-tools image cluster controlplane demo test unit lint format golden generate run bench manifests certs-no-cert-manager clean
 # Debian packages the image build and the node tests use (installed by `make node-tools`).
 NODE_PACKAGES := debootstrap runc containerd containernetworking-plugins iptables conntrack gcc libc6-dev
 
@@ -35,14 +35,18 @@ image: setup node-tools ## Build the image from the Dockerfile without a registr
 	@if [ "$$(id -u)" = 0 ] && command -v debootstrap > /dev/null; then $(BIN)/python image/build.py; \
 	else echo "image: needs root and debootstrap (make node-tools); not built, its tests will skip"; fi
 
-controlplane: ## Build kube-apiserver, etcd, kubectl, kube-scheduler, kube-controller-manager, kustomize-controller, the Flux CRDs and Flux's build library (test-only) from Go modules (once per machine)
+controlplane: ## Build kube-apiserver, etcd, kubectl, kube-scheduler, kube-controller-manager, kubelet, kube-proxy, kustomize-controller, cert-manager's controllers, the Flux CRDs and Flux's build library (test-only) from Go modules (once per machine)
 	tests/controlplane/build.sh > /dev/null
 	tests/controlplane/flux/build.sh > /dev/null
 	tests/fluxbuild/build.sh > /dev/null
 	tests/controlplane/prometheus/build.sh > /dev/null
+	tests/controlplane/certmanager/build.sh > /dev/null
 
 demo: setup controlplane ## The main job: fluxwarden in front of a local kube-apiserver, as kubectl shows it (DEMO_ARGS=--keep)
 	$(BIN)/python -m tests.e2e.demo $(DEMO_ARGS)
+
+cluster: setup controlplane image ## A real node (kubelet + containerd in its own network namespace) with fluxwarden installed from manifests/base and cert-manager, left running: prints its KUBECONFIG; Ctrl-C removes it (root)
+	$(BIN)/python -m tests.e2e.node_cluster
 
 lint: setup ## ruff, ruff format --check, mypy --strict, import-linter layer contracts
 	$(BIN)/ruff check $(LINT_PATHS)
