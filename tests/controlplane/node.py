@@ -426,6 +426,9 @@ def cni_config() -> str:
                     "type": "bridge",
                     "bridge": BRIDGE,
                     "isGateway": True,
+                    # Pods route everything to the node (Services, the apiserver); the node
+                    # itself has no route off the machine.
+                    "isDefaultGateway": True,
                     "hairpinMode": True,
                     "ipMasq": False,
                     "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_SUBNET}]]},
@@ -592,6 +595,9 @@ class NodeProcesses:
             f"--advertise-address={NODE_IP}",
             "--endpoint-reconciler-type=lease",
             "--kubelet-preferred-address-types=InternalIP",
+            # logs, exec: the kubelet accepts client certificates of the control plane's CA.
+            f"--kubelet-client-certificate={self.work.parent / 'admin.crt'}",
+            f"--kubelet-client-key={self.work.parent / 'admin.key'}",
         ]
 
     def after_apiserver(
