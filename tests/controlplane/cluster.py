@@ -551,7 +551,8 @@ class ControlPlane:
                 str(self.bin_dir / "kube-apiserver"),
                 f"--etcd-servers={self._etcd_url}",
                 "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                # A node's pods reach the apiserver at the node's address (its args).
+                *([] if self.node else ["--advertise-address=127.0.0.1"]),
                 f"--secure-port={port}",
                 f"--tls-cert-file={work / 'apiserver.crt'}",
                 f"--tls-private-key-file={work / 'apiserver.key'}",

@@ -204,6 +204,11 @@ class NodeNamespaces:
             self._created.append(item)
         return path
 
+    @property
+    def created(self) -> list[Path]:
+        """The mount points this node had to create on the host (removed by :meth:`stop`)."""
+        return list(self._created)
+
     def stop(self) -> None:
         if self._holder is not None and self._holder.poll() is None:
             self._holder.kill()
@@ -211,7 +216,6 @@ class NodeNamespaces:
         for path in reversed(self._created):
             with contextlib.suppress(OSError):
                 path.rmdir()
-        self._created.clear()
 
 
 def routes_off_the_machine(pid: int) -> list[str]:
@@ -515,10 +519,11 @@ def create_cgroup_root(name: str) -> None:
 
 
 def remove_cgroup_root(name: str) -> list[str]:
-    """Remove ``/<name>`` and everything below it in every hierarchy (deepest first, once the
-    processes are gone); the paths that could not be removed."""
+    """Remove ``/<name>`` and everything below it in every hierarchy, the cgroup v2 one that
+    runc also fills included (deepest first, once the processes are gone); the paths that could
+    not be removed."""
     left = []
-    for hierarchy in _cgroup_hierarchies():
+    for hierarchy in _cgroup_hierarchies(("cgroup", "cgroup2")):
         top = hierarchy / name
         if not top.exists():
             continue
@@ -534,9 +539,9 @@ def remove_cgroup_root(name: str) -> list[str]:
     return left
 
 
-def _cgroup_hierarchies() -> list[Path]:
+def _cgroup_hierarchies(kinds: tuple[str, ...] = ("cgroup",)) -> list[Path]:
     mounts = Path("/proc/self/mounts").read_text().splitlines()
-    return [Path(line.split()[1]) for line in mounts if line.split()[2] == "cgroup"]
+    return [Path(line.split()[1]) for line in mounts if line.split()[2] in kinds]
 
 
 def _subdirs(top: Path) -> Iterator[Path]:
@@ -659,6 +664,27 @@ class NodeProcesses:
         self._kill_shims()
         self.namespaces.stop()
         self.left_behind = remove_cgroup_root(self.cgroup_root)
+
+    def leftovers(self) -> list[str]:
+        """What of the node is still on the machine (after :meth:`stop`): cgroups, the mount
+        points it created, mounts of its work dir, processes of its containerd."""
+        found = [
+            str(hierarchy / self.cgroup_root)
+            for hierarchy in _cgroup_hierarchies(("cgroup", "cgroup2"))
+            if (hierarchy / self.cgroup_root).exists()
+        ]
+        found += [str(path) for path in self.namespaces.created if path.exists()]
+        found += [
+            line
+            for line in Path("/proc/self/mounts").read_text().splitlines()
+            if str(self.work) in line
+        ]
+        address = str(self.work / "containerd.sock").encode()
+        for proc in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                if proc.name.isdigit() and address in (proc / "cmdline").read_bytes():
+                    found.append(f"process {proc.name}")
+        return found
 
     def _kill_shims(self) -> None:
         """containerd-shim-runc-v2 processes outlive containerd: kill the node's (and so their

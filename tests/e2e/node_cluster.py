@@ -62,7 +62,9 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGINT too: a shell without job control starts background commands with it ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     try:
         with node_cluster() as cluster:
             install_fluxwarden(cluster)

@@ -59,7 +59,10 @@ def node_cluster() -> Iterator[ControlPlane]:
     if not cert_manager_binary().exists():
         pytest.fail(f"{cert_manager_binary()} missing: run `make controlplane`")
     with start_node_cluster() as cluster:
+        node = cluster.node_processes
         yield cluster
+    # Nothing of the node is left on the machine: cgroups, mount points, mounts, processes.
+    assert node.leftovers() == []
 
 
 def _json(cluster: ControlPlane, *args: str) -> Any:
