@@ -1,18 +1,18 @@
-# fluxwarden: the production image. Build: docker build -t ghcr.io/fluxwarden/fluxwarden:0.1.0 .
-# Stage 1 builds wheels (with whatever build tools they need); stage 2 installs only the wheels.
-FROM python:3.11-slim AS build
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY webhook ./webhook
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
-
-FROM python:3.11-slim
-# No compilers, no pip cache, no source tree: only the installed package and the policy set.
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-compile /wheels/*.whl && rm -rf /wheels \
-    && useradd --uid 65532 --user-group --no-create-home --shell /usr/sbin/nologin fluxwarden
+# fluxwarden: the production image, one definition for every way it is built.
+#   make image       image/build.py runs this file's instructions on a debootstrap of the same
+#                    Debian release (no registry, no engine) and writes an OCI archive that
+#                    `ctr images import` / `docker load` take; the node e2e tests run that archive.
+#   docker build -t ghcr.io/fluxwarden/fluxwarden:0.1.0 .
+# The packages, the venv and the user come from image/install.sh in both cases.
+FROM debian:bookworm-slim
+COPY pyproject.toml setup.py README.md /src/
+COPY webhook /src/webhook
+COPY policies /src/policies
+COPY image/install.sh /build/install.sh
 COPY policies/flux-best-practices.yaml /etc/fluxwarden/policies/flux-best-practices.yaml
-ENV FLUXWARDEN_POLICIES=/etc/fluxwarden/policies/flux-best-practices.yaml \
+RUN sh /build/install.sh /src && rm -rf /src /build
+ENV PATH=/opt/fluxwarden/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    FLUXWARDEN_POLICIES=/etc/fluxwarden/policies/flux-best-practices.yaml \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 USER 65532:65532

@@ -6,9 +6,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LINT_PATHS := webhook tests $(wildcard bench)
+LINT_PATHS := webhook tests image $(wildcard bench)
 
-.PHONY: help setup controlplane demo test unit lint format golden generate run bench manifests certs-no-cert-manager clean
+.PHONY: help setup node-tools image cluster controlplane demo test unit lint format golden generate run bench manifests certs-no-cert-manager clean
+# Debian packages the image build and the node tests use (installed by `make node-tools`).
+NODE_PACKAGES := debootstrap runc containerd containernetworking-plugins iptables conntrack gcc libc6-dev
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,14 +23,30 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install fluxwarden with its dev tools
 
-controlplane: ## Build kube-apiserver, etcd, kubectl, kube-scheduler, kube-controller-manager, kustomize-controller, the Flux CRDs and Flux's build library (test-only) from Go modules (once per machine)
+node-tools: ## Install the Debian packages the image build and the node tests need (debootstrap, runc, containerd, CNI plugins, iptables, conntrack) with apt-get, when missing (root)
+	@missing=$$(for p in $(NODE_PACKAGES); do dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get > /dev/null; then \
+	  echo "node-tools: not installed: $$missing (needs root and apt-get; the image and node tests will skip)"; exit 0; fi; \
+	echo "node-tools: apt-get install $$missing"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing > /dev/null
+
+image: setup node-tools ## Build the image from the Dockerfile without a registry or an engine (debootstrap + image/install.sh, root); prints the OCI archive (cached per machine)
+	@if [ "$$(id -u)" = 0 ] && command -v debootstrap > /dev/null; then $(BIN)/python image/build.py; \
+	else echo "image: needs root and debootstrap (make node-tools); not built, its tests will skip"; fi
+
+controlplane: ## Build kube-apiserver, etcd, kubectl, kube-scheduler, kube-controller-manager, kubelet, kube-proxy, kustomize-controller, cert-manager's controllers, the Flux CRDs and Flux's build library (test-only) from Go modules (once per machine)
 	tests/controlplane/build.sh > /dev/null
 	tests/controlplane/flux/build.sh > /dev/null
 	tests/fluxbuild/build.sh > /dev/null
 	tests/controlplane/prometheus/build.sh > /dev/null
+	tests/controlplane/certmanager/build.sh > /dev/null
 
 demo: setup controlplane ## The main job: fluxwarden in front of a local kube-apiserver, as kubectl shows it (DEMO_ARGS=--keep)
 	$(BIN)/python -m tests.e2e.demo $(DEMO_ARGS)
+
+cluster: setup controlplane image ## A real node (kubelet + containerd in its own network namespace) with fluxwarden installed from manifests/base and cert-manager, left running: prints its KUBECONFIG; Ctrl-C removes it (root)
+	$(BIN)/python -m tests.e2e.node_cluster
 
 lint: setup ## ruff, ruff format --check, mypy --strict, import-linter layer contracts
 	$(BIN)/ruff check $(LINT_PATHS)
@@ -40,10 +58,10 @@ format: setup ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix $(LINT_PATHS)
 	$(BIN)/ruff format $(LINT_PATHS)
 
-unit: setup ## Run the tests that need no control plane
-	$(BIN)/pytest -m 'not e2e'
+unit: setup ## Run the tests that need no control plane and no image
+	$(BIN)/pytest -m 'not e2e and not node'
 
-test: setup lint controlplane ## Lint, then run every test, end-to-end ones against the real API server
+test: setup lint controlplane image ## Lint, then run every test, end-to-end ones against the real API server, the image with runc
 	$(BIN)/pytest
 
 golden: setup ## Rewrite every golden file (policy cases, audit formats, fix cases) from the code; review the diff

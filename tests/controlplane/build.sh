@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build kube-apiserver, kubectl, etcd, kube-scheduler and kube-controller-manager
+# Build kube-apiserver, kubectl, etcd, kube-scheduler, kube-controller-manager, kubelet and kube-proxy
 # from Go modules into a per-machine cache, envtest-style.  Idempotent: exits at
 # once when the binaries exist and run; builds only the ones missing (adding
 # the scheduler to a cache that has the apiserver does not rebuild the
@@ -36,13 +36,16 @@ case "${1:-}" in
 esac
 
 # Binary name -> main package.  etcd's main package is its server module.
-NAMES=(kube-apiserver kubectl etcd kube-scheduler kube-controller-manager)
+NAMES=(kube-apiserver kubectl etcd kube-scheduler kube-controller-manager kubelet kube-proxy)
 declare -A PACKAGE=(
 	[kube-apiserver]=k8s.io/kubernetes/cmd/kube-apiserver
 	[kubectl]=k8s.io/kubernetes/cmd/kubectl
 	[etcd]=go.etcd.io/etcd/server/v3
 	[kube-scheduler]=k8s.io/kubernetes/cmd/kube-scheduler
 	[kube-controller-manager]=k8s.io/kubernetes/cmd/kube-controller-manager
+	# The node of ControlPlane(node=True): tests/controlplane/node.py.
+	[kubelet]=k8s.io/kubernetes/cmd/kubelet
+	[kube-proxy]=k8s.io/kubernetes/cmd/kube-proxy
 )
 
 # Succeeds when binary $2 in dir $1 exists, runs, and reports the pinned

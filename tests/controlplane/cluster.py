@@ -45,12 +45,14 @@ from typing import IO, Any, Self, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 
+from tests.controlplane.node import NODE_NAME, NodeProcesses
 from webhook.certs import CertificateAuthority, key_pem, new_key
 
 HERE = Path(__file__).resolve().parent
 VERSION_FILE = HERE / "VERSION"
 BINARIES = ("kube-apiserver", "kubectl", "etcd")
 SCHEDULING_BINARIES = ("kube-scheduler", "kube-controller-manager")
+NODE_BINARIES = ("kubelet", "kube-proxy")
 NODE_MONITOR_GRACE_SECONDS = 15
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -95,11 +97,14 @@ def default_bin_dir() -> Path:
     return Path(cache) / "controlplane" / k8s_version()
 
 
-def missing_binaries(bin_dir: Path | None = None, *, scheduling: bool = False) -> list[str]:
+def missing_binaries(
+    bin_dir: Path | None = None, *, scheduling: bool = False, node: bool = False
+) -> list[str]:
     """Names of the control-plane binaries absent from ``bin_dir`` (with ``scheduling``, also
-    kube-scheduler and kube-controller-manager)."""
+    kube-scheduler and kube-controller-manager; with ``node``, those and kubelet, kube-proxy)."""
     directory = bin_dir or default_bin_dir()
-    names = BINARIES + (SCHEDULING_BINARIES if scheduling else ())
+    names = BINARIES + (SCHEDULING_BINARIES if scheduling or node else ())
+    names += NODE_BINARIES if node else ()
     return [name for name in names if not os.access(directory / name, os.X_OK)]
 
 
@@ -193,9 +198,15 @@ class ControlPlane:
         startup_timeout: float = 60.0,
         extra_apiserver_args: Sequence[str] = (),
         scheduling: bool = False,
+        node: bool = False,
+        images: Sequence[Path] = (),
     ) -> None:
         self.bin_dir = Path(bin_dir) if bin_dir else default_bin_dir()
-        self.scheduling = scheduling
+        # A real node needs the controllers (Deployments, Endpoints) and the scheduler.
+        self.scheduling = scheduling or node
+        self.node = node
+        self.images = list(images)
+        self._node: NodeProcesses | None = None
         self._controllers: list[_Process] = []
         self.keep = keep
         self.startup_timeout = startup_timeout
@@ -265,7 +276,7 @@ class ControlPlane:
     def start(self) -> None:
         if self._workdir is not None:
             raise ControlPlaneError("control plane already started")
-        missing = missing_binaries(self.bin_dir, scheduling=self.scheduling)
+        missing = missing_binaries(self.bin_dir, scheduling=self.scheduling, node=self.node)
         if missing:
             raise ControlPlaneError(
                 f"missing {', '.join(missing)} in {self.bin_dir}: run `make controlplane`"
@@ -278,6 +289,8 @@ class ControlPlane:
             self._start_apiserver()
             if self.scheduling:
                 self._start_scheduling()
+            if self._node is not None:
+                self._start_node(self._node)
         except ControlPlaneError as err:
             workdir = self._workdir
             self._stop(remove=False)
@@ -295,6 +308,9 @@ class ControlPlane:
         atexit.unregister(self.stop)
         while self._controllers:
             self._controllers.pop().stop()
+        if self._node is not None:
+            self._node.stop()
+            self._node = None
         for attr in ("_apiserver", "_etcd"):
             proc: _Process | None = getattr(self, attr)
             if proc is not None:
@@ -431,6 +447,36 @@ class ControlPlane:
             healthy = functools.partial(self._http_ok, "127.0.0.1", port, "/healthz", insecure)
             self._wait(name, healthy)
 
+    def _start_node(self, node: NodeProcesses) -> None:
+        """containerd, kubelet and kube-proxy in the node's namespaces; wait for Node Ready."""
+        port = int(self.server_url.rsplit(":", 1)[1])
+
+        try:
+            node.after_apiserver(
+                port, self.kubeconfig_path, self.workdir / "ca.crt", self.run_process
+            )
+        except (RuntimeError, subprocess.CalledProcessError) as err:
+            detail = getattr(err, "stderr", "") or ""
+            raise ControlPlaneError(self._failure(f"node: {err} {detail}")) from None
+        self._wait("node Ready", self._node_ready)
+
+    def _node_ready(self) -> bool:
+        try:
+            status = self.api("GET", f"/api/v1/nodes/{NODE_NAME}")["status"]
+        except ControlPlaneError:
+            return False
+        conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
+        return conditions.get("Ready") == "True"
+
+    def run_process(self, name: str, args: list[str]) -> None:
+        """Start a process logged to ``<workdir>/<name>.log`` and stopped with the cluster."""
+        self._controllers.append(_Process(name, args, self.workdir / f"{name}.log"))
+
+    @property
+    def node_processes(self) -> NodeProcesses:
+        """The node of ``ControlPlane(node=True)``: its namespaces, containerd (``ctr``)."""
+        return self._require(self._node)
+
     def _start_etcd(self) -> None:
         client_port, peer_port = _free_port(), _free_port()
         client_url = f"http://127.0.0.1:{client_port}"
@@ -495,13 +541,18 @@ class ControlPlane:
         self._ca_pem = ca_pem
         self._server_url = f"https://127.0.0.1:{port}"
         self._write_kubeconfig(admin_cert, admin_key)
+        node_args: list[str] = []
+        if self.node:
+            self._node = NodeProcesses(work, self.bin_dir, self.images)
+            node_args = self._node.before_apiserver(SERVICE_CLUSTER_IP_RANGE)
         self._apiserver = _Process(
             "kube-apiserver",
             [
                 str(self.bin_dir / "kube-apiserver"),
                 f"--etcd-servers={self._etcd_url}",
                 "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                # A node's pods reach the apiserver at the node's address (its args).
+                *([] if self.node else ["--advertise-address=127.0.0.1"]),
                 f"--secure-port={port}",
                 f"--tls-cert-file={work / 'apiserver.crt'}",
                 f"--tls-private-key-file={work / 'apiserver.key'}",
@@ -510,17 +561,19 @@ class ControlPlane:
                 f"--service-account-key-file={work / 'sa.pub'}",
                 f"--service-account-signing-key-file={work / 'sa.key'}",
                 "--authorization-mode=RBAC",
-                "--disable-admission-plugins=ServiceAccount",
+                # Pods on a real node need their ServiceAccount token; without one, no pods.
+                *([] if self.node else ["--disable-admission-plugins=ServiceAccount"]),
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--allow-privileged=true",
                 # No kubelets: the "kubernetes" Service's endpoints cannot be
-                # the loopback address anyway.
-                "--endpoint-reconciler-type=none",
+                # the loopback address anyway (the node's args replace this).
+                *([] if self.node else ["--endpoint-reconciler-type=none"]),
                 "--profiling=false",
                 # Audit events carry the webhooks' auditAnnotations: the e2e tests read them.
                 f"--audit-policy-file={work / 'audit-policy.yaml'}",
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-format=json",
+                *node_args,
                 *self.extra_apiserver_args,
             ],
             self.apiserver_log,

@@ -11,6 +11,7 @@ import pytest
 
 from .cluster import (
     BINARIES,
+    NODE_BINARIES,
     SCHEDULING_BINARIES,
     ControlPlane,
     default_bin_dir,
@@ -79,12 +80,12 @@ def _build_without_go(cache: Path) -> subprocess.CompletedProcess[str]:
 def test_the_build_check_rebuilds_nothing_that_exists_and_only_what_is_missing(
     tmp_path: Path,
 ) -> None:
-    missing = missing_binaries(scheduling=True)
+    missing = missing_binaries(node=True)
     if missing:
         pytest.fail(f"{', '.join(missing)} missing in {default_bin_dir()}: run `make controlplane`")
     cached = tmp_path / "controlplane" / k8s_version()
     cached.mkdir(parents=True)
-    for name in (*BINARIES, *SCHEDULING_BINARIES):
+    for name in (*BINARIES, *SCHEDULING_BINARIES, *NODE_BINARIES):
         (cached / name).symlink_to(default_bin_dir() / name)
     complete = _build_without_go(tmp_path)
     assert complete.returncode == 0, complete.stderr
