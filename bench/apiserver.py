@@ -905,13 +905,13 @@ def request_key(verb: str, group: str, resource: str, subresource: str) -> str:
 
 def own_requests(per_op: int) -> dict[str, float]:
     """The requests of one latency phase the bench makes itself: every apply `per_op` times
-    (a PATCH), and the first of its two `/metrics` reads."""
+    (a server-side apply, counted as verb APPLY), and the first of its two `/metrics` reads."""
     own = {request_key("GET", "", "", ""): 1.0}
     for apply in APPLIES:
         path, _ = apply.request(0)
         parts = path.strip("/").split("/")
         group = "" if parts[0] == "api" else parts[1]
-        key = request_key("PATCH", group, parts[-2], "")
+        key = request_key("APPLY", group, parts[-2], "")
         own[key] = own.get(key, 0.0) + per_op
     return own
 
@@ -1115,7 +1115,9 @@ def measure_memory(
     servers = dict(config.servers(bench))
     for pid in control_plane_pids:
         with contextlib.suppress(OSError):
-            servers.setdefault(Path(f"/proc/{pid}/comm").read_text().strip(), []).append(pid)
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            if name in ("kube-apiserver", "etcd"):  # not a server given the kubeconfig path
+                servers.setdefault(name, []).append(pid)
     for server, pids in servers.items():
         pss = rss = 0.0
         for pid in pids:
@@ -1329,8 +1331,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hostile", type=int, default=256, help="hostile connections")
     parser.add_argument(
         "--configurations",
-        default=",".join(c.name for c in CONFIGURATIONS),
-        help=f"comma-separated, from {[c.name for c in CONFIGURATIONS]} ({BASELINE} always runs)",
+        help=f"comma-separated, from {[c.name for c in CONFIGURATIONS]} ({BASELINE} always "
+        "runs; default: all, webhook@tree only with --tree)",
     )
     parser.add_argument("--json", type=Path, help="also write the raw samples here")
     parser.add_argument(
@@ -1351,6 +1353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--rounds 1..20, --per-op 1..500, --writers 1..64")
     if not 0 < args.seconds <= 30 or not 0 <= args.hostile <= 1024:
         raise SystemExit("--seconds (0, 30], --hostile 0..1024")
+    if args.configurations is None:
+        args.configurations = ",".join(
+            c.name for c in CONFIGURATIONS if args.tree or c.name != "webhook@tree"
+        )
     wanted = {BASELINE, *args.configurations.split(",")}
     unknown = wanted - {c.name for c in CONFIGURATIONS}
     if unknown:

@@ -56,9 +56,9 @@ def test_metrics_are_summed_per_verb_and_resource_and_per_webhook() -> None:
 
 def test_own_requests_are_the_applies_and_one_metrics_read() -> None:
     own = own_requests(per_op=3)
-    assert own["PATCH deployments.apps"] == 6  # kustomize-controller and IRC updates
-    assert own["PATCH helmreleases.helm.toolkit.fluxcd.io"] == 3
-    assert own["PATCH configmaps"] == 3
+    assert own["APPLY deployments.apps"] == 6  # kustomize-controller and IRC updates
+    assert own["APPLY helmreleases.helm.toolkit.fluxcd.io"] == 3
+    assert own["APPLY configmaps"] == 3
     assert sum(own.values()) == 3 * len(APPLIES) + 1
 
 
