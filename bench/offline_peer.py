@@ -5,7 +5,10 @@ The input: 10,000 HelmReleases (a quarter without drift detection, dependsOn cha
 `bench.offline_audit`) and the four Flux controller Deployments as gotk-components.yaml ships
 them (image-reflector-controller with 2 replicas and a 1Gi limit, kustomize-controller and
 helm-controller without `--requeue-dependency`, source-controller with emptyDir /data and /tmp),
-as a directory (a file per object, a directory per namespace) and as one multi-document file.
+as a directory (a file per object) and as one multi-document file. The directory is flat:
+`kubectl-kyverno apply --resource DIR` reads only DIR's own files (`os.ReadDir`,
+cmd/cli/kubectl-kyverno/utils/common/common.go), where fluxwarden would also find them in a
+directory per namespace.
 fluxwarden runs its shipped policy set, Kyverno the ClusterPolicies of
 `bench/kyverno/flux-best-practices.yaml` (the same policies without lookups).
 
@@ -87,11 +90,11 @@ def manifests(releases: int) -> list[Obj]:
 
 
 def write_directory(root: Path, objects: Iterable[Obj]) -> None:
+    """A file per object, all in `root` (see the module's docstring)."""
+    root.mkdir(parents=True, exist_ok=True)
     for obj in objects:
         meta = obj["metadata"]
-        directory = root / meta["namespace"]
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{obj['kind'].lower()}-{meta['name']}.yaml"
+        path = root / f"{meta['namespace']}-{obj['kind'].lower()}-{meta['name']}.yaml"
         path.write_text(yaml.safe_dump(obj, sort_keys=False))
 
 
