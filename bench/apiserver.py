@@ -635,13 +635,22 @@ def kyverno(bench: Bench) -> Iterator[None]:
 KYVERNO_MISSING_DEPENDENCY = "policy kustomization-dependencies.missing-dependency-kustomization:"
 
 
+def warning_text(header: str) -> str:
+    """A `Warning` header's text: the API server sends `299 - "text"`."""
+    code, _, rest = header.partition(" - ")
+    if code.isdigit() and rest.startswith('"') and rest.endswith('"'):
+        return rest[1:-1]
+    return header
+
+
 def kyverno_shows_effect(apply: TargetedApply, answer: Answer) -> bool:
     """The object effects are the same as fluxwarden's; Kyverno's warnings start `policy
     <policy>.<rule>: ` (the dependsOn check only warns)."""
+    texts = [warning_text(w) for w in answer.warnings]
     if apply.name == "kustomization-create":
-        return any(w.startswith(KYVERNO_MISSING_DEPENDENCY) for w in answer.warnings)
+        return any(text.startswith(KYVERNO_MISSING_DEPENDENCY) for text in texts)
     if not apply.touched:
-        return any(w.startswith("policy ") for w in answer.warnings)
+        return any(text.startswith("policy ") for text in texts)
     return apply.shows_effect(answer)
 
 

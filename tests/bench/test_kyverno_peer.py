@@ -67,16 +67,17 @@ def _apply(name: str) -> Any:
 
 
 def test_kyverno_effects_are_read_from_its_own_warnings() -> None:
+    # As the API server hands them on: `299 - "text"`.
     missing = Answer(
         200,
         {},
         [
-            "policy kustomization-dependencies.missing-dependency-kustomization: "
-            "validation failure: a dependency in spec.dependsOn does not exist"
+            '299 - "policy kustomization-dependencies.missing-dependency-kustomization: '
+            'validation failure: a dependency in spec.dependsOn does not exist"'
         ],
     )
     assert kyverno_shows_effect(_apply("kustomization-create"), missing)
-    passed = Answer(200, {}, ["policy kustomization-dependencies.no-self-reference: passed"])
+    passed = Answer(200, {}, ['299 - "policy kustomization-dependencies.no-self-reference: ok"'])
     assert not kyverno_shows_effect(_apply("kustomization-create"), passed)
     # An untargeted write shows an effect when Kyverno said anything about it.
     assert kyverno_shows_effect(_apply("configmap-update"), missing)
