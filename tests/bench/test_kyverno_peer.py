@@ -208,3 +208,17 @@ def test_cli_shortens_a_long_requeue_and_leaves_compliant_objects(
     assert [a for a in args if a.startswith("--requeue")] == ["--requeue-dependency=5s"]
     assert by_name["helm-controller"] == short
     assert by_name["enabled"] == enabled
+
+
+def test_build_script_prints_its_dir_and_builds_nothing_when_built(tmp_path: Path) -> None:
+    script = str(kyverno_peer.BUILD_SCRIPT)
+    printed = subprocess.run([script, "--print-dir"], capture_output=True, text=True, check=True)
+    assert printed.stdout.strip() == str(kyverno_peer.build_dir())
+    if kyverno_peer.missing():
+        pytest.skip("Kyverno not built: tests/controlplane/kyverno/build.sh")
+    # No `go` on the PATH: it can only succeed without compiling anything.
+    no_go = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    done = subprocess.run([script], capture_output=True, text=True, env=no_go, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(kyverno_peer.build_dir())
+    assert "already built" in done.stderr
