@@ -78,10 +78,12 @@ run: setup ## Serve the webhook on https://127.0.0.1:8443 with a throwaway certi
 	$(BIN)/fluxwarden serve --host 127.0.0.1 --port 8443 --lookups auto \
 	  --cert-file .run/certs/tls.crt --key-file .run/certs/tls.key
 
-bench: setup controlplane ## Webhook latency/throughput over TLS per policy vs a no-op baseline; writes through the kube-apiserver vs no admission; audit of 10k objects; Flux dependsOn chain
+bench: setup controlplane ## Webhook latency/throughput over TLS per policy vs a no-op baseline; writes through the kube-apiserver vs no admission and vs Kyverno; audit and fix of 10k objects vs Kyverno's CLI; Flux dependsOn chain
+	tests/controlplane/kyverno/build.sh > /dev/null
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.apiserver
 	$(BIN)/python -m bench.offline_audit
+	$(BIN)/python -m bench.offline_audit --peer kyverno
 	$(BIN)/python -m bench.cluster_audit
 	$(BIN)/python -m bench.flux_chain
 

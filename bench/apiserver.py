@@ -24,7 +24,9 @@ import contextlib
 import copy
 import http.client
 import json
+import re
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,7 +47,9 @@ from webhook.native import generate as native_policies
 from webhook.native import webhook_scope
 from webhook.server.policystore import load_policy_file
 
+from . import kyverno as kyverno_peer
 from .hostile import hostile_connections
+from .memory import memory_mib, pod_pids
 from .nullwebhook import MARKER
 from .report import markdown_table, percentile
 from .scenarios import (
@@ -325,6 +329,8 @@ class Bench:
     hostile_count: int
     tree: Path | None = None  # --tree: another source tree's fluxwarden (`webhook@tree`)
     pprof: Path | None = None  # --pprof: the API server's CPU profiles go here
+    kyverno: kyverno_peer.AdmissionController | None = None  # while `kyverno` is set up
+    installed: set[str] = field(default_factory=set)  # one-time installs done (e.g. "kyverno")
 
     def webhook_configurations(
         self, url: str | None = None, *, scopes: Scopes | None = None
@@ -365,9 +371,17 @@ class Configuration:
     set_up: Callable[[Bench], AbstractContextManager[object]]
     expects_effect: Callable[[TargetedApply], bool]
     marker_warning: str | None = None  # a warning every targeted apply's answer must carry
+    # How this configuration's effect shows in an answer, when not as `apply.shows_effect`
+    # (another admission controller words its warnings its own way).
+    shows_effect: Callable[[TargetedApply, Answer], bool] | None = None
+    # The admission servers it runs (name -> pids), whose memory is measured each round.
+    servers: Callable[[Bench], dict[str, list[int]]] = lambda bench: {}
 
     def as_expected(self, apply: TargetedApply, answer: Answer) -> bool:
-        if answer.status >= 300 or apply.shows_effect(answer) != self.expects_effect(apply):
+        shown = (
+            self.shows_effect(apply, answer) if self.shows_effect else apply.shows_effect(answer)
+        )
+        if answer.status >= 300 or shown != self.expects_effect(apply):
             return False
         if self.marker_warning is None:
             return True
@@ -589,6 +603,67 @@ def native_apply_configuration(bench: Bench) -> Iterator[None]:
         yield
 
 
+KYVERNO_START_TIMEOUT = 180.0  # seconds: its informers, certificates and webhooks
+
+
+@contextlib.contextmanager
+def kyverno(bench: Bench) -> Iterator[None]:
+    """Kyverno's admission controller (a process on loopback, webhooks registered to it by
+    URL) with the ClusterPolicies of bench/kyverno/; started and stopped each round, so that
+    no other configuration runs with it."""
+    cluster = bench.cluster
+    if "kyverno" not in bench.installed:
+        kyverno_peer.install(cluster)
+        bench.installed.add("kyverno")
+    controller = kyverno_peer.AdmissionController(
+        cluster, bench.fluxwarden.workdir.parent / "kyverno"
+    )
+    controller.start()
+    bench.kyverno = controller
+    try:
+        kyverno_peer.apply_policies(cluster, controller, KYVERNO_START_TIMEOUT)
+        try:
+            yield
+        finally:
+            kyverno_peer.delete_policies(cluster)
+    finally:
+        bench.kyverno = None
+        controller.stop()
+        controller.remove_leftovers()
+
+
+KYVERNO_MISSING_DEPENDENCY = "policy kustomization-dependencies.missing-dependency-kustomization:"
+
+
+def warning_text(header: str) -> str:
+    """A `Warning` header's text: the API server sends `299 - "text"`."""
+    code, _, rest = header.partition(" - ")
+    if code.isdigit() and rest.startswith('"') and rest.endswith('"'):
+        return rest[1:-1]
+    return header
+
+
+def kyverno_shows_effect(apply: TargetedApply, answer: Answer) -> bool:
+    """The object effects are the same as fluxwarden's; Kyverno's warnings start `policy
+    <policy>.<rule>: ` (the dependsOn check only warns)."""
+    texts = [warning_text(w) for w in answer.warnings]
+    if apply.name == "kustomization-create":
+        return any(text.startswith(KYVERNO_MISSING_DEPENDENCY) for text in texts)
+    if not apply.touched:
+        return any(text.startswith("policy ") for text in texts)
+    return apply.shows_effect(answer)
+
+
+def kyverno_servers(bench: Bench) -> dict[str, list[int]]:
+    process = bench.kyverno.process if bench.kyverno else None
+    return {"kyverno": [process.pid]} if process else {}
+
+
+def fluxwarden_servers(bench: Bench) -> dict[str, list[int]]:
+    process = bench.fluxwarden.process
+    return {"fluxwarden": pod_pids(process.pid)} if process else {}
+
+
 def _natively_done(apply: TargetedApply) -> bool:
     """What native policies alone do: not the Fleet inheritance nor the dependsOn warning."""
     return apply.touched and apply.name not in ("fleet-cronjob-update", "kustomization-create")
@@ -614,7 +689,11 @@ CONFIGURATIONS: list[Configuration] = [
         _touched,
     ),
     Configuration(
-        "webhook", "fluxwarden webhook (generated configurations)", fluxwarden_webhook, _touched
+        "webhook",
+        "fluxwarden webhook (generated configurations)",
+        fluxwarden_webhook,
+        _touched,
+        servers=fluxwarden_servers,
     ),
     Configuration(
         "native",
@@ -633,6 +712,15 @@ CONFIGURATIONS: list[Configuration] = [
         "native policies + webhooks for the rest (manifests/overlays/native)",
         hybrid,
         _touched,
+        servers=fluxwarden_servers,
+    ),
+    Configuration(
+        "kyverno",
+        "Kyverno v1.19.1's admission controller with the ClusterPolicies of bench/kyverno/",
+        kyverno,
+        _touched,
+        shows_effect=kyverno_shows_effect,
+        servers=kyverno_servers,
     ),
     Configuration(
         "webhook@tree",
@@ -645,6 +733,7 @@ CONFIGURATIONS: list[Configuration] = [
         "fluxwarden webhook, hostile connections open against it",
         fluxwarden_webhook_hostile,
         _touched,
+        servers=fluxwarden_servers,
     ),
 ]
 BASELINE = "none"
@@ -680,6 +769,12 @@ class Result:
     in_app_ms: dict[str, list[float]] = field(default_factory=dict)
     # Connections fluxwarden accepted over the latency phases (its fluxwarden_connections_total).
     connections: float | None = None
+    latency_writes: int = 0  # every apply of the latency phases, targeted or not
+    # Requests the API server served during the latency phases besides the bench's own, per
+    # `VERB resource`: what admission (and anything running meanwhile) asked of it.
+    api_requests: dict[str, float] = field(default_factory=dict)
+    # Per server (an admission server, kube-apiserver, etcd): (PSS, RSS) MiB after each round.
+    memory: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
 class SequenceNumbers:
@@ -769,22 +864,65 @@ def measure_direct(bench: Bench, seq: SequenceNumbers, per_op: int, result: Resu
 
 WEBHOOK_DURATION = "apiserver_admission_webhook_admission_duration_seconds"
 CONNECTIONS = "fluxwarden_connections_total"
+REQUESTS = "apiserver_request_total"
 
 
-def webhook_call_totals(cluster: ControlPlane) -> dict[str, tuple[float, float]]:
-    """The API server's own account of its webhook calls: (seconds, calls) per webhook name,
-    summed over operation/type/rejected, from its `/metrics`."""
-    conn = ApiConnection(cluster)
-    totals: dict[str, tuple[float, float]] = {}
-    for line in conn.get_text("/metrics").splitlines():
+def apiserver_counters(
+    cluster: ControlPlane,
+) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+    """`parse_metrics` of one read of the API server's `/metrics`."""
+    return parse_metrics(ApiConnection(cluster).get_text("/metrics"))
+
+
+def parse_metrics(text: str) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+    """The API server's own account of its webhook calls, (seconds, calls) per webhook name
+    summed over operation/type/rejected; and of the requests it served, per
+    `VERB resource[/subresource][.group]` (`apiserver_request_total`, summed over codes)."""
+    webhooks: dict[str, tuple[float, float]] = {}
+    requests: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(REQUESTS + "{"):
+            labels, _, value = line.rpartition(" ")
+            key = request_key(_label(labels, "verb"), _label(labels, "group"),
+                              _label(labels, "resource"), _label(labels, "subresource"))  # fmt: skip
+            requests[key] = requests.get(key, 0.0) + float(value)
         for suffix, index in (("_sum{", 0), ("_count{", 1)):
             if line.startswith(WEBHOOK_DURATION + suffix):
                 labels, _, value = line.rpartition(" ")
-                name = labels.split('name="', 1)[1].split('"', 1)[0]
-                pair = list(totals.get(name, (0.0, 0.0)))
+                name = _label(labels, "name")
+                pair = list(webhooks.get(name, (0.0, 0.0)))
                 pair[index] += float(value)
-                totals[name] = (pair[0], pair[1])
-    return totals
+                webhooks[name] = (pair[0], pair[1])
+    return webhooks, requests
+
+
+_LABEL = re.compile(r'([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"')
+
+
+def _label(labels: str, name: str) -> str:
+    """The value of label `name` in a Prometheus sample's `{a="x",b="y"}` ("" if absent)."""
+    values: dict[str, str] = dict(_LABEL.findall(labels))
+    return values.get(name, "")
+
+
+def request_key(verb: str, group: str, resource: str, subresource: str) -> str:
+    what = (resource or "(non-resource)") + (
+        f"/{subresource}".replace("//", "/") if subresource else ""
+    )
+    return f"{verb} {what}{f'.{group}' if group else ''}"
+
+
+def own_requests(per_op: int) -> dict[str, float]:
+    """The requests of one latency phase the bench makes itself: every apply `per_op` times
+    (a server-side apply, counted as verb APPLY), and the first of its two `/metrics` reads."""
+    own = {request_key("GET", "", "", ""): 1.0}
+    for apply in APPLIES:
+        path, _ = apply.request(0)
+        parts = path.strip("/").split("/")
+        group = "" if parts[0] == "api" else parts[1]
+        key = request_key("APPLY", group, parts[-2], "")
+        own[key] = own.get(key, 0.0) + per_op
+    return own
 
 
 def _control_plane_pids(cluster: ControlPlane) -> list[int]:
@@ -844,7 +982,9 @@ def measure_throughput(
         )
     for thread in threads:
         thread.start()
-    fluxwarden_pgid = bench.fluxwarden.process.pid if bench.fluxwarden.process else 0
+    # The admission server's CPU: Kyverno's while it runs, else fluxwarden's.
+    server = bench.kyverno.process if bench.kyverno else bench.fluxwarden.process
+    fluxwarden_pgid = server.pid if server else 0
     cp_before = sum(_group_cpu(pid) for pid in control_plane_pids)
     fw_before = _group_cpu(fluxwarden_pgid)
     began = time.monotonic()
@@ -909,39 +1049,7 @@ def run(
             result = results[config.name]
             with config.set_up(bench):
                 wait_for_effect(bench, config)
-                calls_before = bench.fluxwarden.metric_total("fluxwarden_admission_requests_total")
-                connections_before = bench.fluxwarden.metric_total(CONNECTIONS)
-                offset = bench.fluxwarden.log.stat().st_size
-                api_before = webhook_call_totals(bench.cluster)
-                measure_latency(bench, config, seq, per_op, result)
-                for name, (seconds_after, calls_after) in webhook_call_totals(
-                    bench.cluster
-                ).items():
-                    seconds_before, calls_before_ = api_before.get(name, (0.0, 0.0))
-                    result.api_webhook_seconds[name] = (
-                        result.api_webhook_seconds.get(name, 0.0) + seconds_after - seconds_before
-                    )
-                    result.api_webhook_calls[name] = (
-                        result.api_webhook_calls.get(name, 0.0) + calls_after - calls_before_
-                    )
-                time.sleep(0.3)  # the last decision-log lines reach the file
-                calls = bench.fluxwarden.metric_total("fluxwarden_admission_requests_total")
-                result.webhook_calls += calls - calls_before
-                # minus the two /metrics reads of this bookkeeping
-                connections_after = bench.fluxwarden.metric_total(CONNECTIONS)
-                if connections_after:  # 0: a fluxwarden without the metric (an older tree)
-                    connected = connections_after - connections_before
-                    result.connections = (result.connections or 0.0) + max(connected - 2, 0)
-                result.targeted_writes += per_op * sum(a.touched for a in APPLIES)
-                records, _ = _decision_records(bench.fluxwarden.log, offset)
-                for apply in APPLIES:
-                    result.in_app_ms.setdefault(apply.name, []).extend(
-                        r["durationMs"]
-                        for r in records
-                        if r.get("kind") == apply.log_kind
-                        and str(r.get("name", "")).startswith(apply.log_name)
-                        and not r.get("dryRun")
-                    )
+                measure_round_latency(bench, config, seq, per_op, result)
                 measure_throughput(
                     bench,
                     seq,
@@ -953,6 +1061,7 @@ def run(
                     if bench.pprof
                     else None,
                 )
+                measure_memory(bench, config, pids, result)
             print(
                 f"round {round_index + 1}/{rounds} {config.name}: {result.rates[-1]:.0f} writes/s",
                 file=sys.stderr,
@@ -960,6 +1069,71 @@ def run(
             )
         measure_direct(bench, seq, per_op, results[DIRECT])
     return results
+
+
+def measure_round_latency(
+    bench: Bench, config: Configuration, seq: SequenceNumbers, per_op: int, result: Result
+) -> None:
+    """The latency phase, with what fluxwarden and the API server counted meanwhile."""
+    calls_before = bench.fluxwarden.metric_total("fluxwarden_admission_requests_total")
+    connections_before = bench.fluxwarden.metric_total(CONNECTIONS)
+    offset = bench.fluxwarden.log.stat().st_size
+    webhooks_before, requests_before = apiserver_counters(bench.cluster)
+    measure_latency(bench, config, seq, per_op, result)
+    webhooks_after, requests_after = apiserver_counters(bench.cluster)
+    for name, (seconds_after, calls_after) in webhooks_after.items():
+        seconds_before, calls_before_ = webhooks_before.get(name, (0.0, 0.0))
+        result.api_webhook_seconds[name] = (
+            result.api_webhook_seconds.get(name, 0.0) + seconds_after - seconds_before
+        )
+        result.api_webhook_calls[name] = (
+            result.api_webhook_calls.get(name, 0.0) + calls_after - calls_before_
+        )
+    # Besides the bench's own writes and its first /metrics read: what admission asked for.
+    own = own_requests(per_op)
+    for key, count in requests_after.items():
+        extra = count - requests_before.get(key, 0.0) - own.get(key, 0.0)
+        if extra:
+            result.api_requests[key] = result.api_requests.get(key, 0.0) + extra
+    time.sleep(0.3)  # the last decision-log lines reach the file
+    calls = bench.fluxwarden.metric_total("fluxwarden_admission_requests_total")
+    result.webhook_calls += calls - calls_before
+    # minus the two /metrics reads of this bookkeeping
+    connections_after = bench.fluxwarden.metric_total(CONNECTIONS)
+    if connections_after:  # 0: a fluxwarden without the metric (an older tree)
+        connected = connections_after - connections_before
+        result.connections = (result.connections or 0.0) + max(connected - 2, 0)
+    result.targeted_writes += per_op * sum(a.touched for a in APPLIES)
+    result.latency_writes += per_op * len(APPLIES)
+    records, _ = _decision_records(bench.fluxwarden.log, offset)
+    for apply in APPLIES:
+        result.in_app_ms.setdefault(apply.name, []).extend(
+            r["durationMs"]
+            for r in records
+            if r.get("kind") == apply.log_kind
+            and str(r.get("name", "")).startswith(apply.log_name)
+            and not r.get("dryRun")
+        )
+
+
+def measure_memory(
+    bench: Bench, config: Configuration, control_plane_pids: list[int], result: Result
+) -> None:
+    """PSS and RSS of the configuration's admission servers and of the API server and etcd,
+    after the throughput phase (their working set under load)."""
+    servers = dict(config.servers(bench))
+    for pid in control_plane_pids:
+        with contextlib.suppress(OSError):
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            if name in ("kube-apiserver", "etcd"):  # not a server given the kubeconfig path
+                servers.setdefault(name, []).append(pid)
+    for server, pids in servers.items():
+        pss = rss = 0.0
+        for pid in pids:
+            with contextlib.suppress(OSError, KeyError):  # a worker that just exited
+                pid_pss, pid_rss = memory_mib(pid)
+                pss, rss = pss + pid_pss, rss + pid_rss
+        result.memory.setdefault(server, []).append((pss, rss))
 
 
 # --------------------------------------------------------------------------- report
@@ -1006,8 +1180,9 @@ def throughput_table(results: dict[str, Result], configs: Sequence[Configuration
     base = results[BASELINE]
     base_rate = base.writes / base.write_seconds if base.write_seconds else 0.0
     header = ["configuration", "writes/s", "x none", "rounds writes/s", "errors"]
-    header += ["API server+etcd CPU ms/write", "fluxwarden CPU ms/write"]
+    header += ["API server+etcd CPU ms/write", "admission server CPU ms/write"]
     header += ["webhook calls per targeted write", "connections per webhook call"]
+    header += ["API requests per write"]
     rows = []
     for config in configs:
         result = results[config.name]
@@ -1028,9 +1203,51 @@ def throughput_table(results: dict[str, Result], configs: Sequence[Configuration
                 f"{result.connections / result.webhook_calls:.3f}"
                 if result.webhook_calls and result.connections is not None
                 else "",
+                f"{sum(result.api_requests.values()) / result.latency_writes:.2f}"
+                if result.latency_writes
+                else "",
             ]
         )
     return markdown_table(header, rows, text_columns=1)
+
+
+def api_request_table(results: dict[str, Result], configs: Sequence[Configuration]) -> str:
+    """What the API server served during the latency phases besides the bench's own writes,
+    per write, by verb and resource (the most frequent; background work like leases too)."""
+    header = ["configuration", "requests per write", "most frequent (per write)"]
+    rows = []
+    for config in configs:
+        result = results[config.name]
+        if not result.latency_writes:
+            continue
+        per_write = {k: v / result.latency_writes for k, v in result.api_requests.items()}
+        top = sorted(per_write.items(), key=lambda item: -item[1])[:6]
+        rows.append(
+            [
+                config.name,
+                f"{sum(per_write.values()):.2f}",
+                ", ".join(f"{key} {value:.2f}" for key, value in top if value >= 0.005),
+            ]
+        )
+    return markdown_table(header, rows, text_columns=1)
+
+
+def memory_table(results: dict[str, Result], configs: Sequence[Configuration]) -> str:
+    """Each server's PSS and RSS after each round's throughput phase (median over rounds)."""
+    header = ["configuration", "server", "PSS MiB", "RSS MiB", "rounds PSS MiB"]
+    rows = []
+    for config in configs:
+        for server, samples in sorted(results[config.name].memory.items()):
+            rows.append(
+                [
+                    config.name,
+                    server,
+                    f"{statistics.median(p for p, _ in samples):.0f}",
+                    f"{statistics.median(r for _, r in samples):.0f}",
+                    ", ".join(f"{p:.0f}" for p, _ in samples),
+                ]
+            )
+    return markdown_table(header, rows, text_columns=2)
 
 
 def webhook_call_table(results: dict[str, Result], configs: Sequence[Configuration]) -> str:
@@ -1067,6 +1284,9 @@ def to_json(results: dict[str, Result]) -> JsonObject:
             "fluxwarden_cpu_seconds": result.fluxwarden_cpu,
             "webhook_calls": result.webhook_calls,
             "targeted_writes": result.targeted_writes,
+            "latency_writes": result.latency_writes,
+            "api_requests": result.api_requests,
+            "memory_mib_pss_rss": result.memory,
         }
         for name, result in results.items()
     }
@@ -1120,8 +1340,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hostile", type=int, default=256, help="hostile connections")
     parser.add_argument(
         "--configurations",
-        default=",".join(c.name for c in CONFIGURATIONS),
-        help=f"comma-separated, from {[c.name for c in CONFIGURATIONS]} ({BASELINE} always runs)",
+        help=f"comma-separated, from {[c.name for c in CONFIGURATIONS]} ({BASELINE} always "
+        "runs; default: all, webhook@tree only with --tree)",
     )
     parser.add_argument("--json", type=Path, help="also write the raw samples here")
     parser.add_argument(
@@ -1142,12 +1362,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--rounds 1..20, --per-op 1..500, --writers 1..64")
     if not 0 < args.seconds <= 30 or not 0 <= args.hostile <= 1024:
         raise SystemExit("--seconds (0, 30], --hostile 0..1024")
+    if args.configurations is None:
+        args.configurations = ",".join(
+            c.name for c in CONFIGURATIONS if args.tree or c.name != "webhook@tree"
+        )
     wanted = {BASELINE, *args.configurations.split(",")}
     unknown = wanted - {c.name for c in CONFIGURATIONS}
     if unknown:
         raise SystemExit(f"unknown configurations: {sorted(unknown)}")
     if missing_binaries():
         raise SystemExit(f"missing {missing_binaries()}: run `make controlplane`")
+    if "kyverno" in wanted and kyverno_peer.missing():
+        raise SystemExit(
+            f"missing Kyverno {kyverno_peer.missing()}: run tests/controlplane/kyverno/build.sh"
+        )
     configs = [c for c in CONFIGURATIONS if c.name in wanted]
     started = time.monotonic()
     with (
@@ -1187,6 +1415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(throughput_table(results, configs))
     print()
     print(webhook_call_table(results, configs))
+    print()
+    print(api_request_table(results, configs))
+    print()
+    print(memory_table(results, configs))
     if args.json:
         args.json.write_text(json.dumps(to_json(results), indent=1))
     return 0

@@ -1,6 +1,7 @@
 """Offline audit benchmark: generated Flux manifests through `audit_documents`.
 
     python -m bench.offline_audit [--objects 10000] [--baseline CHECKOUT [--rounds N]]
+    python -m bench.offline_audit --peer kyverno [--releases 10000] [--rounds N]
 
 Writes the manifests into a temporary directory (one file per object, a directory per
 namespace, like a fleet repository), then audits it in a fresh child process so the peak RSS
@@ -259,11 +260,24 @@ def main(argv: list[str] | None = None) -> int:
         help="also time another checkout (e.g. a `git worktree` of main), interleaved round by "
         "round with this one, and report the ratio of the medians",
     )
-    parser.add_argument("--rounds", type=int, default=5, help="rounds with --baseline")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds with --baseline or --peer")
+    parser.add_argument(
+        "--peer",
+        choices=["kyverno"],
+        help="instead: fluxwarden's audit and fix against `kubectl-kyverno apply` on "
+        "--releases HelmReleases and the Flux controllers (bench/offline_peer.py)",
+    )
+    parser.add_argument("--releases", type=int, default=10_000, help="HelmReleases with --peer")
     args = parser.parse_args(argv)
     if args.measure:
         print(json.dumps(_measure(args.measure, traced=args.traced)))
         return 0
+    if args.peer:
+        if not 1 <= args.rounds <= 20 or not 1 <= args.releases <= 100_000:
+            raise SystemExit("--rounds 1..20, --releases 1..100000")
+        from bench import offline_peer
+
+        return offline_peer.main(releases=args.releases, rounds=args.rounds)
     if args.baseline:
         return compare(args.baseline, objects=args.objects, rounds=args.rounds)
     with tempfile.TemporaryDirectory(prefix="fluxwarden-bench-") as tmp:
