@@ -271,7 +271,7 @@ def _merges_differ(covers: Covers, grid: list[JsonObject]) -> tuple[JsonObject, 
 
 
 def test_fleet_covers_is_transitive_so_the_native_merge_adds_what_check_adds() -> None:
-    """fleet_job_tolerations_native drops the wanted tolerations an earlier one covers; that
+    """fleet_job_tolerations.native drops the wanted tolerations an earlier one covers; that
     gives check()'s answer exactly when `covers` is transitive (see the comment there)."""
     from webhook.engine.policies.fleet_job_tolerations import covers
 
