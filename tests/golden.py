@@ -90,6 +90,7 @@ class Case:
             operation=given.get("operation", "CREATE"),
             dry_run=given.get("dryRun", False),
             user=given.get("user", "tester"),
+            old_object=copy.deepcopy(given.get("oldObject")),
         )
 
     @property
