@@ -24,6 +24,9 @@ spec:
     spec:
       chart: podinfo
       sourceRef: {kind: HelmRepository, name: podinfo}
+  # helmrelease-remediation runs in warn mode in the shipped set: fix does not write it
+  install: {strategy: {name: RetryOnFailure}}
+  upgrade: {strategy: {name: RetryOnFailure}}
 """
 
 
