@@ -75,6 +75,12 @@ def test_every_policy_cites_its_sources() -> None:
             "minInterval must not be greater",
         ),
         ("controller-requeue-dependency", {"interval": "5 seconds"}, "field interval"),
+        ("helmrelease-remediation", {"setDefault": "Retry"}, "field setDefault"),
+        ("helmrelease-remediation", {"retries": 0}, "field retries"),
+        ("flux-intervals", {"kinds": ["HelmReleases"]}, "field kinds.0"),
+        ("flux-intervals", {"minInterval": "2h", "maxInterval": "1h"}, "minInterval must not"),
+        ("flux-api-versions", {"fluxVersion": "2.5"}, "field fluxVersion"),
+        ("flux-source-trust", {"allowedUrls": {"GitRepo": []}}, "field allowedUrls.GitRepo"),
     ],
 )
 def test_bad_params_name_file_policy_and_field(
