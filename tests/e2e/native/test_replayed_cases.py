@@ -66,6 +66,11 @@ UNREPLAYABLE = {
     "kustomization-dependencies/lookups-unavailable-warned": "lookups unavailable",
     "source-controller-storage/data-claim-lookup-unavailable": "lookups unavailable",
     "kustomization-dependencies/mutate-webhook-cycle-not-run": "decides what /mutate alone",
+    **{
+        c.id: "an old object with the status helm-controller writes"
+        for c in ALL_CASES
+        if c.spec.get("request", {}).get("oldObject") is not None
+    },
 }
 # Cases a native policy decides in part while a policy that stays in the webhook (lookups)
 # decides the rest: a native-only install gives that rest up by design (README), so only the
