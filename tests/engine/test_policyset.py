@@ -164,3 +164,18 @@ def test_unquoted_off_means_off() -> None:
     policy_set = parse_policy_set(raw, source="x")
     assert policy_set.mode == "off"
     assert policy_set.effective_mode(policy_set.policies[0]) == "off"
+
+
+def test_the_multi_tenancy_profile_is_the_default_set_plus_tenant_isolation() -> None:
+    """policies/multi-tenancy.yaml repeats the default set: a change there must be made here."""
+    default = yaml.safe_load(SHIPPED_POLICIES.read_text())["spec"]
+    profile = yaml.safe_load((SHIPPED_POLICIES.parent / "multi-tenancy.yaml").read_text())["spec"]
+    shared = profile["policies"][: len(default["policies"])]
+    assert shared == default["policies"], "multi-tenancy.yaml differs from the default set"
+    assert {k: v for k, v in profile.items() if k != "policies"} == {
+        k: v for k, v in default.items() if k != "policies"
+    }
+    assert [p["name"] for p in profile["policies"][len(default["policies"]) :]] == [
+        "tenant-service-account",
+        "tenant-cross-namespace-refs",
+    ]

@@ -32,7 +32,6 @@ from tests.e2e.harness import WebhookServer, apply_objects, wait_until
 from tests.e2e.native.differential import VAP_PREFIX, Answer, _normalised
 from tests.e2e.test_golden_parity import _complete
 from tests.golden import Case
-from webhook.cli import SHIPPED_POLICIES
 from webhook.engine import PolicySet, parse_policy_set
 from webhook.engine.model import EXEMPT_ANNOTATION
 from webhook.manifests import Scopes, webhook_configurations
@@ -76,7 +75,7 @@ def plan(case: Case) -> Operation | str:
 def policy_text(case: Case) -> str:
     """The case's full policy set as a file (`mode`, which --mode sets, written as spec.mode:
     the same ceiling)."""
-    raw = yaml.safe_load(SHIPPED_POLICIES.read_text())
+    raw = yaml.safe_load(case.profile.read_text())
     ceiling = case.spec.get("mode", case.spec.get("ceiling"))
     if ceiling is not None:
         raw["spec"]["mode"] = "off" if ceiling is False else ceiling

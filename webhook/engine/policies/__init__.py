@@ -17,6 +17,8 @@ from .helmrelease_remediation import HelmReleaseRemediation
 from .irc_single_replica import IrcSingleReplica
 from .kustomization_dependencies import KustomizationDependencies
 from .source_controller_storage import SourceControllerStorage
+from .tenant_cross_namespace_refs import TenantCrossNamespaceRefs
+from .tenant_service_account import TenantServiceAccount
 
 ALL_POLICIES: dict[str, Policy[Any]] = {
     policy.name: policy
@@ -33,6 +35,8 @@ ALL_POLICIES: dict[str, Policy[Any]] = {
         FluxIntervals(),
         FluxApiVersions(),
         FluxSourceTrust(),
+        TenantServiceAccount(),
+        TenantCrossNamespaceRefs(),
     )
 }
 
