@@ -89,7 +89,7 @@ def test_webhook_configurations_are_narrow(cluster: ControlPlane, manifests: Pat
     pairs = _webhooks(cluster, manifests, "base")
     # Jobs have their own: gitjob's Jobs are matched in any namespace. The Flux sources, image
     # and notification kinds: one webhook per set of policies that look at them.
-    assert len(pairs) == 11
+    assert len(pairs) == 12
     for config, hook in pairs:
         assert (
             config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]

@@ -95,12 +95,14 @@ class FluxIntervals(Policy[FluxIntervalParams]):
 
     def _groups(
         self, params: FluxIntervalParams
-    ) -> list[tuple[tuple[str, str | None], list[ResourceKind]]]:
-        """The configured kinds, by the bounds they share (sources, the rest)."""
-        grouped: dict[tuple[str, str | None], list[ResourceKind]] = {}
+    ) -> list[tuple[tuple[str, str | None, bool], list[ResourceKind]]]:
+        """The configured kinds by what their findings share: bounds, and whether they are
+        sources (worded differently)."""
+        grouped: dict[tuple[str, str | None, bool], list[ResourceKind]] = {}
         for name in dict.fromkeys(params.kinds):
             kind = KINDS[name]
-            grouped.setdefault(params.bounds(kind), []).append(kind)
+            key = (*params.bounds(kind), kind.group == SOURCE_GROUP)
+            grouped.setdefault(key, []).append(kind)
         return list(grouped.items())
 
     def scope(self, params: FluxIntervalParams) -> tuple[Match, ...]:
@@ -109,7 +111,7 @@ class FluxIntervals(Policy[FluxIntervalParams]):
                 resources=tuple(ResourceMatch(k) for k in kinds),
                 condition=_outside(low, high),
             )
-            for (low, high), kinds in self._groups(params)
+            for (low, high, _), kinds in self._groups(params)
         )
 
     def check(
@@ -143,9 +145,9 @@ class FluxIntervals(Policy[FluxIntervalParams]):
                 f"'spec.interval \\'' + {INTERVAL} + '\\' is not a duration'",
             )
         ]
-        for (low, high), kinds in self._groups(params):
+        for (low, high, source), kinds in self._groups(params):
             names = ", ".join(cel_string(k.kind) for k in kinds)
-            short = SOURCE_TOO_SHORT if kinds[0].group == SOURCE_GROUP else TOO_SHORT
+            short = SOURCE_TOO_SHORT if source else TOO_SHORT
             ours = f"request.kind.kind in [{names}] && variables.valid"
             findings.append(
                 NativeFinding(
