@@ -20,6 +20,7 @@ from tests.controlplane.cluster import ControlPlane, default_bin_dir
 from tests.e2e.harness import apply_objects, ensure_namespaces, wait_until
 from tests.e2e.native.differential import (
     Answer,
+    a_webhook_only_policy_finds_something,
     admit,
     delete,
     differences,
@@ -39,24 +40,11 @@ pytestmark = [pytest.mark.native]
 POLICY_SET: PolicySet = load_policy_file(SHIPPED_POLICIES)
 
 
-def _a_webhook_only_policy_finds_something(case: Case) -> bool:
-    """A policy native objects do not cover (lookups, oldObject) also finds something in the
-    case: a native-only install gives that up by design; test_hybrid.py compares those."""
-    natively = natively_decided(POLICY_SET, case.obj, hybrid=False)
-    decision = evaluate(
-        _complete(case.obj),
-        request=request_for(case.obj),
-        policy_set=POLICY_SET,
-        lookups=NoLookups(),
-    )
-    return any(r.policy not in natively and r.result != "pass" for r in decision.results)
-
-
 NATIVE_CASES = [
     c
     for c in SERVED_CASES
     if natively_decided(POLICY_SET, c.obj, hybrid=False)
-    and not _a_webhook_only_policy_finds_something(c)
+    and not a_webhook_only_policy_finds_something(POLICY_SET, c)
 ]
 PROBE_CASE = "irc-single-replica/two-replicas-1gi"
 
