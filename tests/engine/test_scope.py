@@ -99,7 +99,7 @@ def test_the_lookups_role_grants_exactly_the_reads() -> None:
     assert role["rules"][0] == {
         "apiGroups": ["apps"],
         "resources": ["deployments"],
-        "resourceNames": ["image-reflector-controller", "my-fleet"],
+        "resourceNames": ["helm-controller", "image-reflector-controller", "my-fleet"],
         "verbs": ["get"],
     }
     # The dependsOn walk lists one namespace at a time; named reads are GETs only.

@@ -14,19 +14,23 @@ from pydantic import Field
 
 from ..match import Match, ResourceMatch, cel_string
 from ..model import JsonObject, Lookups, Request
-from ..resources import HELMRELEASES
+from ..resources import DEPLOYMENTS, HELMRELEASES
 from .base import (
     Native,
     NativeFinding,
     NativeMutation,
     Params,
     Policy,
+    Read,
     Report,
     dig,
     ensure_dict,
+    named_container,
 )
 
 ACTIONS = ("install", "upgrade")
+GATE = "DefaultToRetryOnFailure"  # helm-controller: an unset strategy means RetryOnFailure
+HELM_CONTROLLER = "helm-controller"
 RETRY = "RetryOnFailure"
 # Releases in helm.toolkit.fluxcd.io/v2beta2 know remediation.retries but not strategy.
 STRATEGY_VERSIONS = ("v2",)
@@ -43,6 +47,14 @@ class RemediationParams(Params):
     retries: int = Field(
         default=3, ge=1, description="remediation.retries when setDefault: retries"
     )
+    default_to_retry_on_failure: Literal["lookup", "enabled", "disabled"] = Field(
+        default="lookup",
+        alias="defaultToRetryOnFailure",
+        description="Whether helm-controller runs with --feature-gates=DefaultToRetryOnFailure="
+        "true (an unset strategy then retries): read from its Deployment (lookup; webhook "
+        "only), or stated here (decided natively too).",
+    )
+    controller_namespace: str = Field(default="flux-system", alias="controllerNamespace")
     remediate_last_failure: bool = Field(
         default=True,
         alias="remediateLastFailure",
@@ -53,6 +65,20 @@ class RemediationParams(Params):
 
 def _retries(remediation: Any) -> Any:
     return remediation.get("retries") if isinstance(remediation, dict) else None
+
+
+def retries_by_default(deployment: JsonObject | None) -> bool:
+    """helm-controller's manager runs with the DefaultToRetryOnFailure feature gate on (the
+    last mention wins, as flags are parsed)."""
+    manager = named_container(dig(deployment, "spec", "template", "spec"), "manager")
+    enabled = False
+    for arg in (manager or {}).get("args") or []:
+        if isinstance(arg, str) and arg.startswith("--feature-gates="):
+            for gate in arg.split("=", 1)[1].split(","):
+                name, _, value = gate.partition("=")
+                if name.strip() == GATE:
+                    enabled = value.strip().lower() == "true"
+    return enabled
 
 
 def handled(action: Any) -> bool:
@@ -85,6 +111,16 @@ class HelmReleaseRemediation(Policy[RemediationParams]):
     def scope(self, params: RemediationParams) -> tuple[Match, ...]:
         return (Match(resources=(ResourceMatch(HELMRELEASES),), condition=_needs(params)),)
 
+    def reads(self, params: RemediationParams) -> tuple[Read, ...]:
+        if params.default_to_retry_on_failure != "lookup":
+            return ()
+        return (Read(DEPLOYMENTS, frozenset({HELM_CONTROLLER})),)
+
+    def _gate(self, params: RemediationParams, lookups: Lookups) -> bool:
+        if params.default_to_retry_on_failure != "lookup":
+            return params.default_to_retry_on_failure == "enabled"
+        return retries_by_default(lookups.deployment(params.controller_namespace, HELM_CONTROLLER))
+
     def check(
         self,
         obj: JsonObject,
@@ -95,8 +131,16 @@ class HelmReleaseRemediation(Policy[RemediationParams]):
         report: Report,
     ) -> None:
         spec = dig(obj, "spec")
+        gate: bool | None = None  # looked up once, and only when an action needs it
         for action in ACTIONS:
-            self._check_action(obj, action, dig(spec, action), request, params, report)
+            current = dig(spec, action)
+            if handled(current):
+                continue
+            if dig(current, "strategy", "name") is None:
+                gate = self._gate(params, lookups) if gate is None else gate
+                if gate:
+                    continue  # helm-controller retries an unset strategy
+            self._check_action(obj, action, current, request, params, report)
         if params.remediate_last_failure:
             remediation = dig(spec, "upgrade", "remediation")
             retries = _retries(remediation)
@@ -119,8 +163,6 @@ class HelmReleaseRemediation(Policy[RemediationParams]):
         params: RemediationParams,
         report: Report,
     ) -> None:
-        if handled(current):
-            return
         strategy = dig(current, "strategy", "name")
         if strategy is not None:
             # An explicit choice (RemediateOnFailure without retries) is kept and warned about.
@@ -150,6 +192,16 @@ class HelmReleaseRemediation(Policy[RemediationParams]):
             report.changed(f"spec.{action}.remediation.retries", was, params.retries)
 
     def native(self, params: RemediationParams) -> Native:
+        if params.default_to_retry_on_failure == "lookup":
+            return Native(
+                covers=(),
+                webhook=self.scope(params),
+                keeps=(
+                    f"everything: helm-controller's {GATE} feature gate is read from its "
+                    "Deployment (a lookup); set defaultToRetryOnFailure to enabled or disabled "
+                    "to decide natively"
+                ),
+            )
         variables: list[tuple[str, str]] = []
         findings: list[NativeFinding] = []
         for action in ACTIONS:
@@ -200,7 +252,11 @@ def _action_variables(action: str, params: RemediationParams) -> list[tuple[str,
         "retries": "true",
         "none": "false",
     }[setting]
-    open_ = f"!(has(object.spec) && {_handled_cel(action)}) && variables.{action}Strategy == ''"
+    gate = "true" if params.default_to_retry_on_failure == "enabled" else "false"
+    open_ = (
+        f"!(has(object.spec) && {_handled_cel(action)}) && variables.{action}Strategy == '' "
+        f"&& !{gate}"
+    )
     return [
         (f"{action}Strategy", f"{strategy} ? string({section}.strategy.name) : ''"),
         (f"{action}Retries", f"{retries} ? string({section}.remediation.retries) : ''"),
