@@ -117,9 +117,12 @@ class HelmReleaseRemediation(Policy[RemediationParams]):
         return (Read(DEPLOYMENTS, frozenset({HELM_CONTROLLER})),)
 
     def _gate(self, params: RemediationParams, lookups: Lookups) -> bool:
+        """An unset strategy retries: the feature gate is on, or (lookup) helm-controller is not
+        found where it should be, so the gate is unknown and nothing is claimed."""
         if params.default_to_retry_on_failure != "lookup":
             return params.default_to_retry_on_failure == "enabled"
-        return retries_by_default(lookups.deployment(params.controller_namespace, HELM_CONTROLLER))
+        controller = lookups.deployment(params.controller_namespace, HELM_CONTROLLER)
+        return controller is None or retries_by_default(controller)
 
     def check(
         self,
