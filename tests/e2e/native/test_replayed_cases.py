@@ -45,6 +45,7 @@ from tests.e2e.native.replay import (
     policy_text,
     replay,
     replayed_object,
+    strategy_in,
 )
 from tests.e2e.native.test_hybrid import _policy_results
 from tests.e2e.native.test_native import DEFAULT_POD_TOLERATIONS
@@ -73,6 +74,11 @@ UNREPLAYABLE = {
     "kustomization-dependencies/mutate-webhook-cycle-not-run": "decides what /mutate alone",
     "tenant-service-account/lookup-unavailable-warned": "lookups unavailable",
     "helmrelease-remediation/gate-lookup-unavailable": "lookups unavailable",
+    **{
+        c.id: "spec.install/upgrade.strategy: the replays' HelmRelease CRD"
+        for c in ALL_CASES
+        if c not in SERVED_CASES and strategy_in(c)
+    },
     **{
         c.id: "an old object with the status helm-controller writes"
         for c in ALL_CASES
