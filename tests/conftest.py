@@ -47,6 +47,7 @@ def admission_review(
     kind: dict[str, str] | None = None,
     resource: str | None = None,
     resource_group: str | None = None,
+    old_object: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """An AdmissionReview as the API server sends it, derived from the object."""
     source = obj or IRC_DEPLOYMENT
@@ -65,7 +66,7 @@ def admission_review(
         "operation": operation,
         "userInfo": {"username": "alice"},
         "object": copy.deepcopy(obj),
-        "oldObject": None,
+        "oldObject": copy.deepcopy(old_object),
         "dryRun": dry_run,
     }
     if sub_resource:

@@ -52,9 +52,15 @@ class Case:
     def policy(self) -> str:
         return self.path.parent.name
 
+    @property
+    def profile(self) -> Path:
+        """The shipped policy set the case's policy runs in: the default one, else the first
+        profile (policies/*.yaml) that lists it."""
+        return profile_of(self.policy)
+
     def full_policy_set(self) -> PolicySet:
-        """The shipped set with the case's overrides and ceiling (`mode`, as --mode sets it)."""
-        raw = yaml.safe_load(SHIPPED_POLICIES.read_text())
+        """The case's profile with the case's overrides and ceiling (`mode`, as --mode sets it)."""
+        raw = yaml.safe_load(self.profile.read_text())
         if "ceiling" in self.spec:
             raw["spec"]["mode"] = self.spec["ceiling"]
         for entry in raw["spec"]["policies"]:
@@ -90,6 +96,7 @@ class Case:
             operation=given.get("operation", "CREATE"),
             dry_run=given.get("dryRun", False),
             user=given.get("user", "tester"),
+            old_object=copy.deepcopy(given.get("oldObject")),
         )
 
     @property
@@ -111,6 +118,17 @@ class Case:
             lookups=self.lookups(),
             webhook=self.webhook,
         )
+
+
+def profile_of(policy: str) -> Path:
+    profiles = sorted(p for p in SHIPPED_POLICIES.parent.glob("*.yaml") if p != SHIPPED_POLICIES)
+    for path in [SHIPPED_POLICIES, *profiles]:
+        raw = yaml.safe_load(path.read_text())
+        if raw.get("kind") == "PolicySet" and any(
+            entry.get("name") == policy for entry in raw["spec"]["policies"]
+        ):
+            return path
+    return SHIPPED_POLICIES
 
 
 def load_cases() -> list[Case]:

@@ -93,6 +93,9 @@ def parse_admission_review(payload: Any) -> AdmissionRequest:
     obj = raw.get("object")
     if operation in ("CREATE", "UPDATE") and not isinstance(obj, dict):
         raise BadRequest(f"request.object must be an object for {operation}")
+    old_obj = raw.get("oldObject")
+    if old_obj is not None and not isinstance(old_obj, dict):
+        raise BadRequest("request.oldObject must be an object or null")
     dry_run = raw.get("dryRun", False)
     if not isinstance(dry_run, bool):
         raise BadRequest("request.dryRun must be a boolean")
@@ -109,6 +112,7 @@ def parse_admission_review(payload: Any) -> AdmissionRequest:
         operation=operation,
         dry_run=dry_run,
         user=_text(user_info, "username", "request.userInfo"),
+        old_object=old_obj if operation == "UPDATE" else None,
     )
     return AdmissionRequest(
         api_version=api_version,

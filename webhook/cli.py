@@ -244,6 +244,7 @@ def cmd_policies(args: argparse.Namespace) -> int:
                 "configuredMode": p.mode,
                 "webhook": p.policy.webhook,
                 "why": p.policy.summary,
+                "sources": list(p.policy.sources),
                 "params": p.params.model_dump(by_alias=True, mode="json"),
             }
             for p in policy_set.policies
@@ -256,6 +257,8 @@ def cmd_policies(args: argparse.Namespace) -> int:
     for p in policy_set.policies:
         mode = policy_set.effective_mode(p)
         print(f"  {p.policy.name:<{width}}  {mode:<7}  {p.policy.summary}")
+        for source in p.policy.sources:
+            print(f"  {'':<{width}}  {'':<7}  source: {source}")
     return 0
 
 
@@ -316,7 +319,7 @@ def cmd_fix(args: argparse.Namespace) -> int:
     from .audit.fix import fix_paths
     from .audit.formats import printable, quoting_prefix
 
-    policy_set = load_policies(args)
+    policy_set = load_policies(args).enforcing()  # every change audit reports, made
     if args.write and args.check:
         raise UsageError("--write and --check go separately")
     result = fix_paths(

@@ -402,3 +402,36 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@pytest.mark.parametrize("mode", ["warn", "audit"])
+def test_fix_makes_the_changes_audit_reports_of_a_policy_below_enforce(
+    tmp_path: Path, mode: str
+) -> None:
+    """A would-be mutation of a warn or audit policy fails the audit as an enforced one does:
+    fix makes it, so audit and `fix --check` agree (no CI deadlock)."""
+    from webhook.cli import main
+
+    policies = tmp_path / "policies.yaml"
+    shipped = yaml.safe_load(SHIPPED_POLICIES.read_text())
+    for entry in shipped["spec"]["policies"]:
+        if entry["name"] == "helmrelease-drift-detection":
+            entry["mode"] = mode
+    policies.write_text(yaml.safe_dump(shipped))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "release.yaml").write_text(
+        "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\n"
+        "metadata: {name: podinfo, namespace: apps}\n"
+        "spec:\n  interval: 10m\n  chart:\n    spec:\n      chart: podinfo\n"
+        "      sourceRef: {kind: HelmRepository, name: podinfo}\n"
+        "  install: {strategy: {name: RetryOnFailure}}\n"
+        "  upgrade: {strategy: {name: RetryOnFailure}}\n"
+    )
+    given = ["--policies", str(policies), str(repo)]
+    assert main(["audit", "-o", "json", *given]) == 1
+    assert main(["fix", "--check", *given]) == 1
+    assert main(["fix", "--write", *given]) == 0
+    assert "driftDetection" in (repo / "release.yaml").read_text()
+    assert main(["audit", "-o", "json", *given]) == 0
+    assert main(["fix", "--check", *given]) == 0

@@ -13,6 +13,8 @@ import pytest
 from cryptography import x509
 
 from tests.conftest import IRC_DEPLOYMENT, admission_review
+from webhook.cli import SHIPPED_POLICIES
+from webhook.server.policystore import load_policy_file
 
 FLUXWARDEN = [sys.executable, "-m", "webhook"]
 
@@ -240,10 +242,18 @@ def test_policies_lists_effective_modes() -> None:
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     assert "(ceiling: audit)" in lines[0]
-    rows = {line.split()[0]: line.split()[1] for line in lines[1:]}
+    policies = [line for line in lines[1:] if not line.split()[0].startswith("source:")]
+    rows = {line.split()[0]: line.split()[1] for line in policies}
     assert rows["irc-single-replica"] == "audit"
-    assert len(rows) == 7
+    shipped = load_policy_file(SHIPPED_POLICIES)
+    assert list(rows) == [p.policy.name for p in shipped.policies]
     as_json = json.loads(run("policies", "-o", "json").stdout)
     interval = next(p for p in as_json if p["name"] == "helmrelease-interval")
     assert interval["mode"] == "warn"
     assert interval["params"]["minInterval"] == "1m"
+    # every shipped policy cites where its practice comes from, in both outputs
+    assert all(
+        p["sources"] and all(s.startswith("https://") for s in p["sources"]) for p in as_json
+    )
+    cited = [line.split()[1] for line in lines[1:] if line.split()[0] == "source:"]
+    assert cited == [s for p in as_json for s in p["sources"]]

@@ -28,10 +28,11 @@ from webhook.server.policystore import load_policy_file
 
 
 def _as_a_user_writes_it(case: Case) -> bool:
-    """A CREATE of the object with the shipped set and an empty cluster behind the lookups."""
+    """A CREATE of the object with the shipped (default) set and an empty cluster behind the
+    lookups."""
     spec = case.spec
     plain = not any(k in spec for k in ("request", "lookups", "policyOverrides", "ceiling", "mode"))
-    return plain and case.webhook == "all"
+    return plain and case.webhook == "all" and case.profile == SHIPPED_POLICIES
 
 
 CASES = [c for c in load_cases() if _as_a_user_writes_it(c)]
@@ -43,6 +44,8 @@ REFUSED_BY_THE_API_SERVER = {
     "helmrelease-interval/substitution-skipped": "${VAR} is substituted by Flux before applying",
     "irc-single-replica/hpa-bad-target-ref": "scaleTargetRef must be an object",
     "irc-single-replica/substituted-memory": "${VAR} is not a quantity until Flux substitutes it",
+    "flux-intervals/ocirepository-not-a-duration": "the CRD's spec.interval pattern",
+    "flux-intervals/substitution-skipped": "${VAR} is substituted by Flux before applying",
 }
 # API versions the generated CRDs (Flux v2.9.5's helm-controller API serves HelmRelease v2
 # only) do not serve: kubectl finds no such kind here. They run, through the webhook (checked
@@ -52,8 +55,29 @@ NOT_SERVED_BY_THE_GENERATED_CRDS = {
     "helmrelease-drift-detection/v2beta1-warned": "helm.toolkit.fluxcd.io/v2beta1",
     "helmrelease-drift-detection/v2beta2-mutated": "helm.toolkit.fluxcd.io/v2beta2",
 }
+NOT_SERVED_BY_THE_GENERATED_CRDS.update(
+    {"flux-api-versions/helmrelease-v2beta2-warned": "helm.toolkit.fluxcd.io/v2beta2"}
+)
+# Kinds and versions no CRD built for the tests serves (Flux v2.9.5's serve source, kustomize
+# and image kinds in v1 only, and no notification kinds): flux-api-versions judges them in Git
+# (tests/engine/test_parity.py: review, offline audit, fix); here the API server refuses them.
+NO_CRD_BUILT = {
+    "flux-api-versions/kustomization-v1beta2-warned": "kustomize.toolkit.fluxcd.io/v1beta2",
+    "flux-api-versions/gitrepository-v1beta2-warned": "source.toolkit.fluxcd.io/v1beta2",
+    "flux-api-versions/exempt": "source.toolkit.fluxcd.io/v1beta2",
+    "flux-api-versions/image-policy-v1beta2-warned": "image.toolkit.fluxcd.io/v1beta2",
+    "flux-api-versions/alert-v1beta3-current": "notification.toolkit.fluxcd.io/v1beta3",
+    # not plain CREATEs (a ceiling, a param): left out of the replays for the same reason
+    "flux-api-versions/mode-audit": "kustomize.toolkit.fluxcd.io/v1beta2",
+    "flux-api-versions/param-flux-2-6-image-v1beta2-current": "image.toolkit.fluxcd.io/v1beta2",
+    "tenant-cross-namespace-refs/alert-event-sources-elsewhere-denied": (
+        "notification.toolkit.fluxcd.io/v1beta3"
+    ),
+}
 # The cases this API server can store: what the other end-to-end comparisons (native, hybrid) run.
-SERVED_CASES = [c for c in CASES if c.id not in NOT_SERVED_BY_THE_GENERATED_CRDS]
+SERVED_CASES = [
+    c for c in CASES if c.id not in NOT_SERVED_BY_THE_GENERATED_CRDS and c.id not in NO_CRD_BUILT
+]
 # Where the answers may differ, and how: the API server canonicalises quantities before the
 # webhook sees them, so "was 1.5Gi" reads "was 1536Mi" (same value; the patch is the same).
 CANONICALISED_QUANTITIES = {"irc-single-replica/limit-1-5gi-raised": ("1.5Gi", "1536Mi")}
@@ -126,14 +150,16 @@ def test_the_api_server_stores_and_shows_what_the_engine_decides(
     result = parity_cluster.kubectl(
         "create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(obj), check=False
     )
-    if case.id in NOT_SERVED_BY_THE_GENERATED_CRDS:
+    unserved = {**NOT_SERVED_BY_THE_GENERATED_CRDS, **NO_CRD_BUILT}
+    if case.id in unserved:
         assert result.returncode != 0
         assert "no matches for kind" in result.stderr, result.stderr
-        assert NOT_SERVED_BY_THE_GENERATED_CRDS[case.id] == obj["apiVersion"]
+        assert unserved[case.id] == obj["apiVersion"]
         return
     if case.id in REFUSED_BY_THE_API_SERVER:
         assert result.returncode != 0
-        assert "fluxwarden" not in result.stderr, "refused by the API server, not by fluxwarden"
+        # mutating webhooks run (and may warn) before the schema check refuses the object
+        assert "fluxwarden denied" not in result.stderr, "refused by the API server"
         return
     shown = [
         line.removeprefix("Warning: ")

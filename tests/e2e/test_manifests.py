@@ -87,7 +87,9 @@ def _webhooks(
 
 def test_webhook_configurations_are_narrow(cluster: ControlPlane, manifests: Path) -> None:
     pairs = _webhooks(cluster, manifests, "base")
-    assert len(pairs) == 7  # Jobs have their own: gitjob's Jobs are matched in any namespace
+    # Jobs have their own: gitjob's Jobs are matched in any namespace. The Flux sources, image
+    # and notification kinds: one webhook per set of policies that look at them.
+    assert len(pairs) == 12
     for config, hook in pairs:
         assert (
             config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
@@ -161,16 +163,41 @@ def _gitrepo_job(namespace: str) -> dict[str, Any]:
 
 
 def _helmrelease(
-    name: str, drift: str | None, namespace: str = "apps", *, interval: str = "5m"
+    name: str,
+    drift: str | None,
+    namespace: str = "apps",
+    *,
+    interval: str = "5m",
+    retry: bool = True,
 ) -> dict[str, Any]:
     chart = {"chart": "x", "sourceRef": {"kind": "HelmRepository", "name": "x"}}
     spec: dict[str, Any] = {"interval": interval, "chart": {"spec": chart}}
+    if retry:  # helmrelease-remediation has nothing to say
+        spec["install"] = spec["upgrade"] = {"strategy": {"name": "RetryOnFailure"}}
     if drift:
         spec["driftDetection"] = {"mode": drift}
     return {
         "apiVersion": "helm.toolkit.fluxcd.io/v2",
         "kind": "HelmRelease",
         "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def _source(
+    name: str, kind: str, interval: str, *, insecure: bool = False, type_: str = ""
+) -> dict[str, Any]:
+    url = {"GitRepository": "https://example.com/x", "HelmRepository": "https://example.com"}
+    spec: dict[str, Any] = {"interval": interval, "url": url.get(kind, "oci://example.com/x")}
+    if insecure:
+        spec["insecure"] = True
+    if type_:
+        spec["type"] = type_
+        spec["url"] = "oci://example.com/charts"
+    return {
+        "apiVersion": "source.toolkit.fluxcd.io/v1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "apps"},
         "spec": spec,
     }
 
@@ -251,6 +278,15 @@ ADMISSION_CASES = [
         _helmrelease("fast", "enabled", interval="10s"),
         True,
     ),
+    (
+        "HelmRelease without install/upgrade failure handling",
+        _helmrelease("no-retry", "enabled", retry=False),
+        True,
+    ),
+    ("GitRepository polled every 5m", _source("calm", "GitRepository", "5m"), False),
+    ("GitRepository polled every 10s", _source("eager", "GitRepository", "10s"), True),
+    ("OCIRepository over plain HTTP", _source("plain", "OCIRepository", "5m", insecure=True), True),
+    ("HelmRepository of type oci", _source("legacy", "HelmRepository", "1h", type_="oci"), True),
     ("Kustomization with dependsOn", _kustomization("with-deps", ["infra"]), True),
     ("Kustomization without dependsOn", _kustomization("no-deps", []), False),
     ("Fleet cleanup Job by name", _job("fleet-cleanup-clusterregistrations", {}), True),

@@ -133,7 +133,7 @@ def test_the_listing_plan_follows_the_declared_scopes(shipped_policies: PolicySe
 
     plan, notices = listing_plan(shipped_policies, None)
     where = {listing.kind.resource: list(listing.namespaces) for listing in plan}
-    assert where == {
+    expected = {
         "deployments.apps": ["cattle-fleet-local-system", "cattle-fleet-system", "flux-system"],
         "horizontalpodautoscalers.autoscaling": ["flux-system"],
         "jobs.batch": [None],  # gitjob's Jobs live in the GitRepos' namespaces
@@ -141,15 +141,27 @@ def test_the_listing_plan_follows_the_declared_scopes(shipped_policies: PolicySe
         "pods": ["cattle-fleet-system", "cattle-system"],
         "helmreleases.helm.toolkit.fluxcd.io": [None],
         "kustomizations.kustomize.toolkit.fluxcd.io": [None],
+        # flux-intervals, flux-api-versions and flux-source-trust: every Flux kind, anywhere
+        **{
+            f"{plural}.{group}.toolkit.fluxcd.io": [None]
+            for group, plurals in {
+                "source": ["gitrepositories", "ocirepositories", "helmrepositories"],
+                "image": ["imagerepositories", "imagepolicies", "imageupdateautomations"],
+                "notification": ["alerts", "providers", "receivers"],
+            }.items()
+            for plural in plurals
+        },
+        "helmcharts.source.toolkit.fluxcd.io": [None],
+        "buckets.source.toolkit.fluxcd.io": [None],
     }
+    assert where == expected
     assert notices == []
     only, _ = listing_plan(shipped_policies, "cattle-system")
+    anywhere = {resource for resource, where in expected.items() if where == [None]}
     assert {listing.kind.resource for listing in only} == {
-        "jobs.batch",
         "cronjobs.batch",
         "pods",
-        "helmreleases.helm.toolkit.fluxcd.io",
-        "kustomizations.kustomize.toolkit.fluxcd.io",
+        *anywhere,
     }
 
 

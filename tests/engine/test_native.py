@@ -113,8 +113,8 @@ def test_hybrid_webhooks_cover_exactly_what_native_objects_do_not(
         assert native | kept == declared, part.name  # nothing lost
     # Negative control: the webhook-only install covers what the native objects cover.
     everything = webhook_scope(shipped_policies, "webhook")
-    assert _covered(everything, "helmrelease-drift-detection") == {("helmreleases", "")}
-    assert _covered(hybrid, "helmrelease-drift-detection") == set()
+    assert _covered(everything, "source-controller-storage") == {("deployments", "")}
+    assert _covered(hybrid, "source-controller-storage") == set()
 
 
 def test_hybrid_keeps_a_policy_whose_objects_reach_the_same_webhook_anyway(
@@ -136,7 +136,10 @@ def test_hybrid_keeps_a_policy_whose_objects_reach_the_same_webhook_anyway(
         for h in o["webhooks"]
     ]
     assert "helmreleases.validate.fluxwarden.io" in hooks
-    assert "helmreleases.mutate.fluxwarden.io" not in hooks
+    # helmrelease-remediation reads helm-controller's feature gates (a lookup): HelmReleases
+    # reach the mutating webhook too, and drift detection stays there with it.
+    assert "helmreleases.mutate.fluxwarden.io" in hooks
+    assert "helmrelease-remediation" in hybrid["helmrelease-drift-detection"].native.keeps
 
 
 class _DenyingPolicy(Policy[Params]):
@@ -271,7 +274,7 @@ def _merges_differ(covers: Covers, grid: list[JsonObject]) -> tuple[JsonObject, 
 
 
 def test_fleet_covers_is_transitive_so_the_native_merge_adds_what_check_adds() -> None:
-    """fleet_job_tolerations_native drops the wanted tolerations an earlier one covers; that
+    """fleet_job_tolerations.native drops the wanted tolerations an earlier one covers; that
     gives check()'s answer exactly when `covers` is transitive (see the comment there)."""
     from webhook.engine.policies.fleet_job_tolerations import covers
 

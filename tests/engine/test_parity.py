@@ -34,6 +34,7 @@ def _review_payload(case: Case) -> dict[str, object]:
         kind={"group": target.group, "version": target.version, "kind": target.kind},
         resource=target.resource,
         resource_group=target.resource_group,
+        old_object=request.old_object,
     )
 
 

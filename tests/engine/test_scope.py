@@ -99,7 +99,7 @@ def test_the_lookups_role_grants_exactly_the_reads() -> None:
     assert role["rules"][0] == {
         "apiGroups": ["apps"],
         "resources": ["deployments"],
-        "resourceNames": ["image-reflector-controller", "my-fleet"],
+        "resourceNames": ["helm-controller", "image-reflector-controller", "my-fleet"],
         "verbs": ["get"],
     }
     # The dependsOn walk lists one namespace at a time; named reads are GETs only.
@@ -272,5 +272,5 @@ def test_fluxwarden_audit_reports_a_kube_system_helmrelease(
     assert main(["audit", str(tmp_path / "cilium.yaml"), "-o", "json"]) == 1
     findings = json.loads(capsys.readouterr().out)["findings"]
     assert [(f["policy"], f["result"]) for f in findings if f["result"] == "fail"] == [
-        ("helmrelease-drift-detection", "fail")
+        ("helmrelease-drift-detection", "fail"),
     ]

@@ -28,6 +28,9 @@ spec:
     spec:
       chart: podinfo
       sourceRef: {kind: HelmRepository, name: podinfo}
+  # helmrelease-remediation runs in warn mode in the shipped set: fix does not write it
+  install: {strategy: {name: RetryOnFailure}}
+  upgrade: {strategy: {name: RetryOnFailure}}
 """
 
 

@@ -64,6 +64,7 @@ from .offline import (
     evaluate_object,
     link_notices,
     rendered_objects,
+    with_flux_instances,
 )
 from .patch_sources import setting_entry
 from .patch_values import plan_by_value
@@ -167,8 +168,10 @@ def fix_paths(
     # The lookups audit makes: what Flux applies where a directory was rendered (a Deployment
     # as its patches leave it), the files as written elsewhere.
     rendered_under = [g for g in paths if render and g != "-" and Path(g).is_dir() and rendered]
+    # the controllers a Flux install makes are looked up too (helm-controller's feature gates)
+    installed = with_flux_instances(rendered, AuditReport(), kustomize)
     lookups = OfflineLookups(
-        [o.obj for o in rendered]
+        [o.obj for o in installed]
         + [
             d.obj
             for source, documents in parsed

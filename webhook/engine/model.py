@@ -84,6 +84,9 @@ class Request:
     operation: Operation = "CREATE"
     dry_run: bool = False
     user: str = ""
+    # The stored object an UPDATE replaces (admission's oldObject); None for CREATE, and for
+    # objects read from files or listed from a cluster, which have no previous version.
+    old_object: JsonObject | None = field(default=None, hash=False)
 
 
 def request_for(
@@ -101,6 +104,7 @@ def request_for(
     sub_resource: str = "",
     namespace: str | None = None,
     name: str | None = None,
+    old_object: JsonObject | None = None,
 ) -> Request:
     """The one way a Request is built: admission passes what the API server said, files and
     cluster lists pass only the object, and whatever is not given is derived from the object."""
@@ -115,7 +119,9 @@ def request_for(
         name=derived.name if name is None else name,
         resource_group=None if resource_group in (None, derived.group) else resource_group,
     )
-    return Request(target=target, operation=operation, dry_run=dry_run, user=user)
+    return Request(
+        target=target, operation=operation, dry_run=dry_run, user=user, old_object=old_object
+    )
 
 
 @dataclass(frozen=True)

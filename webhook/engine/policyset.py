@@ -101,6 +101,17 @@ class PolicySet:
         """This set with `mode` as its ceiling (the cluster-wide dry-run switch); None: as is."""
         return self if mode is None else replace(self, mode=mode)
 
+    def enforcing(self) -> PolicySet:
+        """Every policy that runs at all, at enforce (the ceiling too). What `fix` writes: a
+        would-be change of a warn or audit policy fails the audit as an enforced one does, so
+        fix must make it, or audit and `fix --check` disagree (Kyverno's CLI, likewise, applies
+        mutate rules whatever a policy's validation action)."""
+        running = tuple(
+            p if self.effective_mode(p) == "off" else replace(p, mode="enforce")
+            for p in self.policies
+        )
+        return replace(self, mode="enforce", policies=running)
+
     def configured(self, name: str) -> ConfiguredPolicy | None:
         return next((p for p in self.policies if p.policy.name == name), None)
 

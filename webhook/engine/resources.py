@@ -47,6 +47,37 @@ PERSISTENT_VOLUME_CLAIMS = ResourceKind(
 HELMRELEASES = ResourceKind(
     "helm.toolkit.fluxcd.io", ("v2", "v2beta2", "v2beta1"), "helmreleases", "HelmRelease"
 )
+# v1beta1 is listed so that Kustomizations still written in it reach flux-api-versions (rules
+# name versions exactly: with matchPolicy Equivalent an unlisted version arrives converted).
 KUSTOMIZATIONS = ResourceKind(
-    "kustomize.toolkit.fluxcd.io", ("v1", "v1beta2"), "kustomizations", "Kustomization"
+    "kustomize.toolkit.fluxcd.io", ("v1", "v1beta2", "v1beta1"), "kustomizations", "Kustomization"
 )
+
+# The other Flux kinds, each with the beta versions Flux served before (newest first), so that
+# objects written in them are seen and warned about.
+SOURCE_GROUP = "source.toolkit.fluxcd.io"
+GITREPOSITORIES = ResourceKind(
+    SOURCE_GROUP, ("v1", "v1beta2", "v1beta1"), "gitrepositories", "GitRepository"
+)
+OCIREPOSITORIES = ResourceKind(SOURCE_GROUP, ("v1", "v1beta2"), "ocirepositories", "OCIRepository")
+HELMREPOSITORIES = ResourceKind(
+    SOURCE_GROUP, ("v1", "v1beta2", "v1beta1"), "helmrepositories", "HelmRepository"
+)
+HELMCHARTS = ResourceKind(SOURCE_GROUP, ("v1", "v1beta2", "v1beta1"), "helmcharts", "HelmChart")
+BUCKETS = ResourceKind(SOURCE_GROUP, ("v1", "v1beta2", "v1beta1"), "buckets", "Bucket")
+IMAGE_GROUP = "image.toolkit.fluxcd.io"
+IMAGEREPOSITORIES = ResourceKind(
+    IMAGE_GROUP, ("v1", "v1beta2", "v1beta1"), "imagerepositories", "ImageRepository"
+)
+IMAGEPOLICIES = ResourceKind(
+    IMAGE_GROUP, ("v1", "v1beta2", "v1beta1"), "imagepolicies", "ImagePolicy"
+)
+IMAGEUPDATEAUTOMATIONS = ResourceKind(
+    IMAGE_GROUP, ("v1", "v1beta2", "v1beta1"), "imageupdateautomations", "ImageUpdateAutomation"
+)
+NOTIFICATION_GROUP = "notification.toolkit.fluxcd.io"
+ALERTS = ResourceKind(NOTIFICATION_GROUP, ("v1beta3", "v1beta2", "v1beta1"), "alerts", "Alert")
+PROVIDERS = ResourceKind(
+    NOTIFICATION_GROUP, ("v1beta3", "v1beta2", "v1beta1"), "providers", "Provider"
+)
+RECEIVERS = ResourceKind(NOTIFICATION_GROUP, ("v1", "v1beta2", "v1beta1"), "receivers", "Receiver")

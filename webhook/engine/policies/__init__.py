@@ -7,11 +7,18 @@ from typing import Any
 from .base import Params, Policy, Report
 from .controller_requeue_dependency import ControllerRequeueDependency
 from .fleet_job_tolerations import FleetJobTolerations
+from .flux_api_versions import FluxApiVersions
+from .flux_intervals import FluxIntervals
+from .flux_source_trust import FluxSourceTrust
 from .helmrelease_drift_detection import HelmReleaseDriftDetection
 from .helmrelease_interval import HelmReleaseInterval
+from .helmrelease_release_identity import HelmReleaseReleaseIdentity
+from .helmrelease_remediation import HelmReleaseRemediation
 from .irc_single_replica import IrcSingleReplica
 from .kustomization_dependencies import KustomizationDependencies
 from .source_controller_storage import SourceControllerStorage
+from .tenant_cross_namespace_refs import TenantCrossNamespaceRefs
+from .tenant_service_account import TenantServiceAccount
 
 ALL_POLICIES: dict[str, Policy[Any]] = {
     policy.name: policy
@@ -23,6 +30,13 @@ ALL_POLICIES: dict[str, Policy[Any]] = {
         SourceControllerStorage(),
         ControllerRequeueDependency(),
         KustomizationDependencies(),
+        HelmReleaseRemediation(),
+        HelmReleaseReleaseIdentity(),
+        FluxIntervals(),
+        FluxApiVersions(),
+        FluxSourceTrust(),
+        TenantServiceAccount(),
+        TenantCrossNamespaceRefs(),
     )
 }
 

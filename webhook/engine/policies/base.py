@@ -127,6 +127,8 @@ class Policy(ABC, Generic[ParamsT]):
     webhook: ClassVar[Literal["mutate", "validate"]]
     summary: ClassVar[str]  # one line: what goes wrong without it and what the policy does
     reason: ClassVar[str] = ""  # short why, appended to the warnings about changes
+    # Where the practice comes from (Flux docs, API reference, issues): URLs users can check.
+    sources: ClassVar[tuple[str, ...]] = ()
     params_model: type[ParamsT]
 
     @abstractmethod
@@ -160,6 +162,33 @@ class Policy(ABC, Generic[ParamsT]):
         report: Report,
     ) -> None:
         """Inspect `obj`, mutate it towards compliance and write findings into `report`."""
+
+
+def judge_interval(
+    interval: Any,
+    *,
+    path: str,
+    minimum: str | None,
+    maximum: str | None,
+    too_short: str,
+    too_long: str,
+    report: Report,
+) -> None:
+    """Advise when the Go duration at `path` is outside [minimum, maximum] (None: unbounded).
+
+    Absent values are the CRD schema's business and `${VAR}` is substituted by Flux later, so
+    neither is judged; a value that is not a duration is advised about."""
+    if interval is None or (isinstance(interval, str) and "${" in interval):
+        return
+    try:
+        seconds = parse_duration(interval)
+    except ValueError:
+        report.advise(f"{path} {interval!r} is not a duration")
+        return
+    if minimum is not None and seconds < parse_duration(minimum):
+        report.advise(f"{path} {interval} is shorter than {minimum}: {too_short}")
+    elif maximum is not None and seconds > parse_duration(maximum):
+        report.advise(f"{path} {interval} is longer than {maximum}: {too_long}")
 
 
 def metadata(obj: JsonObject) -> JsonObject:

@@ -69,6 +69,10 @@ def _find_flag(args: list[object]) -> tuple[int, int, str | None]:
 
 class ControllerRequeueDependency(Policy[RequeueParams]):
     name: ClassVar[str] = "controller-requeue-dependency"
+    sources: ClassVar[tuple[str, ...]] = (
+        "https://fluxcd.io/flux/components/kustomize/options/",
+        "https://fluxcd.io/flux/components/helm/options/",
+    )
     webhook: ClassVar[Literal["mutate", "validate"]] = "mutate"
     reason: ClassVar[str] = "each dependsOn hop waits the requeue interval before it is retried"
     summary: ClassVar[str] = (

@@ -29,6 +29,11 @@ class DriftParams(Params):
 
 class HelmReleaseDriftDetection(Policy[DriftParams]):
     name: ClassVar[str] = "helmrelease-drift-detection"
+    sources: ClassVar[tuple[str, ...]] = (
+        "https://github.com/fluxcd/agent-skills/blob/main/skills/gitops-repo-audit/references/"
+        "best-practices.md",
+        "https://github.com/fluxcd/helm-controller/blob/main/api/v2/helmrelease_types.go",
+    )
     webhook: ClassVar[Literal["mutate", "validate"]] = "mutate"
     reason: ClassVar[str] = "without it manual edits to the release's objects are never reverted"
     summary: ClassVar[str] = (

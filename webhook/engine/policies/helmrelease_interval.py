@@ -26,6 +26,10 @@ class IntervalParams(Params):
 
 class HelmReleaseInterval(Policy[IntervalParams]):
     name: ClassVar[str] = "helmrelease-interval"
+    sources: ClassVar[tuple[str, ...]] = (
+        "https://github.com/fluxcd/agent-skills/blob/main/skills/gitops-repo-audit/references/"
+        "best-practices.md",
+    )
     webhook: ClassVar[Literal["mutate", "validate"]] = "validate"
     summary: ClassVar[str] = (
         "very short HelmRelease intervals load the API server, very long ones slow drift "

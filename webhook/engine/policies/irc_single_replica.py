@@ -46,6 +46,7 @@ class IrcParams(Params):
 
 class IrcSingleReplica(Policy[IrcParams]):
     name: ClassVar[str] = "irc-single-replica"
+    sources: ClassVar[tuple[str, ...]] = ("https://github.com/fluxcd/flux2/issues/4984",)
     webhook: ClassVar[Literal["mutate", "validate"]] = "mutate"
     reason: ClassVar[str] = (
         "an OOM-killed IRC with a standby rolls image tags back (fluxcd/flux2#4984)"

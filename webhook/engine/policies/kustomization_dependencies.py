@@ -84,6 +84,10 @@ class _Walk:
 
 class KustomizationDependencies(Policy[DependencyParams]):
     name: ClassVar[str] = "kustomization-dependencies"
+    sources: ClassVar[tuple[str, ...]] = (
+        "https://github.com/fluxcd/agent-skills/blob/main/skills/gitops-repo-audit/references/"
+        "best-practices.md",
+    )
     webhook: ClassVar[Literal["mutate", "validate"]] = "validate"
     summary: ClassVar[str] = (
         "a dependsOn cycle or self-reference never becomes ready and deep chains are slow: deny "

@@ -60,6 +60,11 @@ def _volume_mounted_at(pod_spec: JsonObject, container: JsonObject, path: str) -
 
 class SourceControllerStorage(Policy[StorageParams]):
     name: ClassVar[str] = "source-controller-storage"
+    sources: ClassVar[tuple[str, ...]] = (
+        "https://github.com/fluxcd/flux2/issues/4688",
+        "https://github.com/fluxcd/flux2/issues/4305",
+        "https://github.com/fluxcd/source-controller/issues/1793",
+    )
     webhook: ClassVar[Literal["mutate", "validate"]] = "mutate"
     reason: ClassVar[str] = "emptyDirs without a bound fill the node's ephemeral storage"
     summary: ClassVar[str] = (

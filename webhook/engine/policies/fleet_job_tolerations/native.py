@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..match import Match, cel_string
-from ..model import JsonObject
-from .base import Native, NativeFinding, NativeMutation
-from .fleet_job_tolerations import _describe, covers
+from ...match import Match, cel_string
+from ...model import JsonObject
+from ..base import Native, NativeFinding, NativeMutation
+from . import _describe, covers
 
 
 def _cel_value(value: Any) -> str:

@@ -21,10 +21,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..match import Match, ResourceMatch, cel_string
-from ..model import JsonObject, Lookups, LookupUnavailable, Request, Target
-from ..resources import CRONJOBS, DEPLOYMENTS, JOBS, PODS
-from .base import Native, Params, Policy, Read, Report, dig
+from ...match import Match, ResourceMatch, cel_string
+from ...model import JsonObject, Lookups, LookupUnavailable, Request, Target
+from ...resources import CRONJOBS, DEPLOYMENTS, JOBS, PODS
+from ..base import Native, Params, Policy, Read, Report, dig
 
 DEFAULT_FLEET_NAMESPACE = "cattle-fleet-system"
 # gitjob labels every Job it creates for a GitRepo with the GitRepo's generation.
@@ -113,6 +113,7 @@ def covers(existing: Any, wanted: JsonObject) -> bool:
 
 class FleetJobTolerations(Policy[FleetParams]):
     name: ClassVar[str] = "fleet-job-tolerations"
+    sources: ClassVar[tuple[str, ...]] = ("https://github.com/rancher/fleet/issues/3180",)
     webhook: ClassVar[Literal["mutate", "validate"]] = "mutate"
     reason: ClassVar[str] = (
         "untolerated pods never schedule on fully tainted nodes (rancher/fleet#3180)"
@@ -222,7 +223,7 @@ class FleetJobTolerations(Policy[FleetParams]):
 
     def native(self, params: FleetParams) -> Native:
         # The CEL lives in its own module (it imports this one): one method here.
-        from .fleet_job_tolerations_native import native_static
+        from .native import native_static
 
         if params.inherit_from_deployment or not params.tolerations:
             return Native(
