@@ -251,14 +251,17 @@ MINE = {
     for o in shared_objects() + audit_namespace_objects()
 }
 
+# Every HelmRelease here sets no install/upgrade strategy (helmrelease-remediation fails it, but
+# for the exempt) and gets a pass from helmrelease-release-identity and flux-api-versions; every
+# Kustomization a pass from flux-intervals and flux-api-versions.
 EXPECTED = {
     "flux-system": {"fail": 4, "pass": 1},
     "cattle-fleet-system": {"fail": 1, "warn": 1},
     "cattle-system": {"fail": 1, "pass": 1},
-    "audit-a": {"pass": 130, "fail": 40, "warn": 10},
-    "audit-b": {"pass": 75, "fail": 30, "warn": 24, "skip": 10},
-    "audit-c": {"pass": 1, "fail": 4, "warn": 1},
-    "audit-gone": {"pass": 20, "fail": 20},
+    "audit-a": {"pass": 130 + 2 * 90, "fail": 40 + 90, "warn": 10},
+    "audit-b": {"pass": 75 + 2 * 60, "fail": 30 + 60, "warn": 24, "skip": 10 + 3 * 5},
+    "audit-c": {"pass": 1 + 2 * 106, "fail": 4, "warn": 1},
+    "audit-gone": {"pass": 20 + 2 * 20, "fail": 20 + 20},
 }
 AUDIT_A_OBJECTS = 90  # the HelmReleases: its Deployments and Pods are not listed
 AUDIT_B_OBJECTS = 65
@@ -535,7 +538,7 @@ def test_policyreports_hold_the_same_results_per_namespace(
     # What an operator sees:
     table = populated.kubectl("get", "policyreports", "-n", "audit-a").stdout.split("\n")
     assert table[0].split() == ["NAME", "PASS", "FAIL", "WARN", "ERROR", "SKIP", "AGE"]
-    assert table[1].split()[:6] == ["fluxwarden", "130", "40", "10", "0", "0"]
+    assert table[1].split()[:6] == ["fluxwarden", "310", "130", "10", "0", "0"]
 
 
 def test_the_next_run_updates_reports_in_place_and_drops_emptied_namespaces(
@@ -557,7 +560,7 @@ def test_the_next_run_updates_reports_in_place_and_drops_emptied_namespaces(
     drift = result_of(output["findings"], "audit-a", "app-000", "helmrelease-drift-detection")
     assert drift["result"] == "pass"
     after = reports(populated)
-    assert nonzero(after["audit-a"]["summary"]) == {"pass": 131, "fail": 39, "warn": 10}
+    assert nonzero(after["audit-a"]["summary"]) == {"pass": 311, "fail": 129, "warn": 10}
     assert after["audit-a"]["metadata"]["uid"] == before["audit-a"]["metadata"]["uid"]
     assert after["audit-b"]["metadata"]["uid"] == before["audit-b"]["metadata"]["uid"]
     assert "audit-gone" not in after
@@ -569,7 +572,7 @@ def test_the_next_run_updates_reports_in_place_and_drops_emptied_namespaces(
         if r["resources"][0]["name"] == "app-000" and r["policy"] == "helmrelease-drift-detection"
     )
     assert fixed["result"] == "pass"
-    assert len(after["audit-a"]["results"]) == 180  # replaced wholesale, nothing duplicated
+    assert len(after["audit-a"]["results"]) == 450  # replaced wholesale, nothing duplicated
 
 
 def test_namespace_flag_audits_and_reports_only_that_namespace(
@@ -602,7 +605,7 @@ def test_openreports_format_writes_reports_and_cluster_reports_api(populated: Co
         assert len(report["results"]) == sum(counter.values())
     assert nonzero(stored["audit-c"]["summary"]) == EXPECTED["audit-c"]
     table = populated.kubectl("get", "reports.openreports.io", "-n", "audit-c").stdout
-    assert table.split("\n")[1].split()[:6] == ["fluxwarden", "1", "4", "1", "0", "0"]
+    assert table.split("\n")[1].split()[:6] == ["fluxwarden", "213", "4", "1", "0", "0"]
 
 
 def test_the_audit_cronjob_service_account_can_do_exactly_its_job(
