@@ -11,8 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
+from tests.audit.test_gate_confinement import _flux_ks, _write
 from tests.audit.test_render import kubectl_or_skip
 from webhook.audit.kustomize_runner import MEMORY_LIMIT_MIB, failure, run_kustomize
 
@@ -26,29 +25,10 @@ BOMB = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lol}\n" + "\n".join(_L
 OUTER_LIMIT = (MEMORY_LIMIT_MIB + 2048) << 20
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
-def _flux_ks(name: str, path: str) -> dict[str, object]:
-    return {
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
-        "kind": "Kustomization",
-        "metadata": {"name": name, "namespace": "flux-system"},
-        "spec": {
-            "interval": "10m",
-            "path": path,
-            "prune": True,
-            "sourceRef": {"kind": "GitRepository", "name": "flux-system"},
-        },
-    }
-
-
 def _bomb_repo(root: Path) -> Path:
     entry = root / "clusters/prod/flux-system"
-    _write(entry / "sync.yaml", yaml.safe_dump(_flux_ks("flux-system", "./clusters/prod")))
-    _write(entry / "apps.yaml", yaml.safe_dump(_flux_ks("apps", "./apps")))
+    _write(entry / "sync.yaml", [_flux_ks("flux-system", "./clusters/prod")])
+    _write(entry / "apps.yaml", [_flux_ks("apps", "./apps")])
     _write(entry / "kustomization.yaml", "resources: [sync.yaml, apps.yaml]\n")
     _write(root / "apps/kustomization.yaml", "resources: [lol.txt]\n")
     _write(root / "apps/lol.txt", BOMB)  # not .yaml: fluxwarden's own loader never reads it
