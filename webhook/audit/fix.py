@@ -142,6 +142,7 @@ def fix_paths(
     only when `allow_remote`.
     """
     result = FixResult()
+    policy_set = policy_set.enforcing()  # every change audit reports is made, whatever its mode
     if "-" in paths and len(paths) > 1:
         result.problems.append(
             InputProblem("-", 0, "- (stdin) must be the only PATH: its fix goes to stdout", True)
