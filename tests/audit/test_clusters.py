@@ -295,7 +295,7 @@ def test_a_child_whose_patches_a_later_parent_patch_replaces_gets_its_own_edit(
 
 
 def test_notes_name_a_kustomization_without_namespace_plainly() -> None:
-    from webhook.audit.offline import _named
+    from webhook.audit.inventory import _named
 
     assert _named("/home-assistant") == "home-assistant (no namespace in its file)"
     assert _named("flux-system/apps") == "flux-system/apps"

@@ -20,7 +20,7 @@ from webhook.audit import batching
 from webhook.audit.confinement import Confinement, is_remote
 from webhook.audit.findings import Finding, ObjectLocation
 from webhook.audit.formats import quoting_prefix
-from webhook.audit.offline import AuditObject
+from webhook.audit.audit_object import AuditObject
 from webhook.audit.redaction import secret_data, without_secrets
 from webhook.cli import main
 
@@ -383,7 +383,7 @@ def test_fix_replaces_files_instead_of_writing_into_them(
 
 
 def test_fix_never_writes_a_value_substituted_from_a_secret() -> None:
-    from webhook.audit.fix import _writes_secret  # here: the other tests run on older code
+    from webhook.audit.plan import _writes_secret  # here: the other tests run on older code
 
     item = AuditObject(
         {"kind": "Deployment"},

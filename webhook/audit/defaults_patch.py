@@ -19,7 +19,7 @@ from ruamel.yaml.scalarstring import LiteralScalarString
 
 from ..engine import JsonObject
 from .documents import Document, load_yaml
-from .offline import AuditObject
+from .audit_object import AuditObject
 from .render import is_flux_kustomization
 
 HELM_GROUP = "helm.toolkit.fluxcd.io"
