@@ -358,6 +358,17 @@ def test_cli_fix_broken_document_exits_2_and_fixes_the_rest(tmp_path: Path) -> N
     assert target.read_text() == (CASES / "broken-document" / "expected.yaml").read_text()
 
 
+def test_cli_fix_says_a_broken_document_once(tmp_path: Path) -> None:
+    """A directory's broken document was said twice: once as the inventory met it, once
+    by the text layer leaving it as is."""
+    shutil.copyfile(CASES / "broken-document" / "input.yaml", tmp_path / "apps.yaml")
+    for mode in ("--check", "--write"):
+        result = _fluxwarden("fix", mode, str(tmp_path))
+        assert result.returncode == 2
+        assert result.stderr.count("invalid YAML") == 1, result.stderr
+        assert "(document left as is)" in result.stderr
+
+
 def test_cli_fix_stdin(tmp_path: Path) -> None:
     text = (CASES / "kustomize-controller-args" / "input.yaml").read_text()
     result = _fluxwarden("fix", "-", stdin=text)

@@ -52,3 +52,51 @@ def test_a_kustomization_kustomize_cannot_build_is_an_input_error(
     assert "missing.yaml" in out
     assert main(["fix", "--check", str(repo)]) == 2
     capsys.readouterr()
+
+
+def _fleet_cluster(repo: Path, cluster: str, taint: str) -> None:
+    """clusters/<cluster> applies fleet/<cluster>: the shared fleet-controller patched to
+    tolerate `taint`, and that cluster's own cleanup Job."""
+    flux_system = repo / "clusters" / cluster / "flux-system"
+    shutil.copytree(REPO / "clusters/local/flux-system", flux_system)
+    sync = flux_system / "gotk-sync.yaml"
+    sync.write_text(sync.read_text().replace("./clusters/local", f"./clusters/{cluster}"))
+    fleet = (REPO / "clusters/local/fleet.yaml").read_text()
+    (repo / "clusters" / cluster / "fleet.yaml").write_text(
+        fleet.replace("./fleet", f"./fleet/{cluster}")
+    )
+    overlay = repo / "fleet" / cluster
+    overlay.mkdir(parents=True)
+    shutil.copyfile(REPO / "fleet/cleanup-job.yaml", overlay / "cleanup-job.yaml")
+    kustomization = (REPO / "fleet/kustomization.yaml").read_text()
+    (overlay / "kustomization.yaml").write_text(
+        kustomization.replace("  - controller.yaml\n", "  - ../base\n").replace(
+            "key: dedicated", f"key: {taint}"
+        )
+    )
+
+
+def test_each_cluster_s_job_gets_its_own_cluster_s_fleet_controller_tolerations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two clusters patch the same fleet-controller differently: fix looks each Job's
+    Deployment up in the Job's own cluster, as audit does (a lookup over every cluster at once
+    gave one cluster's Job the other's tolerations: audit still failed after fix --write)."""
+    repo = tmp_path / "repo"
+    (repo / "fleet/base").mkdir(parents=True)
+    shutil.copyfile(REPO / "fleet/controller.yaml", repo / "fleet/base/controller.yaml")
+    (repo / "fleet/base/kustomization.yaml").write_text("resources: [controller.yaml]\n")
+    _fleet_cluster(repo, "east", "east-only")
+    _fleet_cluster(repo, "west", "west-only")
+    assert main(["audit", str(repo)]) == 1
+    assert main(["fix", "--check", str(repo)]) == 1
+    assert main(["fix", "--write", str(repo)]) == 0
+    east = (repo / "fleet/east/cleanup-job.yaml").read_text()
+    west = (repo / "fleet/west/cleanup-job.yaml").read_text()
+    assert "key: east-only" in east
+    assert "west-only" not in east
+    assert "key: west-only" in west
+    assert "east-only" not in west
+    assert main(["audit", str(repo)]) == 0
+    assert main(["fix", "--check", str(repo)]) == 0
+    capsys.readouterr()

@@ -17,10 +17,10 @@ import yaml
 
 from tests.audit.test_render import kubectl_or_skip
 from webhook.audit import batching
+from webhook.audit.audit_object import AuditObject
 from webhook.audit.confinement import Confinement, is_remote
 from webhook.audit.findings import Finding, ObjectLocation
 from webhook.audit.formats import quoting_prefix
-from webhook.audit.audit_object import AuditObject
 from webhook.audit.redaction import secret_data, without_secrets
 from webhook.cli import main
 

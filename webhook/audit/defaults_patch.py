@@ -18,8 +18,8 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from ..engine import JsonObject
-from .documents import Document, load_yaml
 from .audit_object import AuditObject
+from .documents import Document, load_yaml
 from .render import is_flux_kustomization
 
 HELM_GROUP = "helm.toolkit.fluxcd.io"
