@@ -150,7 +150,9 @@ def test_the_table_shows_notices_and_counts_them_by_kind() -> None:
     assert "b.yaml:3" in text  # a part not audited is said without -v
     assert "c.yaml" in text
     assert "a.yaml" not in text  # a skipped non-Kubernetes document only with -v
-    assert text.endswith("1 document skipped, 2 notices (1 not audited, 1 render)\n"), text
+    assert text.endswith(
+        "0 input errors\nnotices: 1 skipped (not a Kubernetes object), 1 not audited, 1 render\n"
+    ), text
 
 
 def test_clusters_may_live_below_the_repo_root(tmp_path: Path) -> None:

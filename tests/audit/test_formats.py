@@ -387,8 +387,8 @@ def test_table_lists_what_needs_attention(report: AuditReport) -> None:
     heads = [line.split()[0] for line in text.splitlines() if line[:1].isupper()]
     assert heads[:4] == ["WARN", "FAIL", "FAIL", "ERROR"]
     assert text.endswith(
-        "5 objects, 19 results: 15 pass, 2 fail, 1 warn, 0 error, 1 skip; "
-        "1 input error, 1 document skipped\n"
+        "5 objects, 19 results: 15 pass, 2 fail, 1 warn, 0 error, 1 skip; 1 input error\n"
+        "notices: 1 skipped (not a Kubernetes object)\n"
     )
 
 
@@ -449,8 +449,7 @@ def test_table_of_a_clean_run_is_just_the_summary() -> None:
     report = AuditReport(objects=1)
     report.findings.append(Finding(_location(), "p", "enforce", "pass", "none", ()))
     assert render_table(report) == (
-        "1 object, 1 result: 1 pass, 0 fail, 0 warn, 0 error, 0 skip; "
-        "0 input errors, 0 documents skipped\n"
+        "1 object, 1 result: 1 pass, 0 fail, 0 warn, 0 error, 0 skip; 0 input errors\n"
     )
 
 

@@ -264,38 +264,49 @@ def _is_skipped(problem: InputProblem) -> bool:
     return not problem.error and problem.message.startswith("skipped")
 
 
+_NOTICE_KINDS = (  # (words a notice starts with or holds, its kind in the summary)
+    ("skipped: not a Kubernetes object", "skipped (not a Kubernetes object)"),
+    ("skipped: Helm chart", "skipped (Helm chart)"),
+    ("skipped", "skipped"),
+    ("a symlink to outside", "not read (symlink out)"),
+    ("not audited", "not audited"),
+    ("not recorded", "not audited"),
+    ("kustomize", "render"),
+    ("build", "render"),
+)
+
+
 def _notice_kind(problem: InputProblem) -> str:
     text = problem.message
-    if "not audited" in text or "not recorded" in text:
-        return "not audited"
-    if "kustomize" in text or "build" in text:
-        return "render"
+    for words, kind in _NOTICE_KINDS:
+        if text.startswith(words) if words.startswith("skipped") else words in text:
+            return kind
     return "other"
 
 
 def _notices(report: AuditReport) -> str:
-    """`, N notices (k kind, ...)` for what is neither an input error nor a skipped document."""
-    kinds = Counter(_notice_kind(p) for p in report.problems if not p.error and not _is_skipped(p))
+    """`notices: N kind, ...` (most first), every notice counted, the skipped documents too:
+    a part not audited must not hide behind a count of skipped documents."""
+    kinds = Counter(_notice_kind(p) for p in report.problems if not p.error)
     if not kinds:
         return ""
-    parts = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
-    return f", {_plural(sum(kinds.values()), 'notice')} ({parts})"
+    parts = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items(), key=lambda k: -k[1]))
+    return f"\nnotices: {parts}"
 
 
 def _summary(report: AuditReport) -> str:
     counts = report.counts()
     errors = len(report.input_errors)
-    skipped = sum(1 for p in report.problems if _is_skipped(p))
     return (
         f"{_plural(report.objects, 'object')}, {_plural(len(report.findings), 'result')}: "
         + ", ".join(f"{n} {r}" for r, n in counts.items())
-        + f"; {_plural(errors, 'input error')}, {_plural(skipped, 'document')} skipped"
-        + _notices(report)
+        + f"; {_plural(errors, 'input error')}"
         + (
             f"; {_plural(len(report.unreached), 'file')} applied by no cluster, not audited"
             if report.unreached
             else ""
         )
+        + _notices(report)
     )
 
 

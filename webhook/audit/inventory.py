@@ -450,6 +450,7 @@ def _objects_of_rendering(
     lines = _document_lines(documents)
     directory_patches: dict[Path, list[PatchEntry]] = {}
     by_name = {(d.source, _kind(d.obj), _name(d.obj)): d for d in documents if d.obj is not None}
+    alone = _alone_of_kind(documents)  # a `${APP}` name renders as another name
     flux_documents = _flux_documents(rendering, documents, by_name, root=root, given=given)
     objects: list[AuditObject] = []
     unreached_from = _unreached_kustomizations(rendering.parents)
@@ -464,7 +465,9 @@ def _objects_of_rendering(
         location = ObjectLocation(
             source, line or 0, target.api_version, target.kind, target.namespace, target.name
         )
-        document = by_name.get((source, _kind(item.obj), _name(item.obj)))
+        document = by_name.get((source, _kind(item.obj), _name(item.obj))) or alone.get(
+            (source, _kind(item.obj))
+        )
         patches = _patches_for(
             item.source, item.kustomization, root, given, flux_documents, directory_patches
         )
@@ -485,6 +488,16 @@ def _objects_of_rendering(
             )
         )
     return objects
+
+
+def _alone_of_kind(documents: list[Document]) -> dict[tuple[str, str], Document]:
+    """(file, kind) -> the file's one document of that kind (none when it has several)."""
+    found: dict[tuple[str, str], Document | None] = {}
+    for d in documents:
+        if d.obj is not None:
+            key = (d.source, _kind(d.obj))
+            found[key] = None if key in found else d
+    return {k: d for k, d in found.items() if d is not None}
 
 
 def _flux_documents(
