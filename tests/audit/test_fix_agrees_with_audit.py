@@ -1,0 +1,55 @@
+"""`fix --check` exits 1 exactly when audit would change something, and after `fix --write`
+neither has anything left to say: audit and fix share one inventory (issue 18, item 6)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.audit.test_render import REPOS, kubectl_or_skip
+from webhook.cli import main
+
+# every repo shape but `batching`, where a Kustomization cannot be built on purpose (exit 2)
+SHAPES = sorted(p.name for p in REPOS.iterdir() if p.is_dir() and p.name != "batching")
+
+
+@pytest.fixture(autouse=True)
+def _kustomize(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLUXWARDEN_KUSTOMIZE", str(kubectl_or_skip()))
+
+
+def _changes(capsys: pytest.CaptureFixture[str], repo: Path) -> list[str]:
+    """What audit says a mutation would change (enforced, or `would ...` below enforce)."""
+    code = main(["audit", "-o", "json", str(repo)])
+    assert code in (0, 1)
+    report: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return [
+        f"{f['source']}:{f['line']} {f['policy']}"
+        for f in report["findings"]
+        if f["action"] == "mutated"
+        or (f["result"] == "fail" and any(m.startswith("would set") for m in f["messages"]))
+    ]
+
+
+def _check(capsys: pytest.CaptureFixture[str], repo: Path) -> int:
+    code = main(["fix", "--check", str(repo)])
+    capsys.readouterr()
+    return code
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fix_check_fails_exactly_when_audit_would_change_something(
+    shape: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / shape
+    shutil.copytree(REPOS / shape, repo)
+    changes = _changes(capsys, repo)
+    assert _check(capsys, repo) == (1 if changes else 0), changes
+    assert main(["fix", "--write", str(repo)]) == 0
+    capsys.readouterr()
+    assert _changes(capsys, repo) == []
+    assert _check(capsys, repo) == 0
