@@ -332,6 +332,7 @@ def cmd_fix(args: argparse.Namespace) -> int:
         per_file=args.per_file,
         allow_remote=args.allow_remote_bases,
         audit_unreached=args.audit_unreached,
+        jobs=args.jobs,
     )
     if not args.write:
         sys.stdout.write(result.diff)
@@ -385,6 +386,17 @@ def _render_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also audit (and fix) files no cluster applies, as written; by default they are "
         "only counted",
+    )
+
+
+def _jobs_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "-j",
+        "--jobs",
+        type=_positive_int,
+        metavar="N",
+        help=f"processes that {what} large inputs (default: $FLUXWARDEN_JOBS, else "
+        "one per available CPU; 1: in this process)",
     )
 
 
@@ -509,14 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--cluster", action="store_true", help="audit the live cluster")
     _render_options(audit)
-    audit.add_argument(
-        "-j",
-        "--jobs",
-        type=_positive_int,
-        metavar="N",
-        help="processes that parse and evaluate large inputs (default: $FLUXWARDEN_JOBS, else "
-        "one per available CPU; 1: in this process)",
-    )
+    _jobs_option(audit, "parse and evaluate")
     audit.add_argument(
         "--kubeconfig", help="with --cluster (default: in-cluster, then ~/.kube/config)"
     )
@@ -541,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("paths", nargs="+", metavar="PATH")
     fix.add_argument("--write", action="store_true", help="rewrite the files in place")
     _render_options(fix)
+    _jobs_option(fix, "parse")
     fix.add_argument(
         "--check",
         action="store_true",

@@ -100,3 +100,51 @@ def test_each_cluster_s_job_gets_its_own_cluster_s_fleet_controller_tolerations(
     assert main(["audit", str(repo)]) == 0
     assert main(["fix", "--check", str(repo)]) == 0
     capsys.readouterr()
+
+
+IRC = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: ${irc}  # the name comes from the cluster's variables
+  namespace: flux-system
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: image-reflector-controller}
+  template:
+    metadata:
+      labels: {app: image-reflector-controller}
+    spec:
+      containers:
+        - name: manager
+          image: ghcr.io/fluxcd/image-reflector-controller:v1.0.0
+          resources:
+            limits: {memory: 2Gi}
+"""
+
+
+def test_an_object_whose_name_flux_substitutes_is_fixed_as_audit_judged_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Audit judges the rendered image-reflector-controller; fix judged the written `${irc}`,
+    which no policy selects, and wrote nothing (audit exit 1, fix --check exit 0)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO / "clusters", repo / "clusters")
+    fleet = repo / "clusters/local/fleet.yaml"
+    fleet.write_text(
+        fleet.read_text().replace("./fleet", "./irc")
+        + "  postBuild:\n    substitute:\n      irc: image-reflector-controller\n"
+    )
+    (repo / "irc").mkdir()
+    (repo / "irc/deployment.yaml").write_text(IRC)
+    (repo / "irc/kustomization.yaml").write_text("resources: [deployment.yaml]\n")
+    assert main(["audit", str(repo)]) == 1
+    assert main(["fix", "--check", str(repo)]) == 1
+    assert main(["fix", "--write", str(repo)]) == 0
+    fixed = (repo / "irc/deployment.yaml").read_text()
+    assert "replicas: 1" in fixed
+    assert "name: ${irc}  # the name comes from the cluster's variables" in fixed
+    assert main(["audit", str(repo)]) == 0
+    assert main(["fix", "--check", str(repo)]) == 0
+    capsys.readouterr()

@@ -67,6 +67,7 @@ class Inventory:
     _renderings: dict[tuple[str, str, str], list[AuditObject]] | None = field(
         default=None, repr=False
     )
+    _by_origin: dict[int, list[AuditObject]] = field(default_factory=dict, repr=False)
 
     def clusters(self) -> dict[str, list[AuditObject]]:
         """The objects by cluster, in report order ("": not rendered as part of a cluster)."""
@@ -97,14 +98,18 @@ class Inventory:
 
     def renderings(self, document: Document) -> list[AuditObject]:
         """The objects rendered from a written document (a shared file renders once per
-        cluster), matched by file, kind and name."""
+        cluster): matched by file, kind and name, else (a name Flux substitutes, `${app}`)
+        those whose origin it is."""
         if self._renderings is None:
             self._renderings = {}
             for o in self.objects:
                 key = (o.location.source, o.location.kind, o.location.name)
                 self._renderings.setdefault(key, []).append(o)
+                if o.document is not None:  # not a controller an install makes
+                    self._by_origin.setdefault(id(self.origin(o)), []).append(o)
         obj = document.obj or {}
-        return self._renderings.get((document.source, _kind(obj), _name(obj)), [])
+        found = self._renderings.get((document.source, _kind(obj), _name(obj)))
+        return found or self._by_origin.get(id(document), [])
 
 
 def collect(

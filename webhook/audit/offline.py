@@ -1,7 +1,9 @@
 """`fluxwarden audit PATH...`: the policies over what Flux would apply, lookups from that set.
 
-A directory is rendered as Flux renders it (`render.py`); files no Flux Kustomization reaches,
-single files and stdin are audited as they are.
+The evaluation stage of the audit and fix pipeline: `inventory.collect` gathers the objects (a
+directory rendered as Flux renders it, cluster by cluster; files no Flux Kustomization reaches,
+single files and stdin as they are), and each object is evaluated here with its cluster's lookups.
+`fix` plans from the same inventory (`plan.py`).
 """
 
 from __future__ import annotations
