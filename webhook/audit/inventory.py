@@ -133,13 +133,11 @@ def collect(
         skipped = Skipped()
         if given == "-":
             stdin_text = _read_stdin(stdin, report)
-            documents = list(parse_stream(stdin_text, "-")) if stdin_text is not None else []
+            read = list(parse_stream(stdin_text, "-")) if stdin_text is not None else []
         else:
-            documents = confined_load(
-                given, exclude=exclude, skipped=skipped, jobs=jobs, report=report
-            )
+            read = confined_load(given, exclude=exclude, skipped=skipped, jobs=jobs, report=report)
         known = set(files)
-        documents = [d for d in documents if d.source not in known]  # a file given twice
+        documents = [d for d in read if d.source not in known]  # a file given before, not again
         for document in documents:
             files.setdefault(document.source, []).append(document)
         for chart in skipped.charts:
@@ -147,9 +145,9 @@ def collect(
                 InputProblem(str(chart), 0, "skipped: Helm chart (Chart.yaml)", False)
             )
         if render and given != "-" and Path(given).is_dir():
-            objects += rendered_objects(
+            objects += rendered_objects(  # a directory renders from all its files
                 given,
-                documents,
+                read,
                 report,
                 kustomize,
                 exclude,
