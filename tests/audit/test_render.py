@@ -362,7 +362,7 @@ def test_a_kustomization_the_entry_point_does_not_include_is_not_applied(
     # the bootstrap sync is the entry point: Flux never applies the archived Kustomization, so
     # its release is listed as applied by no cluster, not failed (issue 18)
     assert "old-nginx" not in failing
-    assert str(repo / "legacy/release.yaml") in report["unreached"]
+    assert str(repo / "legacy/release.yaml") in cast(list[str], report["unreached"])
     assert not any("not reached" in m for m in failing["ingress-nginx"]["messages"])
 
 
