@@ -116,6 +116,18 @@ PINNED = [
         "controller fix: fix --write needs a second run",
     ),
     Pinned(
+        "bjw-s-labs/home-ops@e183e642922b15733ab8d2c7900027aab596622b",
+        ".forgejo/workflows/pr-reviewer.yaml",
+        audit=1,
+        clusters=1,
+        objects=636,
+        findings={DRIFT: 79, STORAGE: 1},
+        notices=0,
+        unreached=1,  # the bootstrap's external-secrets Secret (applied by hand)
+        fixed=(1, 1),
+        known_fix_bug="as onedr0p/home-ops: fix --write needs a second run",
+    ),
+    Pinned(
         "mischavandenburg/homelab@59a7b52a215c35f8fcfbccaef1ed3d20a097086c",
         "clusters/jotunheim/flux-system/gotk-sync.yaml",
         audit=1,
