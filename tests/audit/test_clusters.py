@@ -328,3 +328,39 @@ def test_notes_name_a_kustomization_without_namespace_plainly() -> None:
 
     assert _named("/home-assistant") == "home-assistant (no namespace in its file)"
     assert _named("flux-system/apps") == "flux-system/apps"
+
+
+def _flux_kustomization(name: str, path: str, source: str = "home-kubernetes") -> str:
+    return (
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\n"
+        f"metadata: {{name: {name}, namespace: flux-system}}\n"
+        f"spec:\n  interval: 30m\n  path: {path}\n  prune: true\n"
+        f"  sourceRef: {{kind: GitRepository, name: {source}}}\n"
+    )
+
+
+def test_a_kustomization_that_applies_its_own_file_is_an_entry_point(tmp_path: Path) -> None:
+    """The flux-cluster-template shape (Diaoul/home-ops 557e525): the bootstrap applies
+    kubernetes/flux/config once, its `cluster` Kustomization then applies ./kubernetes/flux,
+    itself included. A Kustomization of the repo root (a tenant's sync of another repo says
+    `./` too) and one in `.archive/` are no entry points."""
+    files = {
+        "kubernetes/flux/config/cluster.yaml": _flux_kustomization("cluster", "./kubernetes/flux"),
+        "kubernetes/flux/apps.yaml": _flux_kustomization("cluster-apps", "./kubernetes/apps"),
+        ".archive/old/ks.yaml": _flux_kustomization("old", "./.archive/old/app"),
+        "tenants/sync.yaml": _flux_kustomization("tenant", "./", source="tenant"),
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    documents = list(load([str(tmp_path)]))
+    (single,) = clusters_of(tmp_path, documents)
+    assert single.name == ""
+    assert [
+        d.obj["metadata"]["name"]
+        for d in single.documents
+        if d.obj is not None and is_flux_kustomization(d.obj)
+    ] == ["cluster"]
+    # without it, no entry point is in Git: every Kustomization starts a render, as before
+    rest = [d for d in documents if "config/cluster.yaml" not in d.source]
+    assert clusters_of(tmp_path, rest) == []

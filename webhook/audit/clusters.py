@@ -50,20 +50,21 @@ def clusters_of(root: Path, documents: Sequence[Document]) -> list[Cluster]:
         found = _clusters_in(resolved, base, documents)
         if len(found) >= 2:
             return found
-    return _entry_cluster(documents)
+    return _entry_cluster(resolved, documents)
 
 
-def _entry_cluster(documents: Sequence[Document]) -> list[Cluster]:
-    """The one cluster of a repo whose entry point is in Git: its bootstrap `flux-system`
-    Kustomization, or a Flux install with a sync (a FluxInstance's `spec.sync`, a
-    `flux-instance` chart's `instance.sync`, also from a values file the chart release reads
-    through a configMapGenerator). Flux applies what those reach and nothing else, so no other
-    Flux Kustomization starts a render (an `.archive/` of old ones is not applied). Unnamed, as
-    a repo of one cluster always was; empty when no entry point is in Git."""
+def _entry_cluster(root: Path, documents: Sequence[Document]) -> list[Cluster]:
+    """The one cluster of a repo whose entry point is in Git (`_is_entry_point`: a Flux
+    Kustomization that applies its own file, as bootstrap's `flux-system` does, or a Flux install
+    with a sync: a FluxInstance's `spec.sync`, a `flux-instance` chart's `instance.sync`, also
+    from a values file the chart release reads through a configMapGenerator). Flux applies what
+    those reach and nothing else, so no other Flux Kustomization starts a render (an `.archive/`
+    of old ones is not applied). Unnamed, as a repo of one cluster always was; empty when no
+    entry point is in Git."""
     sources = source_index(
         [d.obj for d in documents if d.obj is not None] + _generated_configmaps(documents)
     )
-    entries = {id(d) for d in documents if d.obj is not None and _sync_path(d.obj, sources)}
+    entries = {id(d) for d in documents if d.obj is not None and _is_entry_point(d, root, sources)}
     if not entries:
         return []
     kept = tuple(
@@ -92,22 +93,33 @@ def _with_generated_syncs(
     return (*kept, *added)
 
 
-def _sync_path(obj: dict[str, Any], sources: dict[tuple[str, str, str], Any]) -> str | None:
-    """The repo directory `obj` makes Flux apply first, if it is an entry point."""
-    if is_flux_kustomization(obj):
-        meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
-        ref = (spec or {}).get("sourceRef")
-        if (meta or {}).get("name") != "flux-system" or not isinstance(ref, dict):
-            return None
-        if ref.get("kind") != "GitRepository" or ref.get("name") != "flux-system":
-            return None
-        synced: dict[str, Any] | None = obj
-    else:
+def _is_entry_point(
+    document: Document, root: Path, sources: dict[tuple[str, str, str], Any]
+) -> bool:
+    """Whether Flux starts applying this repo at `document`: a Flux Kustomization that applies
+    its own file (bootstrap's `flux-system` sync, a `cluster` Kustomization the bootstrap
+    applies once and which then manages itself), or a Flux install with a sync."""
+    obj = document.obj or {}
+    if not is_flux_kustomization(obj):
         install = flux_install(obj, sources)
         synced = sync_kustomization(install.instance) if install is not None else None
-    path = str(((synced or {}).get("spec") or {}).get("path") or "")
-    return path.strip("/").removeprefix("./") or None
+        return synced is not None
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    ref = (spec or {}).get("sourceRef")
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    bootstrap = {"kind": "GitRepository", "name": "flux-system"}
+    if (meta or {}).get("name") == "flux-system" and isinstance(ref, dict):
+        return all(ref.get(k) == v for k, v in bootstrap.items()) or _applies_itself(document, root)
+    return _applies_itself(document, root)
+
+
+def _applies_itself(document: Document, root: Path) -> bool:
+    """Whether the Kustomization's `spec.path` (a directory below the repo root: the root
+    itself is also what a tenant's sync of another repo says) holds its own file."""
+    spec = (document.obj or {}).get("spec")
+    path = str((spec if isinstance(spec, dict) else {}).get("path") or "")
+    applied = (root / path.lstrip("/")).resolve()
+    return applied != root and Path(document.source).resolve().is_relative_to(applied)
 
 
 def _generated_configmaps(documents: Sequence[Document]) -> list[dict[str, Any]]:
