@@ -13,6 +13,7 @@ import pytest
 from tests.audit.test_render import kubectl_or_skip
 from webhook.audit.clusters import clusters_of, sync_kustomization
 from webhook.audit.documents import load
+from webhook.audit.render import is_flux_kustomization
 from webhook.cli import main
 
 FLEET = Path(__file__).parent / "repos" / "fleet"
@@ -109,9 +110,37 @@ def test_clusters_are_the_directories_under_clusters_with_an_entry_point() -> No
         all("/clusters/" + c.name.split("/")[1] + "/" in d.source for d in c.documents)
         for c in found
     )
-    # one cluster: the whole repo is rendered as before
+    # one cluster: unnamed as before, rendered from its entry point (the flux-system sync) only
     staging = [d for d in documents if "/clusters/production/" not in d.source]
-    assert clusters_of(FLEET, staging) == []
+    (single,) = clusters_of(FLEET, staging)
+    assert single.name == ""
+    assert [
+        d.obj["metadata"]["name"]
+        for d in single.documents
+        if d.obj is not None and is_flux_kustomization(d.obj)
+    ] == ["flux-system"]
+    # no entry point in Git: the whole repo is rendered as before
+    without_sync = [d for d in staging if not d.source.endswith("gotk-sync.yaml")]
+    assert clusters_of(FLEET, without_sync) == []
+
+
+def test_a_repo_of_one_cluster_applies_only_what_its_entry_point_reaches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An `.archive/` of old Flux Kustomizations is no entry point: its release is listed as
+    applied by no cluster, never failed (auricom/home-ops shape: the sync is in a values file)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(FLEET.parent / "chart-values-from", repo)
+    code, report = _audit(capsys, "--show-unreached", str(repo))
+    assert code == 1
+    assert [u.removeprefix(str(repo) + "/") for u in report["unreached"]] == [
+        ".archive/old-app/app/helmrelease.yaml",
+        ".archive/old-app/ks.yaml",
+    ]
+    assert not any(".archive" in f["source"] for f in report["findings"])
+    assert not any("old-app" in p["message"] for p in report["problems"])
+    # the entry point itself is applied (by the sync of the chart's values file) and audited
+    assert any(f["name"] == "apps" for f in report["findings"])
 
 
 def test_a_flux_instance_sync_is_an_entry_point() -> None:
@@ -301,3 +330,39 @@ def test_notes_name_a_kustomization_without_namespace_plainly() -> None:
 
     assert _named("/home-assistant") == "home-assistant (no namespace in its file)"
     assert _named("flux-system/apps") == "flux-system/apps"
+
+
+def _flux_kustomization(name: str, path: str, source: str = "home-kubernetes") -> str:
+    return (
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\n"
+        f"metadata: {{name: {name}, namespace: flux-system}}\n"
+        f"spec:\n  interval: 30m\n  path: {path}\n  prune: true\n"
+        f"  sourceRef: {{kind: GitRepository, name: {source}}}\n"
+    )
+
+
+def test_a_kustomization_that_applies_its_own_file_is_an_entry_point(tmp_path: Path) -> None:
+    """The flux-cluster-template shape (Diaoul/home-ops 557e525): the bootstrap applies
+    kubernetes/flux/config once, its `cluster` Kustomization then applies ./kubernetes/flux,
+    itself included. A Kustomization of the repo root (a tenant's sync of another repo says
+    `./` too) and one in `.archive/` are no entry points."""
+    files = {
+        "kubernetes/flux/config/cluster.yaml": _flux_kustomization("cluster", "./kubernetes/flux"),
+        "kubernetes/flux/apps.yaml": _flux_kustomization("cluster-apps", "./kubernetes/apps"),
+        ".archive/old/ks.yaml": _flux_kustomization("old", "./.archive/old/app"),
+        "tenants/sync.yaml": _flux_kustomization("tenant", "./", source="tenant"),
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    documents = list(load([str(tmp_path)]))
+    (single,) = clusters_of(tmp_path, documents)
+    assert single.name == ""
+    assert [
+        d.obj["metadata"]["name"]
+        for d in single.documents
+        if d.obj is not None and is_flux_kustomization(d.obj)
+    ] == ["cluster"]
+    # without it, no entry point is in Git: every Kustomization starts a render, as before
+    rest = [d for d in documents if "config/cluster.yaml" not in d.source]
+    assert clusters_of(tmp_path, rest) == []

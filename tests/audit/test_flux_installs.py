@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
 
 from tests.audit.test_render import kubectl_or_skip
 from webhook.audit.flux_installs import flux_install, source_index, written_ops
+from webhook.audit.fluxinstance import materialise
 from webhook.cli import main
 
 REPOS = Path(__file__).parent / "repos"
@@ -206,3 +207,107 @@ def test_chart_ref_names_the_chart_through_its_oci_repository() -> None:
     release = {**RELEASE, "spec": {"chartRef": {"kind": "OCIRepository", "name": "fi"}}}
     assert flux_install(release, source_index([source])) is not None
     assert flux_install(release, {}) is None
+
+
+VALUES_FROM = "chart-values-from"
+VALUES_FROM_RELEASE = "kubernetes/apps/flux-system/flux-instance/app/helmrelease.yaml"
+
+
+def _chart_sources(repo: str) -> dict[tuple[str, str, str], Any]:
+    """The chart's OCIRepository (in the release's namespace), for `chartRef`."""
+    app = REPOS / repo / "kubernetes/apps/flux-system/flux-instance/app"
+    source = yaml.safe_load((app / "ocirepository.yaml").read_text())
+    source["metadata"]["namespace"] = "flux-system"
+    return source_index([source])
+
+
+def _chart_release(repo: str) -> dict[str, Any]:
+    release = yaml.safe_load((REPOS / repo / VALUES_FROM_RELEASE).read_text())
+    release["metadata"]["namespace"] = "flux-system"
+    return cast(dict[str, Any], release)
+
+
+def test_chart_values_from_a_generated_configmap_are_the_instance(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helm-controller reads `valuesFrom` before `values`: the version and the requeue patch of
+    the values file are the instance's, not the chart's defaults (auricom/home-ops shape)."""
+    repo = _copy(tmp_path, VALUES_FROM)
+    code, report = _audit(capsys, repo)
+    assert code == 1
+    file = repo / VALUES_FROM_RELEASE
+    # the values file sets --requeue-dependency=5s: only the storage finding is true
+    assert _failing(report) == {
+        ("source-controller-storage", "source-controller"): _line(file, "spec:"),
+    }
+    notes = [
+        f["messages"][-1]
+        for f in report["findings"]
+        if f["kind"] == "Deployment" and f["result"] == "fail"
+    ]
+    assert notes == [
+        "from HelmRelease flux-system/flux-instance (flux-instance chart values) "
+        "(Flux '2.7.0' controller defaults, its patches applied)"
+    ]
+
+
+def test_chart_values_from_a_configmap_are_not_overwritten_by_a_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Helm replaces lists: a patch list written into `spec.values` would drop the values
+    file's patches, so the release is left as it is."""
+    repo = _copy(tmp_path, VALUES_FROM)
+    release = (repo / VALUES_FROM_RELEASE).read_text()
+    main(["fix", "--write", str(repo)])
+    capsys.readouterr()
+    assert (repo / VALUES_FROM_RELEASE).read_text() == release
+
+
+def test_chart_values_from_a_secret_are_not_guessed() -> None:
+    release = _chart_release(VALUES_FROM)
+    release["spec"]["valuesFrom"] = [{"kind": "Secret", "name": "flux-values"}]
+    install = flux_install(release, _chart_sources(VALUES_FROM))
+    assert install is not None
+    materialised = materialise(install.instance, [])
+    assert materialised.deployments == []
+    assert materialised.problem == (
+        "not audited: its values come from Secret flux-system/flux-values, not read"
+    )
+
+
+def test_chart_values_from_an_optional_missing_configmap_are_skipped() -> None:
+    release = _chart_release(VALUES_FROM)
+    release["spec"]["valuesFrom"] = [{"kind": "ConfigMap", "name": "gone", "optional": True}]
+    install = flux_install(release, _chart_sources(VALUES_FROM))
+    assert install is not None
+    assert materialise(install.instance, []).problem is None
+
+
+def test_the_chart_sync_in_the_values_is_the_entry_point(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The chart renders `instance.sync` (onedr0p/home-ops shape): the directory it syncs is
+    applied, so its Kustomization is audited, not listed as applied by no cluster."""
+    repo = _copy(tmp_path, "chart-sync")
+    code, report = _audit(capsys, repo)
+    assert code == 1
+    assert "unreached" not in report
+    entry = repo / "kubernetes/flux/cluster/ks.yaml"
+    assert _failing(report) == {
+        ("flux-intervals", "cluster-apps"): _line(entry, "interval: 30s"),
+        ("source-controller-storage", "source-controller"): _line(
+            repo / "kubernetes/apps/flux-system/flux-instance/app/helmrelease.yaml", "instance:"
+        ),
+    }
+
+
+def test_the_chart_instance_renders_the_sync_of_the_values() -> None:
+    install = flux_install(_chart_release("chart-sync"), _chart_sources("chart-sync"))
+    assert install is not None
+    assert install.instance["spec"]["sync"] == {
+        "kind": "GitRepository",
+        "interval": "1m",  # the chart's default
+        "url": "https://example.com/fleet/home-ops",
+        "ref": "refs/heads/main",
+        "path": "kubernetes/flux/cluster",
+    }

@@ -71,3 +71,11 @@ def test_a_json6902_op_is_attributed_only_for_the_element_it_wrote() -> None:
     assert setting_patch(_entries(), controller, [f"{args}/-"]) is None  # an append: nothing set
     other = {**controller, "metadata": {"name": "source-controller"}}
     assert setting_patch(_entries(), other, [f"{args}/1"]) is None  # the name does not match
+
+
+def test_patches_not_written_in_the_document_are_attributed_to_nothing() -> None:
+    """A chart release whose instance patches come from a valuesFrom ConfigMap: the patches are
+    not in the release's file, so no line of it is said to have set a field."""
+    document = next(parse_stream(KUSTOMIZATION, "ks.yaml"))
+    assert document.obj is not None
+    assert entries_of(document, "", document.obj["spec"]["patches"]) == []

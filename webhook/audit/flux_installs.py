@@ -4,7 +4,10 @@
 - A HelmRelease of the Flux Operator's `flux-instance` chart: the chart turns `values.instance`
   (merged over the chart's defaults, as Helm merges values) into a FluxInstance in the release's
   namespace (controlplaneio-fluxcd/charts `charts/flux-instance/templates/instance.yaml` and
-  `values.yaml`, chart 0.49.0 at commit fc87d3b3f55bc28becb11126dadcde2bedf648a0).
+  `values.yaml`, chart 0.49.0 at commit fc87d3b3f55bc28becb11126dadcde2bedf648a0). Its values
+  are helm-controller's: each `spec.valuesFrom` ConfigMap in order, then `spec.values` over them
+  (helm-controller `internal/chartutil/values.go`). A value from a Secret or a ConfigMap not in the
+  repo is unknown: that install is not audited, and says so.
 - A Flux Kustomization of the `flux-manifests` OCI artifact (flux2's release workflow pushes
   `flux install --components-extra=image-reflector-controller,image-automation-controller
   --export` there, tagged with the Flux version): the upstream controllers at that version, with
@@ -23,8 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from ..engine import JsonObject
-from .fluxinstance import FLUX_INSTANCE_GROUP, is_flux_instance
+from .fluxinstance import FLUX_INSTANCE_GROUP, NOT_AUDITED, is_flux_instance
 
 CHART = "flux-instance"
 # The chart's values.yaml defaults that its template reads (see the module docstring).
@@ -48,6 +53,16 @@ CHART_DEFAULTS: dict[str, Any] = {
         },
         "storage": {"class": "", "size": ""},
         "sharding": {"key": "sharding.fluxcd.io/key", "shards": []},
+        "sync": {
+            "interval": "1m",
+            "kind": "GitRepository",
+            "url": "",
+            "ref": "",
+            "path": "",
+            "pullSecret": "",
+            "name": "",
+            "provider": "",
+        },
         "kustomize": {"patches": []},
     },
 }
@@ -61,6 +76,8 @@ MANIFESTS_COMPONENTS = [
     "image-automation-controller",
 ]
 _MANIFESTS_URL = re.compile(r"^oci://(?P<registry>.+)/flux-manifests/?$")
+# the chart template's `sync` keys (rendered only when `instance.sync.url` is set)
+_SYNC_KEYS = ("kind", "interval", "url", "ref", "path", "name", "provider", "pullSecret")
 
 
 @dataclass(frozen=True)
@@ -69,12 +86,14 @@ class FluxInstall:
 
     instance: JsonObject
     what: str  # how notes and notices name it
-    patches_pointer: str  # the user's patch list in the written object
+    patches_pointer: str  # the user's patch list in the written object ("": not written there)
     prefix: str  # written object's pointer of the instance's `/spec` ("" : not written there)
 
     def pointer(self, instance_pointer: str) -> str | None:
         """The written object's pointer for an instance field (None: not written there)."""
         if instance_pointer.startswith("/spec/kustomize/patches"):
+            if not self.patches_pointer:
+                return None
             return self.patches_pointer + instance_pointer.removeprefix("/spec/kustomize/patches")
         if self.prefix and instance_pointer.startswith("/spec/"):
             return self.prefix + instance_pointer.removeprefix("/spec")
@@ -116,9 +135,43 @@ def _chart_name(release: JsonObject, sources: Mapping[tuple[str, str, str], Json
     return url.rstrip("/").rsplit("/", 1)[-1]
 
 
-def _chart_instance(release: JsonObject) -> JsonObject:
+def _values_from(
+    release: JsonObject, index: Mapping[tuple[str, str, str], JsonObject]
+) -> tuple[Any, str | None]:
+    """(the values the release's `spec.valuesFrom` give, merged in order; why they are unknown)."""
+    namespace = str(_meta(release).get("namespace") or "")
+    merged: Any = {}
+    for ref in _spec(release).get("valuesFrom") or []:
+        if not isinstance(ref, dict):
+            continue
+        kind, name = str(ref.get("kind") or ""), str(ref.get("name") or "")
+        key = str(ref.get("valuesKey") or "values.yaml")
+        if kind != "ConfigMap" or ref.get("targetPath"):
+            return merged, f"its values come from {kind} {namespace}/{name}, not read"
+        data = _spec_data(index.get((kind, namespace, name)))
+        if data is None or key not in data:
+            if ref.get("optional") is True:
+                continue
+            return merged, f"its values come from ConfigMap {namespace}/{name}, not in the repo"
+        try:
+            loaded = yaml.safe_load(str(data[key]))
+        except yaml.YAMLError:
+            return merged, f"ConfigMap {namespace}/{name} key {key} is not YAML"
+        merged = _merged(merged, loaded if isinstance(loaded, dict) else {})
+    return merged, None
+
+
+def _spec_data(configmap: JsonObject | None) -> dict[str, Any] | None:
+    data = configmap.get("data") if configmap else None
+    return data if isinstance(data, dict) else None
+
+
+def _chart_instance(
+    release: JsonObject, index: Mapping[tuple[str, str, str], JsonObject] | None = None
+) -> JsonObject:
     """What instance.yaml renders from the release's values over the chart defaults."""
-    values = _merged(CHART_DEFAULTS, _spec(release).get("values") or {})
+    from_refs, unknown = _values_from(release, index or {})
+    values = _merged(_merged(CHART_DEFAULTS, from_refs), _spec(release).get("values") or {})
     wanted = values["instance"]
     spec: dict[str, Any] = {
         "distribution": wanted.get("distribution") or {},
@@ -130,17 +183,37 @@ def _chart_instance(release: JsonObject) -> JsonObject:
         },
         "kustomize": wanted.get("kustomize") or {"patches": []},
     }
+    sync = wanted.get("sync") if isinstance(wanted.get("sync"), dict) else {}
+    if sync.get("url"):
+        spec["sync"] = {k: sync[k] for k in _SYNC_KEYS if sync.get(k) not in (None, "")}
     if (wanted.get("storage") or {}).get("size"):
         spec["storage"] = wanted["storage"]
     if (wanted.get("sharding") or {}).get("shards"):
         spec["sharding"] = wanted["sharding"]
     namespace = _spec(release).get("targetNamespace") or _meta(release).get("namespace")
+    metadata: dict[str, Any] = {
+        "name": str(values.get("fullnameOverride") or CHART),
+        "namespace": namespace,
+    }
+    if unknown:
+        metadata["annotations"] = {NOT_AUDITED: unknown}
     return {
         "apiVersion": f"{FLUX_INSTANCE_GROUP}/v1",
         "kind": "FluxInstance",
-        "metadata": {"name": str(values.get("fullnameOverride") or CHART), "namespace": namespace},
+        "metadata": metadata,
         "spec": spec,
     }
+
+
+def _patches_written(release: JsonObject) -> bool:
+    """Whether a fix may add to the release's `values.instance.kustomize.patches`: Helm replaces
+    lists, so when `valuesFrom` may hold the patches and `spec.values` does not, a list written
+    there would drop them."""
+    if not _spec(release).get("valuesFrom"):
+        return True
+    values = _spec(release).get("values")
+    kustomize = _resolve(values, "/instance/kustomize") if isinstance(values, dict) else None
+    return isinstance(kustomize, dict) and isinstance(kustomize.get("patches"), list)
 
 
 def _manifests_instance(
@@ -183,12 +256,16 @@ def flux_manifests_source(
 
 
 def source_index(objects: list[JsonObject]) -> dict[tuple[str, str, str], JsonObject]:
-    """Flux sources by (kind, namespace, name), for chartRef and sourceRef lookups."""
+    """Flux sources and ConfigMaps by (kind, namespace, name), for chartRef, sourceRef and
+    valuesFrom lookups."""
     return {
         (str(o.get("kind")), str(_meta(o).get("namespace") or ""), str(_meta(o).get("name"))): o
         for o in objects
         if isinstance(o, dict)
-        and str(o.get("apiVersion", "")).startswith("source.toolkit.fluxcd.io/")
+        and (
+            str(o.get("apiVersion", "")).startswith("source.toolkit.fluxcd.io/")
+            or (o.get("apiVersion") == "v1" and o.get("kind") == "ConfigMap")
+        )
     }
 
 
@@ -206,7 +283,8 @@ def flux_install(
             return None
         what = f"HelmRelease {name} (flux-instance chart values)"
         prefix = "/spec/values/instance"
-        return FluxInstall(_chart_instance(obj), what, prefix + "/kustomize/patches", prefix)
+        patches = prefix + "/kustomize/patches" if _patches_written(obj) else ""
+        return FluxInstall(_chart_instance(obj, sources), what, patches, prefix)
     if kind == "Kustomization" and group == "kustomize.toolkit.fluxcd.io":
         found = _manifests_instance(obj, sources)
         if found is None:
@@ -223,6 +301,8 @@ def written_ops(
     """A fix of the instance's `spec.kustomize.patches` as ops on the written object: into its
     patch list when it has one, else one `add` that creates the missing sections."""
     pointer = install.patches_pointer
+    if not pointer:
+        return []  # the patches are not written in this object: an edit here would drop them
     mapped = []
     for op in ops:
         path = str(op.get("path", ""))

@@ -25,6 +25,9 @@ from .kustomize_runner import failure, run_kustomize
 from .patch_values import target_matches
 
 FLUX_INSTANCE_GROUP = "fluxcd.controlplane.io"
+# set (with the reason) on an instance built from values fluxwarden cannot read (a HelmRelease's
+# valuesFrom Secret): its controllers are reported as not audited, never guessed from defaults
+NOT_AUDITED = "fluxwarden.io/not-audited"
 _DATA = "flux_distribution.yaml"
 _VERSION = re.compile(r"(\d+)(?:\.(\d+|[xX*]))?")
 _CHECKED_MINORS = range(3, 10)  # Flux 2.3 .. 2.9: the releases whose manifests were read
@@ -255,6 +258,9 @@ def user_patches(instance: JsonObject) -> list[Any]:
 def materialise(instance: JsonObject, command: list[str]) -> Materialised:
     """The instance's controller Deployments with its `spec.kustomize.patches` applied by
     kustomize, as the operator builds them."""
+    unknown_values = ((instance.get("metadata") or {}).get("annotations") or {}).get(NOT_AUDITED)
+    if unknown_values:
+        return Materialised([], f"not audited: {unknown_values}")
     problem = version_problem(instance)
     if problem is not None:
         return Materialised([], problem)

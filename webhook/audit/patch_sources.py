@@ -37,7 +37,10 @@ class PatchEntry:
 
 
 def entries_of(document: Document, list_pointer: str, patches: Any) -> list[PatchEntry]:
-    """The inline patches of the list at `list_pointer` (e.g. `/spec/patches`) in `document`."""
+    """The inline patches of the list at `list_pointer` (e.g. `/spec/patches`) in `document`
+    (none when `list_pointer` is empty: the patches are not written in that document)."""
+    if not list_pointer:
+        return []
     found: list[PatchEntry] = []
     for index, entry in enumerate(patches if isinstance(patches, list) else []):
         if not isinstance(entry, dict) or not isinstance(entry.get("patch"), str):
