@@ -1,7 +1,7 @@
 """`python -m bench.apiserver`: what fluxwarden costs a write through the real kube-apiserver.
 
 The project's control plane (`tests/controlplane`, built by `make controlplane`) with the Flux
-CRDs; `fluxwarden serve` (2 workers, lookups against that API server) registered with the
+CRDs; `fluxwarden serve` (1 worker as the Deployment runs it, lookups against that API server) registered with the
 webhook configurations `webhook.manifests` generates from the shipped policy set. Each
 *configuration* is a named set-up (a context manager: install on enter, remove on exit); rounds
 run every configuration in turn (first one rotating), so drift and neighbours hit all alike.
@@ -453,6 +453,21 @@ def fluxwarden_from_tree(bench: Bench) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def fluxwarden_two_workers(bench: Bench) -> Iterator[None]:
+    """`webhook` served by two gevent worker processes instead of the Deployment's one: what a
+    second worker buys in latency and throughput, and costs in memory, in the same run."""
+    own = bench.fluxwarden
+    other = WebhookServer(bench.cluster, own.workdir.parent / "two-workers", workers=2).start()
+    bench.fluxwarden = other
+    try:
+        with fluxwarden_webhook(bench):
+            yield
+    finally:
+        bench.fluxwarden = own
+        other.stop()
+
+
+@contextlib.contextmanager
 def _null_webhook_running(bench: Bench, *extra: str) -> Iterator[None]:
     """`bench.nullwebhook` (with `extra` arguments) registered in fluxwarden's place."""
     port = free_port()
@@ -692,6 +707,13 @@ CONFIGURATIONS: list[Configuration] = [
         "webhook",
         "fluxwarden webhook (generated configurations)",
         fluxwarden_webhook,
+        _touched,
+        servers=fluxwarden_servers,
+    ),
+    Configuration(
+        "webhook-2workers",
+        "fluxwarden webhook, `fluxwarden serve --workers 2`",
+        fluxwarden_two_workers,
         _touched,
         servers=fluxwarden_servers,
     ),

@@ -1,4 +1,4 @@
-"""`python -m bench.memory`: memory of a `fluxwarden serve` pod (master + 2 workers), idle and
+"""`python -m bench.memory`: memory of a `fluxwarden serve` pod (master + `--workers`), idle and
 after admissions, with and without the Kubernetes client loaded (`--lookups kube|none`).
 
 PSS (proportional set size, from /proc/PID/smaps_rollup) is what a pod is charged fairly for
@@ -55,15 +55,17 @@ def pod_pids(master: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def serving(tree: Path, lookups: str, certs: Certs, kubeconfig: Path) -> Iterator[tuple[int, int]]:
-    """`fluxwarden serve --workers 2` from `tree` (its own `webhook` package); yields the
+def serving(
+    tree: Path, lookups: str, certs: Certs, kubeconfig: Path, workers: int = 1
+) -> Iterator[tuple[int, int]]:
+    """`fluxwarden serve --workers N` from `tree` (its own `webhook` package); yields the
     master's pid and the port, stopped with SIGTERM (as the kubelet stops a pod) on exit."""
     port = free_port()
     argv = [
         sys.executable, "-m", "webhook", "serve",
         "--policies", str(SHIPPED_POLICIES),
         "--cert-file", str(certs.cert), "--key-file", str(certs.key),
-        "--host", HOST, "--port", str(port), "--workers", "2",
+        "--host", HOST, "--port", str(port), "--workers", str(workers),
         "--lookups", lookups, "--kubeconfig", str(kubeconfig),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -97,11 +99,11 @@ def serving(tree: Path, lookups: str, certs: Certs, kubeconfig: Path) -> Iterato
 
 
 def measure(
-    tree: Path, lookups: str, certs: Certs, kubeconfig: Path, admissions: int
+    tree: Path, lookups: str, certs: Certs, kubeconfig: Path, admissions: int, workers: int
 ) -> dict[str, float]:
     from tests.conftest import IRC_DEPLOYMENT, admission_review
 
-    with serving(tree, lookups, certs, kubeconfig) as (master, port):
+    with serving(tree, lookups, certs, kubeconfig, workers) as (master, port):
         time.sleep(2.0)  # idle: start-up done, nothing in flight
         idle = [memory_mib(pid) for pid in pod_pids(master)]
         timed_admissions(
@@ -127,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tree", type=Path, action="append", default=[], help="another tree")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--admissions", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=1, help="as the Deployment: 1")
     args = parser.parse_args(argv)
     trees = [ROOT, *(t.resolve() for t in args.tree)]
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             if round_index % 2:
                 order.reverse()
             for tree, lookups in order:
-                row = measure(tree, lookups, certs, kubeconfig, args.admissions)
+                row = measure(tree, lookups, certs, kubeconfig, args.admissions, args.workers)
                 results.setdefault((str(tree), lookups), []).append(row)
     header = ["tree", "lookups", "idle PSS pod MiB", "master PSS", "worker PSS (max)"]
     header += ["master RSS", "worker RSS (max)", f"PSS after {args.admissions} admissions"]

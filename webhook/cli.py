@@ -436,7 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--key-file", help="serving key (PEM)")
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8443)
-    serve.add_argument("--workers", type=int, default=2, help="worker processes")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="gevent worker processes (each serves many connections)",
+    )
     serve.add_argument(
         "--connections", type=int, default=1000, help="open connections per worker (the cap)"
     )

@@ -53,8 +53,10 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float = 30.0) -> N
 class WebhookServer:
     """`fluxwarden serve` on 127.0.0.1 with its own certificates, reading the control plane."""
 
-    def __init__(self, cluster: ControlPlane, workdir: Path, *, mode: str | None = None) -> None:
-        self.cluster, self.workdir, self.mode = cluster, workdir, mode
+    def __init__(
+        self, cluster: ControlPlane, workdir: Path, *, mode: str | None = None, workers: int = 1
+    ) -> None:
+        self.cluster, self.workdir, self.mode, self.workers = cluster, workdir, mode, workers
         self.port = free_port()
         self.certs = workdir / "certs"
         self.log = workdir / "fluxwarden.log"
@@ -92,7 +94,7 @@ class WebhookServer:
             "--port",
             str(self.port),
             "--workers",
-            "2",
+            str(self.workers),
             "--cert-file",
             str(self.certs / "tls.crt"),
             "--key-file",

@@ -40,7 +40,7 @@ class ServeOptions:
     key_file: Path | None
     host: str = "0.0.0.0"
     port: int = 8443
-    workers: int = 2
+    workers: int = 1  # gevent: one process serves many connections
     connections: int = 1000  # per worker
     ceiling: Mode | None = None  # --mode / FLUXWARDEN_MODE
     kubeconfig: str | None = None
