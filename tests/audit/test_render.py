@@ -242,6 +242,26 @@ def test_files_no_flux_kustomization_reaches_are_counted_not_judged_nor_fixed(
     assert (repo / "legacy/app/release.yaml").read_text() == before
 
 
+def test_a_broken_file_no_cluster_applies_is_a_notice_not_an_input_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Flux never reads an archived file, so its YAML errors are no reason to exit 2 (seen on
+    auricom/home-ops `.archive/`); `--audit-unreached` still reads it as written: an error."""
+    repo = _legacy_release(tmp_path)
+    broken = repo / ".archive/app/helmrelease.yaml"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("apiVersion: v1\nkind: ConfigMap\ndata: {a: [\n")
+    code, report = _audit(capsys, str(repo))
+    assert code == 1  # the repo's own true findings, no input error
+    assert str(broken) in cast(list[str], report["unreached"])
+    notices = [
+        p for p in cast(list[dict[str, Any]], report["problems"]) if p["source"] == str(broken)
+    ]
+    assert notices and all(not p["error"] for p in notices)
+    assert all("a file no cluster applies" in p["message"] for p in notices)
+    assert _audit(capsys, "--audit-unreached", str(repo))[0] == 2
+
+
 def test_files_no_flux_kustomization_reaches_are_audited_with_audit_unreached(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

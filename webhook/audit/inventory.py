@@ -365,16 +365,28 @@ def rendered_objects(
             reached_files |= {Path(d.source).resolve() for d in cluster.documents}
     reached = {str(_display(p, root, given)) for p in reached_files}
     unreached = [d for d in documents if d.source not in reached]
-    as_written = objects_of(unreached, report)
     if not objects:
-        return as_written  # nothing rendered: every file is audited as written, as before
+        return objects_of(unreached, report)  # nothing rendered: all audited as written
     if not audit_unreached:
-        applied = [o for o in as_written if not _is_build_configuration(o.obj)]
-        report.unreached += sorted({o.location.source for o in applied})
+        _list_unreached(unreached, report)
         return objects
+    as_written = objects_of(unreached, report)
     where = "any cluster" if len(clusters) > 1 else "any Flux Kustomization"
     note = f"not reached by {where} under {given}: audited as written"
     return objects + [dataclasses.replace(o, note=note) for o in as_written]
+
+
+def _list_unreached(documents: list[Document], report: AuditReport) -> None:
+    """Files no cluster applies: listed, never judged; one that does not parse is a notice,
+    not an input error (Flux never reads it either)."""
+    own = AuditReport()
+    applied = [o for o in objects_of(documents, own) if not _is_build_configuration(o.obj)]
+    broken = [p for p in own.problems if p.error]
+    report.problems += [p for p in own.problems if not p.error] + [
+        dataclasses.replace(p, message=f"{p.message} (a file no cluster applies)", error=False)
+        for p in broken
+    ]
+    report.unreached += sorted({o.location.source for o in applied} | {p.source for p in broken})
 
 
 def _render_command(

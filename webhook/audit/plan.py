@@ -108,19 +108,24 @@ def plan_fixes(inventory: Inventory, *, policy_set: PolicySet, per_file: bool = 
             if not document.is_kubernetes_object or document.obj is None:
                 continue
             item = _needing_fix(inventory.renderings(document), covered)
-            if item is not None and id(item) in covered:
-                continue
             installed = installs.get(id(item)) if item is not None else None
+            # a release a defaults-patch edit covers needs no edit of its own, but a Flux
+            # install's controllers still do
+            is_covered = item is not None and id(item) in covered
+            if is_covered and installed is None:
+                continue
             if item is None:
                 cluster = file_clusters.get(path, "")
                 ops, why = ([], "") if is_generated else patches.of(document.obj, cluster)
             else:
-                ops, why = _own_ops(item, patches, plan)
+                ops, why = ([], "") if is_covered else _own_ops(item, patches, plan)
                 if ops and is_generated:
                     generated.setdefault(path, []).append((item.obj, ops))
                     continue
             if installed is not None:  # a FluxInstance is only its controllers' patches
                 install_ops, install_why = _install_ops(installed, document.obj, patches)
+                if install_why and not install_ops:
+                    plan.problems.append(_patches_elsewhere(installed, install_why))
                 own = [] if is_flux_instance(document.obj) else ops
                 ops, why = own + install_ops, _joined(why, install_why)
             if ops:
@@ -255,6 +260,18 @@ def _install_ops(
     if not is_flux_instance(written):
         ops = written_ops(installed.install, written, ops)
     return ops, ", ".join(sorted(policies))
+
+
+def _patches_elsewhere(installed: Installed, why: str) -> InputProblem:
+    """Why an install's controller fixes are not written: its patch list is in the values a
+    release reads from `spec.valuesFrom`, which fix does not edit (an edit of the release's
+    `spec.values` would replace that list, as Helm merges lists)."""
+    where = installed.item.location
+    message = (
+        f"{installed.install.what} not fixed ({why}): its instance.kustomize.patches come from "
+        "spec.valuesFrom; add the patches there"
+    )
+    return InputProblem(where.source, where.line, message, True)
 
 
 def by_value(patches: list[Any], fixes: Fixes) -> tuple[dict[int, str], list[dict[str, Any]]]:
