@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from webhook.audit import yaml_text
+from webhook.audit import yaml_splice, yaml_text
 from webhook.audit.findings import InputProblem
 from webhook.audit.fix import FixResult, fix_paths
 from webhook.cli import SHIPPED_POLICIES
@@ -161,13 +161,21 @@ def test_a_fix_that_would_not_parse_back_is_not_written(
 ) -> None:
     """If the edited text of a document does not read back as the patched object, it is left
     as is and reported; the file's other documents are still fixed."""
-    real_dump = yaml_text._dump
+    real_dump, real_splice = yaml_text._dump, yaml_splice.spliced
+
+    def lossy(text: str | None) -> str | None:
+        if text is None or "name: last" not in text:
+            return text
+        return text.replace("mode: enabled", "mode: disabled")
 
     def lossy_dump(tree: object, indent: tuple[int, int, int], *, like: str) -> str:
-        text = real_dump(tree, indent, like=like)
-        return text.replace("mode: enabled", "mode: disabled") if "name: last" in text else text
+        return lossy(real_dump(tree, indent, like=like)) or ""
+
+    def lossy_splice(text: str, patch: list[dict[str, object]]) -> str | None:
+        return lossy(real_splice(text, patch))
 
     monkeypatch.setattr(yaml_text, "_dump", lossy_dump)
+    monkeypatch.setattr("webhook.audit.yaml_text.spliced", lossy_splice)
     fixed, result = _run_case("broken-document", tmp_path, shipped_policies)
     assert _problem_lines(result.problems) == [
         *_expected_problems("broken-document"),
@@ -180,6 +188,27 @@ def test_a_fix_that_would_not_parse_back_is_not_written(
         (CASES / "broken-document" / "input.yaml").read_text().split("---\n")
     )
     assert (first, broken, last) == (expected_first, input_broken, input_last)
+
+
+def test_a_splice_that_would_not_parse_back_falls_back_to_the_round_trip(
+    tmp_path: Path, shipped_policies: PolicySet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text splice only proposes: an edit that does not read back as the patched object is
+    made by the ruamel round trip instead, with the same result for these cases."""
+    real_splice = yaml_splice.spliced
+    calls: list[str | None] = []
+
+    def lossy_splice(text: str, patch: list[dict[str, object]]) -> str | None:
+        spliced = real_splice(text, patch)
+        calls.append(spliced)
+        return None if spliced is None else spliced.replace(": enabled", ": disabled")
+
+    monkeypatch.setattr("webhook.audit.yaml_text.spliced", lossy_splice)
+    for case in ("helmrelease-drift-detection", "irc-deployment", "fleet-tolerations"):
+        fixed, result = _run_case(case, tmp_path, shipped_policies)
+        assert fixed == (CASES / case / "expected.yaml").read_text(encoding="utf-8"), case
+        assert result.problems == []
+    assert any(c is not None for c in calls)
 
 
 def test_untouched_documents_are_byte_identical() -> None:

@@ -24,7 +24,7 @@ import tempfile
 import warnings
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher, unified_diff
 from io import StringIO
@@ -50,6 +50,8 @@ from ..engine import JsonObject
 from .documents import Document, load_yaml, parse_stream, split_documents
 from .findings import InputProblem
 from .formats import printable
+from .workers import jobs_for, ordered_map
+from .yaml_splice import spliced
 
 Patcher = Callable[[JsonObject], list[JsonObject]]
 """The JSONPatch that enforcement would apply to one object ([] when it is compliant)."""
@@ -75,6 +77,21 @@ class NotFixable(Exception):
     """A document whose fix cannot be written safely; the message says why."""
 
 
+@dataclass(frozen=True)
+class TextEdit:
+    """One file's (or stream's) text, its documents, and the patch of each document ([] where
+    nothing changes): all a worker needs to write the fix, with no policy evaluation left."""
+
+    text: str
+    source: str
+    documents: Sequence[Document]
+    patches: Sequence[list[JsonObject]]
+
+    @property
+    def changes(self) -> bool:
+        return any(self.patches)
+
+
 def fix_text(
     text: str, source: str, *, patcher: Patcher, documents: Sequence[Document] | None = None
 ) -> FileFix:
@@ -82,25 +99,73 @@ def fix_text(
 
     `documents` is `parse_stream(text, source)` when the caller already has it.
     """
+    return fixed_text(planned_edit(text, source, patcher=patcher, documents=documents))
+
+
+def planned_edit(
+    text: str, source: str, *, patcher: Patcher, documents: Sequence[Document] | None = None
+) -> TextEdit:
+    """`text` with each document's patch, asked of `patcher` here, in document order (a patcher
+    may record what it saw: call this in the process that keeps the records)."""
     if documents is None:
         documents = list(parse_stream(text, source))
+    patches = [patcher(d.obj) if d.is_kubernetes_object and d.obj else [] for d in documents]
+    return TextEdit(text, source, documents, patches)
+
+
+def fixed_text(edit: TextEdit) -> FileFix:
+    """The edit's text with every document's patch applied; untouched documents verbatim."""
+    text, source = edit.text, edit.source
+    if not edit.changes and not any(d.error for d in edit.documents):
+        return FileFix(text)
     chunks = list(split_documents(text))
     lines = text.splitlines(keepends=True)
     separators = [lines[start - 2] for start, _ in chunks[1:]]
     if _join(chunks, separators) != text:  # an invariant; never edit what cannot be re-emitted
         return FileFix(text, 0, [InputProblem(source, 1, "cannot split into documents", True)])
     starts = [start for start, _ in chunks]
-    by_chunk: dict[int, list[Document]] = {}
-    for document in documents:
+    by_chunk: dict[int, list[tuple[Document, list[JsonObject]]]] = {}
+    for document, patch in zip(edit.documents, edit.patches, strict=True):
         index = max(bisect_right(starts, document.line) - 1, 0)
-        by_chunk.setdefault(index, []).append(document)
+        by_chunk.setdefault(index, []).append((document, patch))
     result = FileFix(text)
     new_chunks: list[tuple[int, str]] = []
     for index, (start, chunk) in enumerate(chunks):
-        new_chunk = _fix_chunk(chunk, by_chunk.get(index, []), patcher=patcher, into=result)
-        new_chunks.append((start, new_chunk))
+        new_chunks.append((start, _fix_chunk(chunk, by_chunk.get(index, []), into=result)))
     result.text = _join(new_chunks, separators)
     return result
+
+
+def fixed_texts(edits: Sequence[TextEdit], *, jobs: int | None = None) -> Iterator[FileFix]:
+    """`fixed_text` of each edit, in order; the edits that change something are shared out
+    among forked worker processes when there are many (`workers.jobs_for`)."""
+    changing = [edit for edit in edits if edit.changes]
+    workers = jobs_for(len(changing), jobs)
+    fixes = iter(
+        fix
+        for _, part in ordered_map(
+            _fixed_slice, changing, jobs=workers, encode=_encoded, decode=_decoded
+        )
+        for fix in part
+    )
+    for edit in edits:
+        yield next(fixes) if edit.changes else fixed_text(edit)
+
+
+def _fixed_slice(edits: Sequence[TextEdit]) -> list[FileFix]:
+    return [fixed_text(edit) for edit in edits]
+
+
+def _encoded(fixes: list[FileFix]) -> list[tuple[Any, ...]]:
+    """Plain tuples: marshal (several times faster than pickle) takes them."""
+    return [
+        (f.text, f.fixed_documents, [(p.source, p.line, p.message, p.error) for p in f.problems])
+        for f in fixes
+    ]
+
+
+def _decoded(data: list[tuple[Any, ...]]) -> list[FileFix]:
+    return [FileFix(text, count, [InputProblem(*p) for p in ps]) for text, count, ps in data]
 
 
 def _join(chunks: Sequence[tuple[int, str]], separators: Sequence[str]) -> str:
@@ -110,17 +175,19 @@ def _join(chunks: Sequence[tuple[int, str]], separators: Sequence[str]) -> str:
     return "".join(pieces)
 
 
-def _fix_chunk(chunk: str, documents: list[Document], *, patcher: Patcher, into: FileFix) -> str:
-    broken = [d for d in documents if d.error is not None]
+def _fix_chunk(
+    chunk: str, documents: list[tuple[Document, list[JsonObject]]], *, into: FileFix
+) -> str:
+    broken = [d for d, _ in documents if d.error is not None]
     for document in broken:
         message = f"{document.error} (document left as is)"
         into.problems.append(InputProblem(document.source, document.line, message, True))
     if broken or not documents:
         return chunk
-    patches = [patcher(d.obj) if d.is_kubernetes_object and d.obj else [] for d in documents]
+    patches = [patch for _, patch in documents]
     if not any(patches):
         return chunk
-    first = documents[0]
+    first = documents[0][0]
     whole = load_yaml(chunk)  # the document itself: a List's items are patched in place
     patch = _document_patch(whole, patches)
     if isinstance(whole, dict) and isinstance(whole.get("sops"), dict):
@@ -170,6 +237,9 @@ def rewrite_document(chunk: str, obj: Any, patch: list[JsonObject]) -> str:
     crlf = "\r\n" in chunk
     original = chunk.replace("\r\n", "\n") if crlf else chunk
     expected = jsonpatch.apply_patch(obj, patch)
+    fast = spliced(original, patch)  # the common edits, written into the lines themselves
+    if fast is not None and parses_to(fast, expected):
+        return fast.replace("\n", "\r\n") if crlf else fast
     try:
         with warnings.catch_warnings():  # a redefined anchor is valid YAML 1.2, as Flux reads it
             warnings.simplefilter("ignore", ReusedAnchorWarning)
