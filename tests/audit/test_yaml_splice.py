@@ -83,6 +83,16 @@ def test_after_a_block_scalar_and_without_a_final_newline() -> None:
     _check(text, patch, "a:\n  script: |\n    echo hi\n  x: 1\n\n  # done\nb: 1\nc: true")
 
 
+def test_aliases_elsewhere_do_not_stop_an_edit() -> None:
+    """`name: &app x` ... `fullnameOverride: *app` (home-ops repos write every release so): the
+    alias as the last value is on its key's line, and the anchored value is left alone."""
+    text = "metadata:\n  name: &app x\nspec:\n  values:\n    fullnameOverride: *app\n"
+    patch: list[dict[str, Any]] = [
+        {"op": "add", "path": "/spec/driftDetection", "value": {"mode": "enabled"}}
+    ]
+    _check(text, patch, text + "  driftDetection:\n    mode: enabled\n")
+
+
 @pytest.mark.parametrize(
     ("text", "op"),
     [
@@ -90,7 +100,8 @@ def test_after_a_block_scalar_and_without_a_final_newline() -> None:
         ("a: 1\n", {"op": "add", "path": "/b", "value": "two\nlines"}),
         ("a: 1\n", {"op": "add", "path": "/b", "value": 1.5}),
         ("a: &x 1\nb: *x\n", {"op": "replace", "path": "/b", "value": 2}),
-        ("a: &m {k: 1}\nb: *m\n", {"op": "add", "path": "/c", "value": 2}),
+        ("a: &m [1]\nb:\n- *m\n", {"op": "add", "path": "/b/-", "value": 2}),
+        ("a: &m {k: 1}\nb: *m\n", {"op": "add", "path": "/b/j", "value": 2}),
         ("a: 1\na: 2\n", {"op": "add", "path": "/b", "value": 1}),
         ("a: !!str 1\n", {"op": "replace", "path": "/a", "value": "2"}),
         ("a: [x, y]\n", {"op": "add", "path": "/a/0", "value": "w"}),

@@ -50,9 +50,9 @@ def _applied(text: str, op: JsonObject) -> str:
     kind, parts = op.get("op"), _pointer(op.get("path"))
     if kind not in ("add", "replace") or not parts or "value" not in op:
         raise _Unsure
-    root = _compose(text)
+    root, aliases = _compose(text)
     lines = text.splitlines(keepends=True)
-    parent, last, value = _walk(root, parts[:-1]), parts[-1], op["value"]
+    parent, last, value = _walk(root, parts[:-1], aliases), parts[-1], op["value"]
     if isinstance(parent, MappingNode):
         current = _value_node(parent, last)
         if current is not None:
@@ -60,10 +60,11 @@ def _applied(text: str, op: JsonObject) -> str:
         if kind == "replace":
             raise _Unsure
         if parent.flow_style:
-            return _add_to_flow(lines, parent, _key(last) + ": ", value)
+            return _add_to_flow(lines, parent, _key(last) + ": ", value, aliases)
         column = int(parent.value[0][0].start_mark.column)
-        new = _entry_lines(last, value, column, _Style(root))
-        return _inserted(lines, new, after=_last_line(lines, parent), column=column)
+        new = _entry_lines(last, value, column, _Style(root, aliases))
+        end = _last_line(lines, parent, aliases)
+        return _inserted(lines, new, after=end, column=column)
     if isinstance(parent, SequenceNode):
         index = len(parent.value) if last == "-" else _index(last)
         if kind == "replace" and index < len(parent.value):
@@ -71,9 +72,10 @@ def _applied(text: str, op: JsonObject) -> str:
         if kind == "replace" or index != len(parent.value) or not parent.value:
             raise _Unsure  # only appends: an insert would need the comments above an item
         if parent.flow_style:
-            return _add_to_flow(lines, parent, "", value)
-        new = _appended_item(lines, parent, value, _Style(root))
-        return _inserted(lines, new, after=_last_line(lines, parent), column=_dash(parent))
+            return _add_to_flow(lines, parent, "", value, aliases)
+        new = _appended_item(lines, parent, value, _Style(root, aliases))
+        end = _last_line(lines, parent, aliases)
+        return _inserted(lines, new, after=end, column=_dash(parent))
     raise _Unsure
 
 
@@ -89,7 +91,12 @@ def _index(part: str) -> int:
     return int(part)
 
 
-def _compose(text: str) -> Node:
+Slot = tuple[int, int]  # (id of a collection node, index of an entry in it)
+
+
+def _compose(text: str) -> tuple[Node, set[Slot]]:
+    """The document's node tree, and the entries written as aliases (`*name`): the composer
+    gives an alias the anchor's very node, with the anchor's marks, so those places are unknown."""
     loader = FastManifestLoader(text)
     try:
         node = loader.get_single_node()
@@ -99,37 +106,48 @@ def _compose(text: str) -> Node:
         loader.dispose()
     if not isinstance(node, (MappingNode, SequenceNode)):
         raise _Unsure
-    if "*" in text and _has_alias(node, set()):
-        raise _Unsure  # an alias's node has its anchor's marks: places would be wrong
-    return node
+    aliases: set[Slot] = set()
+    if "*" in text:
+        _find_aliases(node, {id(node)}, aliases)
+    return node, aliases
 
 
-def _has_alias(node: Node, seen: set[int]) -> bool:
-    if id(node) in seen:
-        return True
-    seen.add(id(node))
+def _find_aliases(node: Node, seen: set[int], aliases: set[Slot]) -> None:
+    """In document order: a node met again is an alias of the anchor met first."""
     if isinstance(node, MappingNode):
-        return any(_has_alias(k, seen) or _has_alias(v, seen) for k, v in node.value)
-    if isinstance(node, SequenceNode):
-        return any(_has_alias(item, seen) for item in node.value)
-    return False
+        children = [child for pair in node.value for child in pair]
+    elif isinstance(node, SequenceNode):
+        children = list(node.value)
+    else:
+        return
+    for position, child in enumerate(children):
+        slot = position // 2 if isinstance(node, MappingNode) else position
+        if id(child) in seen:
+            aliases.add((id(node), slot))
+            continue
+        seen.add(id(child))
+        _find_aliases(child, seen, aliases)
 
 
-def _walk(node: Node, parts: list[str]) -> Node:
+def _walk(node: Node, parts: list[str], aliases: set[Slot]) -> Node:
     for part in parts:
         if isinstance(node, MappingNode):
-            found = _value_node(node, part)
-            if found is None:
-                raise _Unsure
-            node = found
+            index = _slot_of(node, part)
         elif isinstance(node, SequenceNode):
             index = _index(part)
-            if index >= len(node.value):
-                raise _Unsure
-            node = node.value[index]
         else:
             raise _Unsure
+        if index >= len(node.value) or (id(node), index) in aliases:
+            raise _Unsure
+        entry = node.value[index]
+        node = entry[1] if isinstance(node, MappingNode) else entry
     return node
+
+
+def _slot_of(mapping: MappingNode, key: str) -> int:
+    _value_node(mapping, key)  # unsure where keys repeat or merge
+    keys = [k.value if isinstance(k, ScalarNode) else None for k, _ in mapping.value]
+    return keys.index(key) if key in keys else len(keys)
 
 
 def _value_node(mapping: MappingNode, key: str) -> Node | None:
@@ -193,7 +211,7 @@ def _key(key: str) -> str:
 # --- adding to a flow collection on one line ---
 
 
-def _add_to_flow(lines: list[str], node: Node, prefix: str, value: Any) -> str:
+def _add_to_flow(lines: list[str], node: Node, prefix: str, value: Any, aliases: set[Slot]) -> str:
     """`, key: value` after the last entry of a one-line `{...}` or `[...]`; `{key: value}` in
     an empty one. New mappings inside are padded like this one (`{ a: 1 }`)."""
     start, end = node.start_mark, node.end_mark
@@ -203,6 +221,8 @@ def _add_to_flow(lines: list[str], node: Node, prefix: str, value: Any) -> str:
     pad = " " if line[start.column + 1 : start.column + 2] == " " else ""
     entry = prefix + _flow(value, pad)
     entries = node.value
+    if (id(node), len(entries) - 1) in aliases:
+        raise _Unsure
     if not entries:
         at, entry = end.column - 1, pad + entry + pad
     else:
@@ -232,26 +252,29 @@ class _Style:
     """The document's block indentation: how far a nested mapping's keys move right, and how
     far a sequence's dashes sit right of their key (0 for `key:\\n- item`)."""
 
-    def __init__(self, root: Node) -> None:
+    def __init__(self, root: Node, aliases: set[Slot]) -> None:
         steps: list[int] = []
         offsets: list[int] = []
-        _measure(root, steps, offsets)
+        _measure(root, steps, offsets, aliases)
         self.step = max(set(steps), key=steps.count) if steps else 2
         self.offset = max(set(offsets), key=offsets.count) if offsets else 2
 
 
-def _measure(node: Node, steps: list[int], offsets: list[int]) -> None:
+def _measure(node: Node, steps: list[int], offsets: list[int], aliases: set[Slot]) -> None:
     if isinstance(node, SequenceNode):
-        for item in node.value:
-            _measure(item, steps, offsets)
+        for index, item in enumerate(node.value):
+            if (id(node), index) not in aliases:
+                _measure(item, steps, offsets, aliases)
     if not isinstance(node, MappingNode) or node.flow_style:
         return
-    for key, value in node.value:
+    for index, (key, value) in enumerate(node.value):
+        if (id(node), index) in aliases:
+            continue
         if isinstance(value, MappingNode) and not value.flow_style and value.value:
             steps.append(value.start_mark.column - key.start_mark.column)
         elif isinstance(value, SequenceNode) and not value.flow_style and value.value:
             offsets.append(value.start_mark.column - key.start_mark.column)
-        _measure(value, steps, offsets)
+        _measure(value, steps, offsets, aliases)
 
 
 def _dash(seq: SequenceNode) -> int:
@@ -292,11 +315,16 @@ def _appended_item(lines: list[str], seq: SequenceNode, value: Any, style: _Styl
     return _item_lines(value, dash, style)
 
 
-def _last_line(lines: list[str], node: Node) -> int:
-    """The last line holding `node`'s content (its last entry's, all the way down)."""
+def _last_line(lines: list[str], node: Node, aliases: set[Slot]) -> int:
+    """The last line holding `node`'s content (its last entry's, all the way down); an alias
+    as the last value of a mapping is on its key's line (`key: *name`)."""
     holder = node.start_mark.line
     while isinstance(node, (MappingNode, SequenceNode)) and not node.flow_style and node.value:
         last = node.value[-1]
+        if (id(node), len(node.value) - 1) in aliases:
+            if not isinstance(node, MappingNode):
+                raise _Unsure
+            return int(last[0].end_mark.line)
         holder = (last[0] if isinstance(node, MappingNode) else last).start_mark.line
         node = last[1] if isinstance(node, MappingNode) else last
     end = node.end_mark

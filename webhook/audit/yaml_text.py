@@ -2,15 +2,19 @@
 
 - a file is split into `---` documents; documents that need no change, and the separator lines,
   are re-emitted byte for byte;
-- a document that changes is loaded with ruamel.yaml's round-trip mode, the decision's JSONPatch
+- a document that changes gets the common edits (a key added, a scalar replaced, an item
+  appended) spliced into its lines by `yaml_splice`, every other byte kept;
+- otherwise it is loaded with ruamel.yaml's round-trip mode, the decision's JSONPatch
   is applied to that tree (so only the patched paths change; comments, key order, quoting and
   flow/block style stay), and it is dumped with the indentation guessed from the original;
-- the new text must parse, with the audit's parser, to exactly the patched object, otherwise the
-  document is left as is and reported; differences ruamel introduces that do not change the
+- the new text (spliced or dumped) must parse, with the audit's parser, to exactly the patched
+  object, otherwise the splice gives way to the round trip, and the round trip's document is
+  left as is and reported; differences ruamel introduces that do not change the
   parsed object (a dropped `...`, a list re-indented to the document's main style) are then
   reverted hunk by hunk.
 CRLF documents stay CRLF; a file without a final newline stays without. SOPS-encrypted documents
-are never edited (their MAC would break).
+are never edited (their MAC would break). Many files: `planned_edit` asks the patcher in this
+process, `fixed_texts` writes the edits in forked workers.
 """
 
 from __future__ import annotations
