@@ -42,6 +42,7 @@ from bench import kyverno as kyverno_peer
 from bench.offline_audit import FLUX_CONTROLLERS, _depends_on, namespace_of
 from bench.report import markdown_table
 from bench.scenarios import flux_controller
+from webhook.cli import SHIPPED_POLICIES
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
@@ -220,24 +221,42 @@ class Task:
     fresh_copy: bool = False  # fluxwarden rewrites files: each run gets a new copy
 
 
+def expressed_policies(work: Path) -> Path:
+    """The shipped PolicySet cut to the policies Kyverno's ClusterPolicies express (the same
+    names in bench/kyverno/): the policies added since (remediation, release identity, intervals,
+    API versions, source trust) have no Kyverno counterpart here, so both tools run the same set."""
+    names = {
+        str(doc["metadata"]["name"])
+        for path in (kyverno_peer.POLICIES, kyverno_peer.LOOKUP_POLICIES)
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if doc
+    }
+    shipped = yaml.safe_load(SHIPPED_POLICIES.read_text(encoding="utf-8"))
+    shipped["spec"]["policies"] = [p for p in shipped["spec"]["policies"] if p["name"] in names]
+    target = work / "fluxwarden-policies.yaml"
+    target.write_text(yaml.safe_dump(shipped, sort_keys=False), encoding="utf-8")
+    return target
+
+
 def tasks(work: Path) -> list[Task]:
     cli = str(kyverno_peer.build_dir() / "kubectl-kyverno")
     policies = str(kyverno_peer.POLICIES)
+    expressed = ["--policies", str(work / "fluxwarden-policies.yaml")]
     fluxwarden = [str(FLUXWARDEN)]
     return [
         Task(
             "audit a directory",
-            [*fluxwarden, "audit", "--no-render", str(work / "tree")],
+            [*fluxwarden, "audit", *expressed, "--no-render", str(work / "tree")],
             [cli, "apply", policies, "--resource", str(work / "tree"), "--remove-color"],
         ),
         Task(
             "audit one multi-document file",
-            [*fluxwarden, "audit", "--no-render", str(work / "all.yaml")],
+            [*fluxwarden, "audit", *expressed, "--no-render", str(work / "all.yaml")],
             [cli, "apply", policies, "--resource", str(work / "all.yaml"), "--remove-color"],
         ),
         Task(
             "write the fixed manifests (`fix --write` vs `apply -o DIR`)",
-            [*fluxwarden, "fix", "--write", "--no-render", str(work / "copy")],
+            [*fluxwarden, "fix", "--write", *expressed, "--no-render", str(work / "copy")],
             [cli, "apply", policies, "--resource", str(work / "tree"), "-o", str(work / "out"),
              "--remove-color"],
             fresh_copy=True,
@@ -330,6 +349,7 @@ def main(*, releases: int, rounds: int) -> int:
         objects = manifests(releases)
         write_directory(work / "tree", objects)
         write_file(work / "all.yaml", objects)
+        expressed_policies(work)
         equivalence = check_equivalence(work)
         if not equivalence.identical:
             print(

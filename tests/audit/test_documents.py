@@ -158,7 +158,7 @@ def _generated_texts() -> list[str]:
 def _compare_loaders(texts: list[str]) -> int:
     """How many texts both loaders read; fails on the first whose data differ."""
     from webhook.audit.documents import ManifestLoader, _load_fast
-    from webhook.audit.fix import same_data
+    from webhook.audit.yaml_text import same_data
 
     compared = 0
     for text in texts:

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from webhook.audit import fix as fix_module
+from webhook.audit import yaml_splice, yaml_text
 from webhook.audit.findings import InputProblem
-from webhook.audit.fix import FixResult, fix_paths, fix_text
+from webhook.audit.fix import FixResult, fix_paths
 from webhook.cli import SHIPPED_POLICIES
 from webhook.engine import PolicySet
 from webhook.server.policystore import load_policy_file
@@ -161,13 +161,21 @@ def test_a_fix_that_would_not_parse_back_is_not_written(
 ) -> None:
     """If the edited text of a document does not read back as the patched object, it is left
     as is and reported; the file's other documents are still fixed."""
-    real_dump = fix_module._dump
+    real_dump, real_splice = yaml_text._dump, yaml_splice.spliced
+
+    def lossy(text: str | None) -> str | None:
+        if text is None or "name: last" not in text:
+            return text
+        return text.replace("mode: enabled", "mode: disabled")
 
     def lossy_dump(tree: object, indent: tuple[int, int, int], *, like: str) -> str:
-        text = real_dump(tree, indent, like=like)
-        return text.replace("mode: enabled", "mode: disabled") if "name: last" in text else text
+        return lossy(real_dump(tree, indent, like=like)) or ""
 
-    monkeypatch.setattr(fix_module, "_dump", lossy_dump)
+    def lossy_splice(text: str, patch: list[dict[str, object]]) -> str | None:
+        return lossy(real_splice(text, patch))
+
+    monkeypatch.setattr(yaml_text, "_dump", lossy_dump)
+    monkeypatch.setattr("webhook.audit.yaml_text.spliced", lossy_splice)
     fixed, result = _run_case("broken-document", tmp_path, shipped_policies)
     assert _problem_lines(result.problems) == [
         *_expected_problems("broken-document"),
@@ -180,6 +188,27 @@ def test_a_fix_that_would_not_parse_back_is_not_written(
         (CASES / "broken-document" / "input.yaml").read_text().split("---\n")
     )
     assert (first, broken, last) == (expected_first, input_broken, input_last)
+
+
+def test_a_splice_that_would_not_parse_back_falls_back_to_the_round_trip(
+    tmp_path: Path, shipped_policies: PolicySet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text splice only proposes: an edit that does not read back as the patched object is
+    made by the ruamel round trip instead, with the same result for these cases."""
+    real_splice = yaml_splice.spliced
+    calls: list[str | None] = []
+
+    def lossy_splice(text: str, patch: list[dict[str, object]]) -> str | None:
+        spliced = real_splice(text, patch)
+        calls.append(spliced)
+        return None if spliced is None else spliced.replace(": enabled", ": disabled")
+
+    monkeypatch.setattr("webhook.audit.yaml_text.spliced", lossy_splice)
+    for case in ("helmrelease-drift-detection", "irc-deployment", "fleet-tolerations"):
+        fixed, result = _run_case(case, tmp_path, shipped_policies)
+        assert fixed == (CASES / case / "expected.yaml").read_text(encoding="utf-8"), case
+        assert result.problems == []
+    assert any(c is not None for c in calls)
 
 
 def test_untouched_documents_are_byte_identical() -> None:
@@ -201,7 +230,7 @@ def test_untouched_documents_are_byte_identical() -> None:
         patcher_calls.append(str(obj["kind"]))
         return []
 
-    result = fix_text(text, "odd.yaml", patcher=no_patch)
+    result = yaml_text.fix_text(text, "odd.yaml", patcher=no_patch)
     assert result.text == text
     assert patcher_calls == ["ConfigMap", "HelmRelease"]
     assert result.problems == []
@@ -215,7 +244,7 @@ def test_new_values_keep_the_audits_meaning() -> None:
         {"op": "add", "path": "/data/mode", "value": "0755"},
         {"op": "replace", "path": "/data/flag", "value": "no"},
     ]
-    result = fix_text(text, "cm.yaml", patcher=lambda obj: patch)
+    result = yaml_text.fix_text(text, "cm.yaml", patcher=lambda obj: patch)
     assert yaml.safe_load(result.text)["data"] == {"flag": "no", "on": "yes", "mode": "0755"}
     assert "  flag: 'no'\n" in result.text  # a replaced quoted string keeps its quotes
 
@@ -224,7 +253,7 @@ def test_duplicate_keys_are_reported_not_guessed() -> None:
     """The audit reads the last of duplicate keys, ruamel.yaml would keep one: not edited."""
     text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata:\n  k: 1\n  k: 2\n"
     patch = [{"op": "add", "path": "/data/j", "value": "x"}]
-    result = fix_text(text, "cm.yaml", patcher=lambda obj: patch)
+    result = yaml_text.fix_text(text, "cm.yaml", patcher=lambda obj: patch)
     assert result.text == text
     assert _problem_lines(result.problems) == [
         '1: error: not fixed: ruamel.yaml cannot load it: found duplicate key "k" with value "2" '
@@ -234,7 +263,9 @@ def test_duplicate_keys_are_reported_not_guessed() -> None:
 
 def test_sops_encrypted_document_is_reported_not_edited() -> None:
     text = (CASES / "sops-encrypted" / "input.yaml").read_text()
-    result = fix_text(text, "s.yaml", patcher=lambda obj: [{"op": "remove", "path": "/spec"}])
+    result = yaml_text.fix_text(
+        text, "s.yaml", patcher=lambda obj: [{"op": "remove", "path": "/spec"}]
+    )
     assert result.text == text
     assert [p.error for p in result.problems] == [False]
 

@@ -257,7 +257,8 @@ def test_a_broken_file_no_cluster_applies_is_a_notice_not_an_input_error(
     notices = [
         p for p in cast(list[dict[str, Any]], report["problems"]) if p["source"] == str(broken)
     ]
-    assert notices and all(not p["error"] for p in notices)
+    assert notices
+    assert all(not p["error"] for p in notices)
     assert all("a file no cluster applies" in p["message"] for p in notices)
     assert _audit(capsys, "--audit-unreached", str(repo))[0] == 2
 

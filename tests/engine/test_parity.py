@@ -16,8 +16,8 @@ from tests.conftest import admission_review
 from tests.golden import Case, load_cases
 from webhook.admission import review
 from webhook.audit.documents import parse_stream
-from webhook.audit.fix import fix_text
 from webhook.audit.offline import audit_documents
+from webhook.audit.yaml_text import fix_text
 from webhook.engine import Decision, evaluate
 
 CASES = load_cases()

@@ -21,6 +21,7 @@ from ..engine import JsonObject
 from .audit_object import AuditObject
 from .documents import Document, load_yaml
 from .render import is_flux_kustomization
+from .yaml_text import guess_indent
 
 HELM_GROUP = "helm.toolkit.fluxcd.io"
 _ALL_NAMES = ("", ".*", "(.*)", "^.*$")
@@ -177,8 +178,6 @@ def proposals(
 
 
 def _round_trip(text: str) -> YAML:
-    from .fix import guess_indent  # the fix's text layer; imported here: fix imports this
-
     rt = YAML(typ="rt")
     rt.preserve_quotes = True
     rt.width = 1 << 20
