@@ -199,7 +199,7 @@ def _entry_document(
     for part in pointer.strip("/").split("/"):
         if isinstance(node, yaml.MappingNode):
             node = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
-        elif isinstance(node, yaml.SequenceNode) and int(part) < len(node.value):
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
             node = node.value[int(part)]
         else:
             return None
@@ -233,7 +233,7 @@ def resource_set_fix(
         ops, why = ops_of(item.obj, item.cluster)
         if not ops:
             continue
-        mapped = [{**op, "path": entry.pointer + str(op.get("path", ""))} for op in ops]
+        mapped = [_under(entry.pointer, op) for op in ops]
         problem = _unwritable(item, entry, ops)
         if problem:
             if problem not in fix.problems:
@@ -243,6 +243,12 @@ def resource_set_fix(
         policies.update(p for p in why.split(", ") if p)
     fix.why = ", ".join(sorted(policies))
     return fix
+
+
+def _under(pointer: str, op: JsonObject) -> JsonObject:
+    """`op` on the object as an op on the ResourceSet, its paths under the entry's `pointer`."""
+    moved: dict[str, Any] = {k: pointer + str(op[k]) for k in ("path", "from") if k in op}
+    return {**op, **moved}
 
 
 def _unwritable(
