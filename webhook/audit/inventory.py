@@ -40,6 +40,7 @@ from .fluxinstance import Materialised, materialise, user_patches
 from .patch_sources import PatchEntry, entries_of, kustomization_entries
 from .redaction import hide_secrets
 from .render import KustomizeNotFound, Renderer, Rendering, find_kustomize, is_flux_kustomization
+from .resourcesets import with_resource_sets
 from .sources import field_line
 
 
@@ -159,6 +160,7 @@ def collect(
     installs: list[Installed] = []
     if render:
         objects, installs = with_flux_installs(objects, report, kustomize)
+        objects = with_resource_sets(objects, report)  # the operator's objects, after its installs
     return Inventory(files, objects, installs, report.problems, report.unreached, stdin_text)
 
 

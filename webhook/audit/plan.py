@@ -33,6 +33,7 @@ from .flux_installs import written_ops
 from .fluxinstance import is_flux_instance, user_patches
 from .inventory import Installed, Inventory
 from .patch_values import plan_by_value
+from .resourcesets import resource_set_fix
 from .sources import field_line
 
 Fixes = list[tuple[JsonObject, list[JsonObject]]]
@@ -128,6 +129,9 @@ def plan_fixes(inventory: Inventory, *, policy_set: PolicySet, per_file: bool = 
                     plan.problems.append(_patches_elsewhere(installed, install_why))
                 own = [] if is_flux_instance(document.obj) else ops
                 ops, why = own + install_ops, _joined(why, install_why)
+            embedded = resource_set_fix(document, inventory.objects, patches.of)
+            ops, why = ops + embedded.ops, _joined(why, embedded.why)
+            plan.problems += embedded.problems
             if ops:
                 plan.edits.append(Edit(path, position, tuple(ops), why))
     for path, fixes in generated.items():
