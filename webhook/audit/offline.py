@@ -46,6 +46,7 @@ from .fluxinstance import Materialised, materialise, user_patches
 from .patch_sources import PatchEntry, entries_of, kustomization_entries, setting_patch
 from .redaction import hide_secrets, secret_data, without_secrets
 from .render import KustomizeNotFound, Renderer, Rendering, find_kustomize
+from .render_cache import RenderCache
 from .sources import field_line
 from .workers import jobs_for, ordered_map, paused_gc
 
@@ -501,9 +502,10 @@ def rendered_objects(
     clusters = clusters_of(root, documents) or [Cluster("", tuple(documents))]
     objects: list[AuditObject] = []
     reached_files: set[Path] = set()
+    cache = RenderCache()  # one build per (Kustomization, inputs) across the clusters
     for cluster in clusters:
         entries = with_sync_entries(cluster.documents)
-        with Renderer(root, entries, command, allow_remote=allow_remote) as renderer:
+        with Renderer(root, entries, command, allow_remote=allow_remote, cache=cache) as renderer:
             rendering = renderer.render_all()
         secrets = _rendering_problems(rendering, report, root=root, given=given, cluster=cluster)
         objects += _objects_of_rendering(

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import os
-import queue
 import re
 import shutil
 import subprocess
@@ -47,11 +46,12 @@ from typing import Any
 import yaml
 
 from . import batching
-from .confinement import Confinement, is_under
+from .confinement import Confinement
 from .documents import Document, FastManifestLoader, load_yaml, parse_stream
 from .flux_installs import flux_manifests_source, source_index
 from .flux_sources import SourceMap
 from .kustomize_runner import failure, run_kustomize
+from .render_cache import CachedBuild, RenderCache, build_key
 
 FLUX_KUSTOMIZE_GROUP = "kustomize.toolkit.fluxcd.io"
 SUBSTITUTE_KEY = "kustomize.toolkit.fluxcd.io/substitute"
@@ -62,6 +62,7 @@ _EXPRESSION = re.compile(r"\$\$|\$\{([^}]*)\}")
 _DEFAULTS = re.compile(r"^([_a-zA-Z][_a-zA-Z0-9]*)(?:(:?[-=])(.*))?$", re.DOTALL)
 _BUILD_TIMEOUT = 120
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SAFE_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 class KustomizeNotFound(Exception):
@@ -171,27 +172,23 @@ class Renderer:
         command: Sequence[str],
         *,
         allow_remote: bool = False,
+        cache: RenderCache | None = None,
     ) -> None:
         self.root = root.resolve()
         self.command = list(command)
         self.allow_remote = allow_remote
-        self._links_out = False  # the repo has symlinks out of it (not copied)
         self.documents = documents
-        self._work = Path(tempfile.mkdtemp(prefix="fluxwarden-render-"))
-        # One copy of the repo per concurrent build: a build rewrites a kustomization.yaml.
-        self._copies: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        # the builds and repo copies of the run (every cluster, audit and fix): a cache the
+        # caller shares, else this renderer's own
+        self._own_cache = cache is None
+        self.cache = RenderCache() if cache is None else cache
         self.workers = max(1, min(4, os.cpu_count() or 1))
-        self._copy(0)
-        # the other copies are made while the first level (usually one build) runs
-        self._copier = threading.Thread(target=self._copy_others, daemon=True)
-        self._copier.start()
+        # One copy of the repo per concurrent build: a build rewrites a kustomization.yaml.
+        self._copies = self.cache.workspace(self.root, self.workers)
+        self._work = self._copies.directory
         # origin paths in a batch are joined lexically from the batch's directory; footprints
         # read the repo itself, where symlinks out of it are
-        self.batching = not self._links_out and not any(
-            (Path(top) / name).is_symlink()
-            for top, dirs, files in os.walk(self._work / "repo-0")
-            for name in (*dirs, *files)
-        )
+        self.batching = not self._copies.snapshot.symlinks
         self._reader = batching.Reader(self.root)
         self._values: dict[tuple[str, str, str], dict[str, str] | None] = {}
         self._shown = False  # a progress line is on the terminal
@@ -205,40 +202,9 @@ class Renderer:
         self._source_map = SourceMap.of(written, [o for o in written if is_flux_kustomization(o)])
         self._noticed: set[str] = set()
 
-    def _copy(self, number: int) -> None:
-        copy = self._work / f"repo-{number}"
-        try:
-            shutil.copytree(
-                self.root,
-                copy,
-                symlinks=True,
-                ignore=self._not_copied,
-                copy_function=_link_or_copy,
-            )
-        except (OSError, shutil.Error):
-            if number == 0:
-                raise
-            return  # fewer copies: builds wait for one another
-        self._copies.put(copy.resolve())
-
-    def _not_copied(self, directory: str, names: list[str]) -> set[str]:
-        """`.git`, and symlinks that resolve outside the repo: kustomize never follows them
-        (the audit reports them as it lists the files)."""
-        skipped = {".git"} if ".git" in names else set()
-        for name in names:
-            path = os.path.join(directory, name)
-            if os.path.islink(path) and not is_under(os.path.realpath(path), self.root):
-                skipped.add(name)
-                self._links_out = True
-        return skipped
-
-    def _copy_others(self) -> None:
-        for number in range(1, self.workers):
-            self._copy(number)
-
     def close(self) -> None:
-        self._copier.join()
-        shutil.rmtree(self._work, ignore_errors=True)
+        if self._own_cache:
+            self.cache.close()
 
     def __enter__(self) -> Renderer:
         return self
@@ -358,17 +324,71 @@ class Renderer:
     def _render_one(
         self, ks: dict[str, Any], where: str, result: Rendering
     ) -> list[RenderedObject]:
-        return self._objects(ks, where, self._build(ks, where), result)
+        return self._objects(ks, where, self._build_wave([(ks, where)])[0], result)
 
-    def _build_wave(self, wave: Sequence[tuple[dict[str, Any], str]]) -> list[_Build]:
-        """Every build of one level, in order: batched where that changes nothing."""
+    def _build_wave(self, wave: Sequence[tuple[dict[str, Any], str]]) -> list[CachedBuild]:
+        """Every build of one level, in order: from the run's cache where the same build was
+        made already (another cluster, an earlier audit of the run), the others built now."""
+        keys = [self._build_key(ks, where) for ks, where in wave]
+        found = [self.cache.get(key) for key in keys]
+        missing = [index for index, build in enumerate(found) if build is None]
+        for _ in range(len(wave) - len(missing)):
+            self._progress()
+        built = self._build_fresh([wave[index] for index in missing])
+        for index, cached in zip(missing, built, strict=True):
+            self.cache.put(self.root, keys[index], cached)
+            found[index] = cached
+        return [build for build in found if build is not None]
+
+    def _build_key(self, ks: dict[str, Any], where: str) -> str | None:
+        """What decides the build's output (render_cache.py), None when it cannot be told
+        (then it is built, not cached)."""
+        directory = _spec_dir(self.root, ks, where)
+        try:
+            kustomization, target, _ = _kustomization_of(directory)
+            apply_flux_fields(kustomization, ks)
+        except (OSError, ValueError, yaml.YAMLError):
+            return None
+        return build_key(
+            kustomization=kustomization,
+            target=target,
+            name=_key(ks),
+            command=self.command,
+            allow_remote=self.allow_remote,
+        )
+
+    def _cached(self, built: _Build) -> CachedBuild:
+        """A build's objects with the repo files they came from (origin annotations removed)."""
+        parsed: Iterable[Any]
+        if built.objects is not None:
+            parsed = built.objects
+        elif built.output is not None:
+            parsed = yaml.load_all(built.output, Loader=FastManifestLoader)
+        else:
+            return CachedBuild.of(None, built.problem, refused=built.refused, failed=built.failed)
+        objects = [
+            (obj, self._origin(obj, built.directory, built.copy))
+            for obj in parsed
+            if isinstance(obj, dict)
+        ]
+        return CachedBuild.of(objects, None)
+
+    def _build_fresh(self, wave: Sequence[tuple[dict[str, Any], str]]) -> list[CachedBuild]:
+        """kustomize's builds of `wave`, in order: batched where that changes nothing. Each
+        batch's output is parsed in its thread, while the other threads' kustomize runs."""
+        if not wave:
+            return []
         footprints = [self._footprint(ks, where) for ks, where in wave]
         batches = batching.plan(footprints, self.workers) if self.batching else None
         if batches is None:
             batches = [[index] for index in range(len(wave))]
-        builds: dict[int, _Build] = {}
+        builds: dict[int, CachedBuild] = {}
+
+        def build(batch: list[int]) -> list[CachedBuild]:
+            return [self._cached(b) for b in self._build_batch([wave[i] for i in batch])]
+
         with ThreadPoolExecutor(self.workers) as pool:
-            done = pool.map(lambda batch: self._build_batch([wave[i] for i in batch]), batches)
+            done = pool.map(build, batches)
             for batch, built in zip(batches, done, strict=True):
                 builds.update(zip(batch, built, strict=True))
         return [builds[index] for index in range(len(wave))]
@@ -388,9 +408,10 @@ class Renderer:
         return batching.footprint(directory, kustomization, self._reader)
 
     def _build_batch(self, members: Sequence[tuple[dict[str, Any], str]]) -> list[_Build]:
-        """The builds of `members` in one kustomize process; on any failure, or when a member's
-        output may have been changed by another, those are built again in halves, and one
-        alone is built as without batching."""
+        """The builds of `members` in one kustomize process; on any failure they are built
+        again in halves, and one alone is built as without batching. Members whose output may
+        have been changed by another are built again together (without those others: checked
+        again), or alone when every member is suspect."""
         if len(members) == 1:
             return [self._build(*members[0])]
         copy = self._copies.get()
@@ -402,11 +423,17 @@ class Renderer:
             half = len(members) // 2
             return self._build_batch(members[:half]) + self._build_batch(members[half:])
         groups, top = built
-        suspect = batching.cross_references(groups)
+        suspect = sorted(batching.cross_references(groups))
+        again: dict[int, _Build] = {}
+        if len(suspect) == len(members):
+            again = {index: self._build(*members[index]) for index in suspect}
+        elif suspect:
+            rebuilt = self._build_batch([members[index] for index in suspect])
+            again = dict(zip(suspect, rebuilt, strict=True))
         builds: list[_Build] = []
-        for index, (member, objects) in enumerate(zip(members, groups, strict=True)):
-            if index in suspect:
-                builds.append(self._build(*member))
+        for index, objects in enumerate(groups):
+            if index in again:
+                builds.append(again[index])
                 continue
             builds.append(_Build(None, None, top, copy, objects))
             self._progress()
@@ -453,6 +480,7 @@ class Renderer:
         return None if groups is None else (groups, top)
 
     def _kustomize(self, directory: Path) -> subprocess.CompletedProcess[str]:
+        self.cache.note_kustomize_run()
         return run_kustomize(self.command, directory, timeout=_BUILD_TIMEOUT)
 
     def _build(self, ks: dict[str, Any], where: str) -> _Build:
@@ -513,25 +541,18 @@ class Renderer:
         return _Build(None, problem, directory, copy)
 
     def _objects(
-        self, ks: dict[str, Any], where: str, built: _Build, result: Rendering
+        self, ks: dict[str, Any], where: str, built: CachedBuild, result: Rendering
     ) -> list[RenderedObject]:
         result.builds += 1
-        parsed: Iterable[Any]
-        if built.objects is not None:
-            parsed = built.objects
-        elif built.output is not None:
-            parsed = yaml.load_all(built.output, Loader=FastManifestLoader)
-        else:
+        parsed = built.objects()
+        if parsed is None:
             error = built.refused or built.failed
             result.problems.append(RenderProblem(where, built.problem or "cannot build", error))
             return []
         objects: list[RenderedObject] = []
         variables, unknown_sources, secret_values = self._variables(ks)
         substitute = bool(_spec(ks).get("postBuild"))
-        for obj in parsed:
-            if not isinstance(obj, dict):
-                continue
-            source = self._origin(obj, built.directory, built.copy)
+        for obj, source in parsed:
             unknown: tuple[str, ...] = ()
             secrets: tuple[str, ...] = ()
             if substitute and not _substitution_disabled(obj):
@@ -701,24 +722,14 @@ def substitute_object(
             return obj, ()
     if not _has_dollar(obj):
         return obj, ()  # nothing to substitute: skip the dump and reload
-    text = yaml.safe_dump(obj, sort_keys=False, width=1 << 20)
+    # libyaml's emitter (PyYAML's is a port of it): the same text, five times faster
+    text = yaml.dump(obj, Dumper=_SAFE_DUMPER, sort_keys=False, width=1 << 20)
     new_text, unknown = substitute_text(text, variables, all_known=all_known)
     try:
         new = load_yaml(new_text)
     except yaml.YAMLError:
         return obj, tuple(dict.fromkeys(unknown))
     return (new if isinstance(new, dict) else obj), tuple(dict.fromkeys(unknown))
-
-
-def _link_or_copy(source: str, destination: str) -> str:
-    """A file of a repo copy: a hard link to the user's file (copying a 10,000-file repo once
-    per concurrent build took seconds), a real copy where the file system refuses the link.
-    Files in a copy are only ever replaced (`_replace`), never written through the link."""
-    try:
-        os.link(source, destination, follow_symlinks=False)
-    except OSError:
-        return str(shutil.copy2(source, destination))
-    return destination
 
 
 def _replace(path: Path, data: bytes) -> None:
