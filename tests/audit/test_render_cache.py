@@ -109,9 +109,8 @@ def _release(objects: list[Any]) -> dict[str, Any]:
 
 
 def test_a_shared_cache_renders_each_cluster_as_it_renders_alone(fleet: Path) -> None:
-    alone = {name: objects for name, objects in _render(fleet, None).items()}
-    cache = RenderCache()
-    with cache:
+    alone = _render(fleet, None)
+    with RenderCache() as cache:
         shared = _render(fleet, cache)
     assert json.dumps(shared, sort_keys=True) == json.dumps(alone, sort_keys=True)
     assert cache.hits == 1  # b's build is a's: same Kustomization, same fields
