@@ -105,7 +105,7 @@ def _render(root: Path, cache: RenderCache | None) -> dict[str, list[Any]]:
 
 def _release(objects: list[Any]) -> dict[str, Any]:
     (release,) = [o[0] for o in objects if isinstance(o[0], dict) and o[0]["kind"] == "HelmRelease"]
-    return release  # type: ignore[no-any-return]
+    return release
 
 
 def test_a_shared_cache_renders_each_cluster_as_it_renders_alone(fleet: Path) -> None:
