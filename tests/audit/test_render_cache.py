@@ -20,7 +20,7 @@ from tests.audit.test_render import kubectl_or_skip
 from webhook.audit import render_cache
 from webhook.audit.clusters import clusters_of, with_sync_entries
 from webhook.audit.documents import load
-from webhook.audit.render import Renderer, find_kustomize
+from webhook.audit.render import Renderer, find_kustomize, render_clusters
 from webhook.audit.render_cache import RenderCache
 
 RELEASE = """\
@@ -188,3 +188,21 @@ def test_a_key_blind_to_the_flux_fields_would_be_caught(
         shared = _render(fleet, cache)
     assert shared["clusters/a"] == alone["clusters/a"]
     assert shared["clusters/c"] != alone["clusters/c"]
+
+
+def test_rendering_the_clusters_together_is_rendering_each_alone(fleet: Path) -> None:
+    """`render_clusters` walks the clusters in step (their levels built as one): each cluster's
+    rendering is the one it has rendered alone, and the shared build is made once."""
+    documents = list(load([str(fleet)]))
+    clusters = clusters_of(fleet, documents)
+    entries = [with_sync_entries(c.documents) for c in clusters]
+    with RenderCache() as cache:
+        together = render_clusters(fleet, entries, find_kustomize(), cache=cache)
+    alone = _render(fleet, None)
+    assert [c.name for c in clusters] == list(alone)
+    for cluster, rendering in zip(clusters, together, strict=True):
+        rendered = [
+            [o.obj, str(o.source), o.kustomization, list(o.unknown)] for o in rendering.objects
+        ] + [[p.source, p.message] for p in rendering.problems]
+        assert rendered == alone[cluster.name]
+    assert (cache.kustomize_runs, cache.hits) == (2, 1)

@@ -22,7 +22,8 @@ all members at once, and a member alone does over its own objects only, is the r
   name of another member's possible referral target; flagged members are built alone.
 
 `plan` also keeps apart members that may produce the same objects (the same files reached with
-the same target namespace) and members whose rewritten kustomization another member reads.
+the same target namespace), members whose rewritten kustomization another member reads, and
+members of different clusters (their own variants of an app share no file but have the same IDs).
 """
 
 from __future__ import annotations
@@ -236,10 +237,13 @@ def _conflict(a: Footprint, b: Footprint) -> bool:
     )
 
 
-def plan(footprints: Sequence[Footprint | None], workers: int) -> list[list[int]]:
+def plan(
+    footprints: Sequence[Footprint | None], workers: int, groups: Sequence[int] | None = None
+) -> list[list[int]]:
     """Batches of member indices (in order), at least `workers` of them when there are enough
-    members; a member without footprint is a batch of its own. Members are spread over the
-    compatible batches, smallest first, so that the batches run in about the same time."""
+    members; a member without footprint is a batch of its own, and members of different
+    `groups` are in different batches. Members are spread over the compatible batches,
+    smallest first, so that the batches run in about the same time."""
     batches: list[list[int]] = []
     alone: list[list[int]] = []
     for index, mine in enumerate(footprints):
@@ -250,6 +254,7 @@ def plan(footprints: Sequence[Footprint | None], workers: int) -> list[list[int]
             batch
             for batch in batches
             if not any(_conflict(mine, footprints[other]) for other in batch)  # type: ignore[arg-type]
+            and (groups is None or groups[batch[0]] == groups[index])
         ]
         if fitting and len(batches) >= workers:
             min(fitting, key=len).append(index)

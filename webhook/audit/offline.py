@@ -45,8 +45,7 @@ from .flux_installs import FluxInstall, flux_install, source_index
 from .fluxinstance import Materialised, materialise, user_patches
 from .patch_sources import PatchEntry, entries_of, kustomization_entries, setting_patch
 from .redaction import hide_secrets, secret_data, without_secrets
-from .render import KustomizeNotFound, Renderer, Rendering, find_kustomize
-from .render_cache import RenderCache
+from .render import KustomizeNotFound, Rendering, find_kustomize, render_clusters
 from .sources import field_line
 from .workers import jobs_for, ordered_map, paused_gc
 
@@ -502,11 +501,9 @@ def rendered_objects(
     clusters = clusters_of(root, documents) or [Cluster("", tuple(documents))]
     objects: list[AuditObject] = []
     reached_files: set[Path] = set()
-    cache = RenderCache()  # one build per (Kustomization, inputs) across the clusters
-    for cluster in clusters:
-        entries = with_sync_entries(cluster.documents)
-        with Renderer(root, entries, command, allow_remote=allow_remote, cache=cache) as renderer:
-            rendering = renderer.render_all()
+    entries = [with_sync_entries(cluster.documents) for cluster in clusters]
+    renderings = render_clusters(root, entries, command, allow_remote=allow_remote)
+    for cluster, rendering in zip(clusters, renderings, strict=True):
         secrets = _rendering_problems(rendering, report, root=root, given=given, cluster=cluster)
         objects += _objects_of_rendering(
             rendering,

@@ -23,8 +23,15 @@ schema it parses for strategic-merge patches), so the Flux Kustomizations of one
 level are built several to a process (`batching.py`): one generated kustomization lists their
 `spec.path` directories, each rewritten as above plus a transformer that tags its objects, and
 the output is split back by tag. Kustomizations that kustomize could make interact in a batch
-are built apart; a batch that fails, or a member whose output holds another member's names, is
-built again as without batching, so objects, sources and errors are those of one build each.
+are built apart; a batch that fails is built again in halves, and a member whose output holds
+another member's names is built again (with the level's other such members, checked again, or
+alone), so objects, sources and errors are those of one build each.
+
+One run renders each build once (`render_cache.py`): the clusters of a fleet repo share one set
+of repo copies and one cache of builds keyed by what a build reads, so a Kustomization with the
+same fields in three clusters is built once and substituted three times. `render_clusters`
+walks the clusters in step, each level of every cluster built as one (never two clusters' members
+in one kustomize process: their own variants of an app have the same object IDs).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,7 +222,11 @@ class Renderer:
     # --- which Kustomizations, in which order ---
 
     def render_all(self) -> Rendering:
-        result = Rendering()
+        return render_together([self])[0]
+
+    def _walk(self, result: Rendering) -> Walk:
+        """The walk from this renderer's entry points into `result`: yields each level's
+        builds to make, and is sent them (`render_together` runs several walks' levels as one)."""
         raw = [
             d
             for d in self.documents
@@ -274,19 +285,16 @@ class Renderer:
                     versions[key] = parent
                     wave.append((ks, where, key))
                 pending = []
-                builds = self._build_wave([(ks, where) for ks, where, _ in wave])
+                builds = yield [(ks, where) for ks, where, _ in wave]
                 for (ks, where, key), built in zip(wave, builds, strict=True):
                     objects = self._objects(ks, where, built, result)
                     by_key[key] = objects
                     for item in objects:
                         if is_flux_kustomization(item.obj) and _key(item.obj) != key:
                             pending.append((item.obj, str(item.source or where), key))
-        if self._shown:
-            sys.stderr.write("\r\033[K")
         result.parents = dict(versions)
         result.objects = [o for objs in by_key.values() for o in objs]
         result.reached = reached()
-        return result
 
     def _progress(self) -> None:
         """`rendered N Flux Kustomizations` on stderr after each build, only on a terminal."""
@@ -326,19 +334,34 @@ class Renderer:
     ) -> list[RenderedObject]:
         return self._objects(ks, where, self._build_wave([(ks, where)])[0], result)
 
-    def _build_wave(self, wave: Sequence[tuple[dict[str, Any], str]]) -> list[CachedBuild]:
+    def _build_wave(
+        self, wave: Sequence[tuple[dict[str, Any], str]], groups: Sequence[int] | None = None
+    ) -> list[CachedBuild]:
         """Every build of one level, in order: from the run's cache where the same build was
-        made already (another cluster, an earlier audit of the run), the others built now."""
+        made already (another cluster, an earlier audit of the run), the others built now,
+        each distinct build once. Members of different `groups` (clusters) are never batched
+        together: a cluster's own variant of an app has the same object IDs as another's."""
         keys = [self._build_key(ks, where) for ks, where in wave]
         found = [self.cache.get(key) for key in keys]
-        missing = [index for index, build in enumerate(found) if build is None]
-        for _ in range(len(wave) - len(missing)):
+        # a build's token: its key, or its index when it has none (never shared)
+        tokens: list[str | int] = [index if key is None else key for index, key in enumerate(keys)]
+        todo: dict[str | int, int] = {}
+        for index, build in enumerate(found):
+            if build is None:
+                todo.setdefault(tokens[index], index)
+        self.cache.hits += sum(1 for build in found if build is None) - len(todo)
+        for _ in range(len(wave) - len(todo)):
             self._progress()
-        built = self._build_fresh([wave[index] for index in missing])
-        for index, cached in zip(missing, built, strict=True):
-            self.cache.put(self.root, keys[index], cached)
-            found[index] = cached
-        return [build for build in found if build is not None]
+        built = self._build_fresh(
+            [wave[index] for index in todo.values()],
+            None if groups is None else [groups[index] for index in todo.values()],
+        )
+        made = dict(zip(todo, built, strict=True))
+        for token, index in todo.items():
+            self.cache.put(self.root, keys[index], made[token])
+        return [
+            made[tokens[index]] if build is None else build for index, build in enumerate(found)
+        ]
 
     def _build_key(self, ks: dict[str, Any], where: str) -> str | None:
         """What decides the build's output (render_cache.py), None when it cannot be told
@@ -373,25 +396,59 @@ class Renderer:
         ]
         return CachedBuild.of(objects, None)
 
-    def _build_fresh(self, wave: Sequence[tuple[dict[str, Any], str]]) -> list[CachedBuild]:
-        """kustomize's builds of `wave`, in order: batched where that changes nothing. Each
-        batch's output is parsed in its thread, while the other threads' kustomize runs."""
-        if not wave:
-            return []
+    def _build_fresh(
+        self, wave: Sequence[tuple[dict[str, Any], str]], groups: Sequence[int] | None = None
+    ) -> list[CachedBuild]:
+        """kustomize's builds of `wave`, in order: batched where that changes nothing. A member
+        whose batch output may have been changed by another member is built again in a later
+        round, batched with the other rounds' such members (checked again); a round that
+        builds none of its members is followed by one that builds each as without batching."""
         footprints = [self._footprint(ks, where) for ks, where in wave]
-        batches = batching.plan(footprints, self.workers) if self.batching else None
-        if batches is None:
-            batches = [[index] for index in range(len(wave))]
         builds: dict[int, CachedBuild] = {}
-
-        def build(batch: list[int]) -> list[CachedBuild]:
-            return [self._cached(b) for b in self._build_batch([wave[i] for i in batch])]
-
-        with ThreadPoolExecutor(self.workers) as pool:
-            done = pool.map(build, batches)
-            for batch, built in zip(batches, done, strict=True):
-                builds.update(zip(batch, built, strict=True))
+        pending, defer = list(range(len(wave))), True
+        while pending:
+            deferred = self._build_round(
+                wave, pending, footprints, groups, defer=defer, into=builds
+            )
+            defer = len(deferred) < len(pending)
+            pending = deferred
         return [builds[index] for index in range(len(wave))]
+
+    def _build_round(
+        self,
+        wave: Sequence[tuple[dict[str, Any], str]],
+        pending: list[int],
+        footprints: list[batching.Footprint | None],
+        groups: Sequence[int] | None,
+        *,
+        defer: bool,
+        into: dict[int, CachedBuild],
+    ) -> list[int]:
+        """Build the `pending` members of `wave` into `into`; returns those deferred. Each
+        batch's output is parsed in its thread, while the other threads' kustomize runs."""
+        planned: list[list[int]] = [[index] for index in range(len(pending))]
+        if self.batching:
+            mine = [footprints[index] for index in pending]
+            planned = (
+                batching.plan(mine, self.workers)
+                if groups is None
+                else batching.plan(mine, self.workers, [groups[index] for index in pending])
+            )
+        batches = [[pending[index] for index in batch] for batch in planned]
+
+        def build(batch: list[int]) -> list[CachedBuild | None]:
+            built = self._build_batch([wave[index] for index in batch], defer=defer)
+            return [None if b is None else self._cached(b) for b in built]
+
+        deferred: list[int] = []
+        with ThreadPoolExecutor(self.workers) as pool:
+            for batch, built in zip(batches, pool.map(build, batches), strict=True):
+                for index, cached in zip(batch, built, strict=True):
+                    if cached is None:
+                        deferred.append(index)
+                    else:
+                        into[index] = cached
+        return sorted(deferred)
 
     def _footprint(self, ks: dict[str, Any], where: str) -> batching.Footprint | None:
         spec = _spec(ks)
@@ -407,11 +464,14 @@ class Renderer:
             return None
         return batching.footprint(directory, kustomization, self._reader)
 
-    def _build_batch(self, members: Sequence[tuple[dict[str, Any], str]]) -> list[_Build]:
+    def _build_batch(
+        self, members: Sequence[tuple[dict[str, Any], str]], *, defer: bool = False
+    ) -> list[_Build | None]:
         """The builds of `members` in one kustomize process; on any failure they are built
-        again in halves, and one alone is built as without batching. Members whose output may
-        have been changed by another are built again together (without those others: checked
-        again), or alone when every member is suspect."""
+        again in halves, and one alone is built as without batching. A member whose output
+        may have been changed by another is None when `defer` (the caller builds it again),
+        else built again with the others such (without the rest: checked again), or alone
+        when every member is such."""
         if len(members) == 1:
             return [self._build(*members[0])]
         copy = self._copies.get()
@@ -421,16 +481,18 @@ class Renderer:
             self._copies.put(copy)
         if built is None:
             half = len(members) // 2
-            return self._build_batch(members[:half]) + self._build_batch(members[half:])
+            return self._build_batch(members[:half], defer=defer) + self._build_batch(
+                members[half:], defer=defer
+            )
         groups, top = built
         suspect = sorted(batching.cross_references(groups))
-        again: dict[int, _Build] = {}
-        if len(suspect) == len(members):
+        again: dict[int, _Build | None] = dict.fromkeys(suspect)
+        if suspect and not defer and len(suspect) == len(members):
             again = {index: self._build(*members[index]) for index in suspect}
-        elif suspect:
+        elif suspect and not defer:
             rebuilt = self._build_batch([members[index] for index in suspect])
             again = dict(zip(suspect, rebuilt, strict=True))
-        builds: list[_Build] = []
+        builds: list[_Build | None] = []
         for index, objects in enumerate(groups):
             if index in again:
                 builds.append(again[index])
@@ -645,6 +707,61 @@ class Renderer:
             from_secrets.difference_update(str(k) for k in inline)
         secret_values = sorted({variables[n] for n in from_secrets if variables.get(n)})
         return variables, unknown, secret_values
+
+
+Walk = Generator[list[tuple[dict[str, Any], str]], list[CachedBuild], None]
+
+
+def render_together(renderers: Sequence[Renderer]) -> list[Rendering]:
+    """Each renderer's rendering, their walks in step: the builds of every walk's current level
+    are one level (batched together, each distinct build once), so the clusters of a fleet
+    repo need fewer kustomize processes than one after the other. Renderers of different repos,
+    caches or build settings are walked one after the other."""
+    if len({(r.root, id(r.cache), tuple(r.command), r.allow_remote) for r in renderers}) > 1:
+        return [rendering for r in renderers for rendering in render_together([r])]
+    results = [Rendering() for _ in renderers]
+    walks = [r._walk(result) for r, result in zip(renderers, results, strict=True)]
+    levels = {
+        index: wave for index, walk in enumerate(walks) if (wave := next(walk, None)) is not None
+    }
+    while levels:
+        members = [member for index in sorted(levels) for member in levels[index]]
+        groups = [index for index in sorted(levels) for _ in levels[index]]
+        built = renderers[0]._build_wave(members, groups if len(levels) > 1 else None)
+        following: dict[int, list[tuple[dict[str, Any], str]]] = {}
+        for index in sorted(levels):
+            share, built = built[: len(levels[index])], built[len(levels[index]) :]
+            try:
+                following[index] = walks[index].send(share)
+            except StopIteration:
+                continue
+        levels = following
+    if any(r._shown for r in renderers):
+        sys.stderr.write("\r\033[K")
+    return results
+
+
+def render_clusters(
+    root: Path,
+    entries: Sequence[Sequence[Document]],
+    command: Sequence[str],
+    *,
+    allow_remote: bool = False,
+    cache: RenderCache | None = None,
+) -> list[Rendering]:
+    """One rendering per cluster (`entries`: each cluster's documents), rendered together with
+    one cache (the caller's, else a new one for this call)."""
+    shared = RenderCache() if cache is None else cache
+    renderers = [
+        Renderer(root, e, command, allow_remote=allow_remote, cache=shared) for e in entries
+    ]
+    try:
+        return render_together(renderers)
+    finally:
+        for renderer in renderers:
+            renderer.close()
+        if cache is None:
+            shared.close()
 
 
 def _substitution_disabled(obj: dict[str, Any]) -> bool:
