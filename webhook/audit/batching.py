@@ -29,7 +29,7 @@ members of different clusters (their own variants of an app share no file but ha
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,15 @@ class Footprint:
     directories: frozenset[Path]
     files: frozenset[Path]
     namespace: str | None
+    # the directories whose kustomization file it reads, and its own directory as text (plan
+    # compares every pair of a level's members: thousands of comparisons)
+    kustomization_dirs: frozenset[Path] = field(init=False, repr=False, compare=False)
+    prefix: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        read = frozenset(f.parent for f in self.files if f.name in KUSTOMIZATION_FILES)
+        object.__setattr__(self, "kustomization_dirs", self.directories | read)
+        object.__setattr__(self, "prefix", str(self.directory) + "/")
 
 
 def footprint(directory: Path, kustomization: dict[str, Any], reader: Reader) -> Footprint | None:
@@ -215,20 +224,18 @@ def _batchable(directory: Path, content: dict[str, Any], reader: Reader) -> bool
     return True
 
 
-def _inside(inner: Path, outer: Path) -> bool:
-    return inner == outer or str(inner).startswith(str(outer) + "/")
+def _inside(inner: Footprint, outer: Footprint) -> bool:
+    return inner.directory == outer.directory or inner.prefix.startswith(outer.prefix)
 
 
 def _reads_kustomization_of(a: Footprint, b: Footprint) -> bool:
-    return b.directory in a.directories or any(
-        f.parent == b.directory and f.name in KUSTOMIZATION_FILES for f in a.files
-    )
+    return b.directory in a.kustomization_dirs
 
 
 def _conflict(a: Footprint, b: Footprint) -> bool:
     if _reads_kustomization_of(a, b) or _reads_kustomization_of(b, a):
         return True  # one reads the other's rewritten kustomization.yaml
-    if _inside(a.directory, b.directory) or _inside(b.directory, a.directory):
+    if _inside(a, b) or _inside(b, a):
         return True  # a generated kustomization.yaml changes what the other's generator finds
     if a.namespace is not None and b.namespace is not None and a.namespace != b.namespace:
         return False

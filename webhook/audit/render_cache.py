@@ -192,18 +192,28 @@ def snapshot(root: Path) -> Snapshot:
     replaced or edited since the copy was made changes it."""
     entries: list[str] = []
     symlinks = False
-    for top, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_NAMES)
-        for name in (*dirs, *sorted(files)):
-            path = os.path.join(top, name)
+    pending = [str(root)]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as listing:
+                found = sorted(listing, key=lambda entry: entry.name)
+        except OSError:
+            continue  # unreadable: the copy fails there too
+        for entry in found:
+            if entry.name in SKIPPED_NAMES:
+                continue
             try:
-                info = os.lstat(path)
+                info = entry.stat(follow_symlinks=False)
+                link = entry.is_symlink()
+                target = os.readlink(entry.path) if link else ""
             except OSError:
                 continue
-            if os.path.islink(path):
-                symlinks = True
-                entries.append(f"{path}\0->{os.readlink(path)}")
-            entries.append(f"{path}\0{info.st_ino}\0{info.st_size}\0{info.st_mtime_ns}")
+            symlinks = symlinks or link
+            entries.append(
+                f"{entry.path}\0{info.st_ino}\0{info.st_size}\0{info.st_mtime_ns}\0{target}"
+            )
+            if not link and entry.is_dir(follow_symlinks=False):
+                pending.append(entry.path)
     digest = hashlib.sha256("\n".join(entries).encode("utf-8", "surrogateescape")).hexdigest()
     return Snapshot(digest, symlinks)
 
