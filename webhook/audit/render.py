@@ -636,10 +636,12 @@ class Renderer:
             del meta["annotations"]
         if not isinstance(origin, str):
             return None
-        try:
-            data = yaml.load(origin, Loader=_SAFE_LOADER)  # safe_load, on the C parser
-        except yaml.YAMLError:
-            return None
+        data = _plain_origin(origin)
+        if data is None:
+            try:
+                data = yaml.load(origin, Loader=_SAFE_LOADER)  # safe_load, on the C parser
+            except yaml.YAMLError:
+                return None
         path = data.get("path") if isinstance(data, dict) else None
         if not isinstance(path, str) or (isinstance(data, dict) and data.get("repo")):
             return None
@@ -762,6 +764,23 @@ def render_clusters(
             renderer.close()
         if cache is None:
             shared.close()
+
+
+_RESOLVER: Any = yaml.resolver.Resolver()  # PyYAML has no types
+_STRING = "tag:yaml.org,2002:str"
+_PLAIN_PATH = re.compile(r"path: ([^\s'\"{}\[\],&*!|>%@`#?:-][^\n#]*)\n")
+
+
+def _plain_origin(origin: str) -> dict[str, str] | None:
+    """The origin kustomize writes for a file of the repo (`path: <plain scalar>`, 98% of them)
+    read without a YAML parser; None for any other form (YAML reads it)."""
+    match = _PLAIN_PATH.fullmatch(origin)
+    value = match.group(1) if match else ""
+    if not value.isprintable() or ": " in value or value != value.rstrip():
+        return None
+    if _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) != _STRING:
+        return None  # 123, true, null...: not a path
+    return {"path": value}
 
 
 def _substitution_disabled(obj: dict[str, Any]) -> bool:
