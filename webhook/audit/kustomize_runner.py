@@ -8,7 +8,7 @@ timeout; a run that hits the limit is reported as such, not as a Go stack dump.
 
 A build is a short Go process whose heap is mostly garbage it never needs back (kustomize parses
 its OpenAPI schema in every process): its collector runs at GOGC=400 instead of Go's 100, a
-fifth less CPU per build for about 30 MiB more memory (measured on a 14-member batch, 0.27 ->
+fifth less CPU per build for about 30 MiB more memory (measured on a 13-member batch, 0.27 ->
 0.21 CPU s). No GOMEMLIMIT: near a soft limit Go collects without end, and an alias bomb took
 37 s instead of seconds to reach the hard one. A GOGC the user set is kept.
 """
