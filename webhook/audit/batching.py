@@ -126,13 +126,13 @@ def footprint(directory: Path, kustomization: dict[str, Any], reader: Reader) ->
         for entry in _entries(content):
             if not isinstance(entry, str) or any(mark in entry for mark in _REMOTE):
                 return None
-            path = (current / entry).resolve()
-            if path.is_file():
+            path, kind = reader.entry(current / entry)
+            if kind == "file":
                 text = reader.text(path)
                 if text is None or any(mark in text for mark in _ALONE_TEXT):
                     return None
                 files.add(path)
-            elif path.is_dir():
+            elif kind == "directory":
                 loaded = reader.kustomization(path)
                 if loaded is None:
                     return None
@@ -167,6 +167,16 @@ class Reader:
         self.root = root
         self._texts: dict[Path, str | None] = {}
         self._kustomizations: dict[Path, dict[str, Any] | None] = {}
+        self._entries: dict[Path, tuple[Path, str | None]] = {}
+
+    def entry(self, path: Path) -> tuple[Path, str | None]:
+        """`path` resolved, and whether it is a "file", a "directory" or neither (None); each
+        asked once (the members of a level share components and bases)."""
+        if path not in self._entries:
+            resolved = path.resolve()
+            kind = "file" if resolved.is_file() else "directory" if resolved.is_dir() else None
+            self._entries[path] = (resolved, kind)
+        return self._entries[path]
 
     def _outside(self, path: Path) -> bool:
         return self.root is not None and not path.is_relative_to(self.root)
