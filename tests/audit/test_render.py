@@ -421,3 +421,42 @@ def test_fix_changes_the_value_in_the_patch_that_set_it(
             args = document["spec"]["template"]["spec"]["containers"][0]["args"]
             assert [a for a in args if "requeue" in a] == ["--requeue-dependency=5s"]
     assert _fix("--check", str(repo)) == 0
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "path: ../../components/namespace/namespace.yaml\n",
+        "path: a b.yaml\n",
+        "path: 'a.yaml'\n",
+        "path: a.yaml # comment\n",
+        "path: -a\n",
+        "path: a.yaml \n",
+        "path: 123\n",
+        "path: true\n",
+        "path: null\n",
+        "path: 2001-12-14\n",
+        "path: a\tb\n",
+        "path: é.yaml\n",
+        "path: a\nrepo: https://example.com/r\n",
+    ],
+)
+def test_an_origin_read_without_yaml_is_what_yaml_reads(origin: str) -> None:
+    """The fast path for kustomize's `path: FILE` origins gives what the YAML parser gives, and
+    leaves every other form (quoted, commented, a number, two keys) to it."""
+    from webhook.audit.render import _plain_origin
+
+    fast = _plain_origin(origin)
+    try:
+        parsed = yaml.safe_load(origin)
+    except yaml.YAMLError:
+        parsed = None
+    assert fast is None or fast == parsed
+    assert (fast is not None) == (
+        origin
+        in {
+            "path: ../../components/namespace/namespace.yaml\n",
+            "path: a b.yaml\n",
+            "path: é.yaml\n",
+        }
+    )

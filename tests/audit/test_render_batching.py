@@ -222,3 +222,13 @@ def test_plan_keeps_apart_members_that_may_clash_or_read_each_other() -> None:
     # kustomization.yaml
     assert batching.plan([a, b, c, None, inner, reader], workers=1) == [[0, 2], [1, 4, 5], [3]]
     assert len(batching.plan([a, c], workers=2)) == 2  # at least one batch per worker
+
+
+def test_plan_keeps_the_clusters_apart() -> None:
+    """Two clusters' own variants of an app share no file but have the same object IDs (the
+    same `pool` in kube-system): members of different groups are never batched together."""
+    main = _footprint("/r/apps/main/cilium", {"/r/apps/main/cilium/pool.yaml"}, "kube-system")
+    other = _footprint("/r/apps/other/cilium", {"/r/apps/other/cilium/pool.yaml"}, "kube-system")
+    app = _footprint("/r/apps/main/app", {"/r/apps/main/app/x.yaml"}, "apps")
+    assert batching.plan([main, other, app], workers=1) == [[0, 1, 2]]
+    assert batching.plan([main, other, app], workers=1, groups=[0, 1, 0]) == [[0, 2], [1]]

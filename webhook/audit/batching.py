@@ -22,13 +22,14 @@ all members at once, and a member alone does over its own objects only, is the r
   name of another member's possible referral target; flagged members are built alone.
 
 `plan` also keeps apart members that may produce the same objects (the same files reached with
-the same target namespace) and members whose rewritten kustomization another member reads.
+the same target namespace), members whose rewritten kustomization another member reads, and
+members of different clusters (their own variants of an app share no file but have the same IDs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,15 @@ class Footprint:
     directories: frozenset[Path]
     files: frozenset[Path]
     namespace: str | None
+    # the directories whose kustomization file it reads, and its own directory as text (plan
+    # compares every pair of a level's members: thousands of comparisons)
+    kustomization_dirs: frozenset[Path] = field(init=False, repr=False, compare=False)
+    prefix: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        read = frozenset(f.parent for f in self.files if f.name in KUSTOMIZATION_FILES)
+        object.__setattr__(self, "kustomization_dirs", self.directories | read)
+        object.__setattr__(self, "prefix", str(self.directory) + "/")
 
 
 def footprint(directory: Path, kustomization: dict[str, Any], reader: Reader) -> Footprint | None:
@@ -116,13 +126,13 @@ def footprint(directory: Path, kustomization: dict[str, Any], reader: Reader) ->
         for entry in _entries(content):
             if not isinstance(entry, str) or any(mark in entry for mark in _REMOTE):
                 return None
-            path = (current / entry).resolve()
-            if path.is_file():
+            path, kind = reader.entry(current / entry)
+            if kind == "file":
                 text = reader.text(path)
                 if text is None or any(mark in text for mark in _ALONE_TEXT):
                     return None
                 files.add(path)
-            elif path.is_dir():
+            elif kind == "directory":
                 loaded = reader.kustomization(path)
                 if loaded is None:
                     return None
@@ -157,6 +167,16 @@ class Reader:
         self.root = root
         self._texts: dict[Path, str | None] = {}
         self._kustomizations: dict[Path, dict[str, Any] | None] = {}
+        self._entries: dict[Path, tuple[Path, str | None]] = {}
+
+    def entry(self, path: Path) -> tuple[Path, str | None]:
+        """`path` resolved, and whether it is a "file", a "directory" or neither (None); each
+        asked once (the members of a level share components and bases)."""
+        if path not in self._entries:
+            resolved = path.resolve()
+            kind = "file" if resolved.is_file() else "directory" if resolved.is_dir() else None
+            self._entries[path] = (resolved, kind)
+        return self._entries[path]
 
     def _outside(self, path: Path) -> bool:
         return self.root is not None and not path.is_relative_to(self.root)
@@ -214,20 +234,18 @@ def _batchable(directory: Path, content: dict[str, Any], reader: Reader) -> bool
     return True
 
 
-def _inside(inner: Path, outer: Path) -> bool:
-    return inner == outer or str(inner).startswith(str(outer) + "/")
+def _inside(inner: Footprint, outer: Footprint) -> bool:
+    return inner.directory == outer.directory or inner.prefix.startswith(outer.prefix)
 
 
 def _reads_kustomization_of(a: Footprint, b: Footprint) -> bool:
-    return b.directory in a.directories or any(
-        f.parent == b.directory and f.name in KUSTOMIZATION_FILES for f in a.files
-    )
+    return b.directory in a.kustomization_dirs
 
 
 def _conflict(a: Footprint, b: Footprint) -> bool:
     if _reads_kustomization_of(a, b) or _reads_kustomization_of(b, a):
         return True  # one reads the other's rewritten kustomization.yaml
-    if _inside(a.directory, b.directory) or _inside(b.directory, a.directory):
+    if _inside(a, b) or _inside(b, a):
         return True  # a generated kustomization.yaml changes what the other's generator finds
     if a.namespace is not None and b.namespace is not None and a.namespace != b.namespace:
         return False
@@ -236,10 +254,13 @@ def _conflict(a: Footprint, b: Footprint) -> bool:
     )
 
 
-def plan(footprints: Sequence[Footprint | None], workers: int) -> list[list[int]]:
+def plan(
+    footprints: Sequence[Footprint | None], workers: int, groups: Sequence[int] | None = None
+) -> list[list[int]]:
     """Batches of member indices (in order), at least `workers` of them when there are enough
-    members; a member without footprint is a batch of its own. Members are spread over the
-    compatible batches, smallest first, so that the batches run in about the same time."""
+    members; a member without footprint is a batch of its own, and members of different
+    `groups` are in different batches. Members are spread over the compatible batches,
+    smallest first, so that the batches run in about the same time."""
     batches: list[list[int]] = []
     alone: list[list[int]] = []
     for index, mine in enumerate(footprints):
@@ -250,6 +271,7 @@ def plan(footprints: Sequence[Footprint | None], workers: int) -> list[list[int]
             batch
             for batch in batches
             if not any(_conflict(mine, footprints[other]) for other in batch)  # type: ignore[arg-type]
+            and (groups is None or groups[batch[0]] == groups[index])
         ]
         if fitting and len(batches) >= workers:
             min(fitting, key=len).append(index)

@@ -5,16 +5,24 @@ fluxwarden parses first (a resource without a .yaml suffix, a patch file): a few
 aliases in a pull request ask it for tens of gigabytes. Each run gets an address-space limit
 (`ulimit -v`, through the POSIX shell, so no Python code runs between fork and exec) and a
 timeout; a run that hits the limit is reported as such, not as a Go stack dump.
+
+A build is a short Go process whose heap is mostly garbage it never needs back (kustomize parses
+its OpenAPI schema in every process): its collector runs at GOGC=400 instead of Go's 100, a
+fifth less CPU per build for about 30 MiB more memory (measured on a 13-member batch, 0.27 ->
+0.21 CPU s). No GOMEMLIMIT: near a soft limit Go collects without end, and an alias bomb took
+37 s instead of seconds to reach the hard one. A GOGC the user set is kept.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 MEMORY_LIMIT_MIB = 4096  # address space of one run; at a 2048 limit Go had only ~760 MiB in use
 _OUT_OF_MEMORY = ("fatal error: out of memory", "runtime: out of memory")
+GO_COLLECTOR = {"GOGC": "400"}
 
 
 def run_kustomize(
@@ -29,6 +37,7 @@ def run_kustomize(
         text=True,
         timeout=timeout,
         check=False,
+        env={**GO_COLLECTOR, **os.environ},
     )
 
 
