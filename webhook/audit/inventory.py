@@ -39,7 +39,13 @@ from .flux_installs import FluxInstall, flux_install, source_index
 from .fluxinstance import Materialised, materialise, user_patches
 from .patch_sources import PatchEntry, entries_of, kustomization_entries
 from .redaction import hide_secrets
-from .render import KustomizeNotFound, Renderer, Rendering, find_kustomize, is_flux_kustomization
+from .render import (
+    KustomizeNotFound,
+    Rendering,
+    find_kustomize,
+    is_flux_kustomization,
+    render_clusters,
+)
 from .resourcesets import with_resource_sets
 from .sources import field_line
 
@@ -347,10 +353,9 @@ def rendered_objects(
     clusters = clusters_of(root, documents) or [Cluster("", tuple(documents))]
     objects: list[AuditObject] = []
     reached_files: set[Path] = set()
-    for cluster in clusters:
-        entries = with_sync_entries(cluster.documents)
-        with Renderer(root, entries, command, allow_remote=allow_remote) as renderer:
-            rendering = renderer.render_all()
+    entries = [with_sync_entries(cluster.documents) for cluster in clusters]
+    renderings = render_clusters(root, entries, command, allow_remote=allow_remote)
+    for cluster, rendering in zip(clusters, renderings, strict=True):
         secrets = _rendering_problems(rendering, report, root=root, given=given, cluster=cluster)
         objects += _objects_of_rendering(
             rendering,
