@@ -178,4 +178,5 @@ def test_the_multi_tenancy_profile_is_the_default_set_plus_tenant_isolation() ->
     assert [p["name"] for p in profile["policies"][len(default["policies"]) :]] == [
         "tenant-service-account",
         "tenant-cross-namespace-refs",
+        "controller-lockdown",
     ]

@@ -154,6 +154,9 @@ class KubeLookups:
     def persistent_volume_claim(self, namespace: str, name: str) -> JsonObject | None:
         return self.persistent_volume_claim_within(namespace, name, self._budget())
 
+    def dependents(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
+        return self.dependents_within(kind, ref, self._budget())
+
     def _cached(
         self,
         key: object,
@@ -307,6 +310,26 @@ class KubeLookups:
             found = self._cached(one_key, got, budget, fresher_than=budget.started)
         return found
 
+    def dependents_within(
+        self, kind: DependencyKind, ref: ObjectRef, budget: Budget
+    ) -> list[ObjectRef] | None:
+        """The objects of `ref`'s namespace whose dependsOn names it, from the same cached list
+        of the namespace the dependency walks read (dependents in other namespaces are not
+        listed: None, unknown, when the namespace cannot be listed)."""
+        if self._clock() < self._list_forbidden_until:
+            return None
+        try:
+            _, graph = self._cached(
+                ("dependsOn-list", kind, ref.namespace),
+                lambda timeout: self._list_depends_on(kind, ref.namespace, budget, timeout),
+                budget,
+            )
+        except _Forbidden:
+            with self._lock:
+                self._list_forbidden_until = self._clock() + 300
+            return None
+        return [ObjectRef(ref.namespace, name) for name, edges in graph.items() if ref in edges]
+
     def _list_depends_on(
         self, kind: DependencyKind, namespace: str, budget: Budget, timeout: float
     ) -> tuple[str, dict[str, list[ObjectRef]]]:
@@ -369,3 +392,6 @@ class RequestLookups:
 
     def persistent_volume_claim(self, namespace: str, name: str) -> JsonObject | None:
         return self.shared.persistent_volume_claim_within(namespace, name, self.budget)
+
+    def dependents(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
+        return self.shared.dependents_within(kind, ref, self.budget)

@@ -16,6 +16,9 @@ class OfflineLookups:
         self._deployments: dict[ObjectRef, JsonObject] = {}
         self._dependencies: dict[tuple[str, ObjectRef], list[ObjectRef]] = {}
         self._claims: dict[ObjectRef, JsonObject] = {}
+        # (kind, depended-on object) -> the objects whose dependsOn names it
+        self._dependents: dict[tuple[str, ObjectRef], list[ObjectRef]] = {}
+        self._instances: dict[str, JsonObject] = {}  # namespace -> FluxInstance
         for obj in objects:
             self.add(obj)
 
@@ -26,10 +29,14 @@ class OfflineLookups:
         ref = ObjectRef(target.namespace, target.name)
         if (target.group, target.kind) == ("apps", "Deployment"):
             self._deployments[ref] = obj
+        elif (target.group, target.kind) == ("fluxcd.controlplane.io", "FluxInstance"):
+            self._instances[target.namespace] = obj
         elif (target.group, target.kind) == ("", "PersistentVolumeClaim"):
             self._claims[ref] = obj
         elif GROUPS.get(target.group) == target.kind:
-            self._dependencies[(target.kind, ref)] = depends_on(obj, target.namespace)
+            edges = self._dependencies[(target.kind, ref)] = depends_on(obj, target.namespace)
+            for dependency in edges:
+                self._dependents.setdefault((target.kind, dependency), []).append(ref)
 
     def deployment(self, namespace: str, name: str) -> JsonObject | None:
         return self._deployments.get(ObjectRef(namespace, name))
@@ -46,3 +53,15 @@ class OfflineLookups:
             # from the object's own file: an object of that name with no namespace may be it.
             found = self._dependencies.get((kind, ObjectRef("", ref.name)))
         return found
+
+    def dependents(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
+        """Every audited object of `kind` whose dependsOn names `ref` (an audit holds all)."""
+        found = list(self._dependents.get((kind, ref), []))
+        if ref.namespace:
+            # As above: a dependsOn without namespace, written in a file without one either.
+            found += self._dependents.get((kind, ObjectRef("", ref.name)), [])
+        return found
+
+    def flux_instance(self, namespace: str) -> JsonObject | None:
+        found = self._instances.get(namespace)
+        return found if found is not None else self._instances.get("")
