@@ -209,4 +209,5 @@ def test_the_production_profile_is_the_default_set_with_pinning_everywhere() -> 
         (SHIPPED_POLICIES.parent / "production.yaml").read_text(), source="production.yaml"
     )
     trust = policy_set.configured("flux-source-trust")
-    assert trust is not None and trust.params.in_production("any-namespace")  # type: ignore[attr-defined]
+    assert trust is not None
+    assert trust.params.in_production("any-namespace")

@@ -167,6 +167,15 @@ class DependentsLookup(Protocol):
 
 
 @runtime_checkable
+class NamespaceLookup(Protocol):
+    """A namespace's labels (tenant namespaces are chosen by label)."""
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        """The labels of Namespace `name`; None when it is not known."""
+        ...
+
+
+@runtime_checkable
 class FluxInstanceLookup(Protocol):
     """The Flux Operator's FluxInstance of a namespace, where the lookups know it (the audited
     files); the webhook does not read FluxInstances."""
@@ -189,6 +198,9 @@ class NoLookups:
         raise LookupUnavailable("no lookups configured")
 
     def dependents(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
+        raise LookupUnavailable("no lookups configured")
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
         raise LookupUnavailable("no lookups configured")
 
 

@@ -157,6 +157,9 @@ class KubeLookups:
     def dependents(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
         return self.dependents_within(kind, ref, self._budget())
 
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        return self.namespace_labels_within(name, self._budget())
+
     def _cached(
         self,
         key: object,
@@ -310,6 +313,19 @@ class KubeLookups:
             found = self._cached(one_key, got, budget, fresher_than=budget.started)
         return found
 
+    def namespace_labels_within(self, name: str, budget: Budget) -> dict[str, str] | None:
+        """One GET of the Namespace, cached like the other named reads."""
+        path = api_path("api", "v1", "namespaces", name)
+
+        def fetch(timeout: float) -> dict[str, str] | None:
+            found = self._get(path, timeout)
+            if not isinstance(found, dict):
+                return None
+            labels = (found.get("metadata") or {}).get("labels")
+            return {str(k): str(v) for k, v in (labels or {}).items()}
+
+        return self._cached(("namespace", name), fetch, budget)
+
     def dependents_within(
         self, kind: DependencyKind, ref: ObjectRef, budget: Budget
     ) -> list[ObjectRef] | None:
@@ -395,3 +411,6 @@ class RequestLookups:
 
     def dependents(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
         return self.shared.dependents_within(kind, ref, self.budget)
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        return self.shared.namespace_labels_within(name, self.budget)

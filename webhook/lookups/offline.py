@@ -19,12 +19,19 @@ class OfflineLookups:
         # (kind, depended-on object) -> the objects whose dependsOn names it
         self._dependents: dict[tuple[str, ObjectRef], list[ObjectRef]] = {}
         self._instances: dict[str, JsonObject] = {}  # namespace -> FluxInstance
+        self._namespaces: dict[str, dict[str, str]] = {}  # Namespace name -> labels
         for obj in objects:
             self.add(obj)
 
     def add(self, obj: JsonObject) -> None:
         target = target_of(obj)
         if not target.name:
+            return
+        if (target.group, target.kind) == ("", "Namespace"):
+            labels = (obj.get("metadata") or {}).get("labels")
+            self._namespaces[target.name] = {
+                str(k): str(v) for k, v in (labels if isinstance(labels, dict) else {}).items()
+            }
             return
         ref = ObjectRef(target.namespace, target.name)
         if (target.group, target.kind) == ("apps", "Deployment"):
@@ -65,3 +72,7 @@ class OfflineLookups:
     def flux_instance(self, namespace: str) -> JsonObject | None:
         found = self._instances.get(namespace)
         return found if found is not None else self._instances.get("")
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        """The labels of a Namespace the audited files define; None: not among them."""
+        return self._namespaces.get(name)
