@@ -135,6 +135,9 @@ class KubeLookups:
         self._down_until = 0.0
         self._list_forbidden_until = 0.0
         self._lock = threading.Lock()
+        # (kind, namespace) -> (the listed graph, name -> names whose dependsOn names it), so
+        # that every request within the list's TTL reads its dependents from one reversal.
+        self._reversed: dict[tuple[str, str], tuple[object, dict[str, list[str]]]] = {}
 
     def for_request(self, deadline: float) -> RequestLookups:
         return RequestLookups(self, Budget(deadline, max_calls=self._max_calls, clock=self._clock))
@@ -344,7 +347,21 @@ class KubeLookups:
             with self._lock:
                 self._list_forbidden_until = self._clock() + 300
             return None
-        return [ObjectRef(ref.namespace, name) for name, edges in graph.items() if ref in edges]
+        key = (kind, ref.namespace)
+        with self._lock:
+            known = self._reversed.get(key)
+        if known is None or known[0] is not graph:
+            reverse: dict[str, list[str]] = {}
+            for name, edges in graph.items():
+                for edge in edges:
+                    if edge.namespace == ref.namespace:
+                        reverse.setdefault(edge.name, []).append(name)
+            known = (graph, reverse)
+            with self._lock:
+                if len(self._reversed) >= MAX_CACHE_ENTRIES:
+                    self._reversed.clear()
+                self._reversed[key] = known
+        return [ObjectRef(ref.namespace, name) for name in known[1].get(ref.name, ())]
 
     def _list_depends_on(
         self, kind: DependencyKind, namespace: str, budget: Budget, timeout: float
