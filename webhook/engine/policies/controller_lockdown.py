@@ -43,6 +43,11 @@ BOOLEAN_FLAGS: dict[str, tuple[str, ...]] = {
     NO_REMOTE_BASES: ("kustomize-controller",),
 }
 ACCOUNT_CONTROLLERS = ("kustomize-controller", "helm-controller")
+# Every flag with the controllers it belongs on, in the order findings are reported.
+FLAGS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    *BOOLEAN_FLAGS.items(),
+    (DEFAULT_SERVICE_ACCOUNT, ACCOUNT_CONTROLLERS),
+)
 CONTROLLERS = tuple(
     sorted({*ACCOUNT_CONTROLLERS, *(c for cs in BOOLEAN_FLAGS.values() for c in cs)})
 )
@@ -101,6 +106,7 @@ def missing_flags(name: str, args: list[str]) -> list[str]:
 
 
 def _message(name: str, flag: str) -> str:
+    """`name` '': the text after the name (native findings put the object's name first)."""
     bare = flag.split("=", 1)[0]
     return f"{name} runs without {flag} on a multi-tenant cluster: {WHY[bare]}"
 
@@ -121,12 +127,13 @@ class ControllerLockdown(Policy[ControllerLockdownParams]):
     params_model = ControllerLockdownParams
 
     def scope(self, params: ControllerLockdownParams) -> tuple[Match, ...]:
+        # No CEL condition: a handful of controller Deployments, which reach the Deployments
+        # webhook anyway (controller-requeue-dependency); the flags are judged in check().
         return (
             Match(
                 resources=(ResourceMatch(DEPLOYMENTS),),
                 namespaces=frozenset(params.namespaces),
                 names=frozenset(CONTROLLERS),
-                condition=f"!({_locked_down()})",
             ),
         )
 
@@ -153,17 +160,16 @@ class ControllerLockdown(Policy[ControllerLockdownParams]):
                 keeps="everything: multi-tenancy is read from a FluxInstance (a lookup); "
                 "set multiTenant: true to decide natively",
             )
-        findings = []
-        for flag, controllers in BOOLEAN_FLAGS.items():
-            for name in controllers:
-                findings.append(_native_finding(name, f"{flag}=true", f"!({_flag_on(flag)})"))
-        for name in ACCOUNT_CONTROLLERS:
-            findings.append(
-                _native_finding(
-                    name, f"{DEFAULT_SERVICE_ACCOUNT}=<account>", f"!({_account_set()})"
-                )
+        # One finding per flag, in check()'s order, naming the Deployment from the object.
+        findings = tuple(
+            NativeFinding(
+                "advisory",
+                f"object.metadata.name in [{', '.join(cel_string(c) for c in controllers)}] && "
+                f"!variables.{_variable(flag)}",
+                f"object.metadata.name + {cel_string(_message('', _shown(flag)))}",
             )
-        findings.sort(key=lambda f: (f.when.split("'")[1], _order(f.message)))
+            for flag, controllers in FLAGS
+        )
         return Native(
             covers=self.scope(params),
             keeps="nothing: the Deployment alone decides",
@@ -173,67 +179,35 @@ class ControllerLockdown(Policy[ControllerLockdownParams]):
                     "args",
                     f"variables.index >= 0 && has({MANAGER}.args) ? {MANAGER}.args : []",
                 ),
+                *((_variable(flag), _flag_set(flag)) for flag, _ in FLAGS),
             ),
-            findings=tuple(findings),
+            findings=findings,
         )
 
 
-def _order(message: str) -> int:
-    for index, flag in enumerate((*BOOLEAN_FLAGS, DEFAULT_SERVICE_ACCOUNT)):
-        if flag in message:
-            return index
-    return len(BOOLEAN_FLAGS) + 1
+def _variable(flag: str) -> str:
+    """The CEL variable that says `flag` is set (`noCrossNamespaceRefs`)."""
+    words = flag.removeprefix("--").split("-")
+    return words[0] + "".join(w.capitalize() for w in words[1:])
 
 
-def _native_finding(name: str, flag: str, when: str) -> NativeFinding:
-    return NativeFinding(
-        "advisory",
-        f"object.metadata.name == {cel_string(name)} && {when}",
-        cel_string(_message(name, flag)),
-    )
+def _shown(flag: str) -> str:
+    return f"{flag}=<account>" if flag == DEFAULT_SERVICE_ACCOUNT else f"{flag}=true"
 
 
-def _last(flag: str) -> str:
-    """CEL: the args that set `flag` (bare or with a value), in order."""
-    return (
+def _flag_set(flag: str) -> str:
+    """CEL: the last occurrence of `flag` in `variables.args` sets it (boolean flags: to true;
+    the service account: to a non-empty name), as missing_flags() decides."""
+    given = (
         f"variables.args.filter(a, a == {cel_string(flag)} || "
         f"a.startsWith({cel_string(flag + '=')}))"
     )
-
-
-def _flag_on(flag: str) -> str:
-    """CEL: the last occurrence of boolean `flag` makes it true."""
+    last = f"{given}[size({given}) - 1]"
+    if flag == DEFAULT_SERVICE_ACCOUNT:
+        prefix = cel_string(f"{flag}=")
+        return f"size({given}) > 0 && {last}.startsWith({prefix}) && size({last}) > size({prefix})"
     values = ", ".join(cel_string(v) for v in (flag, *(f"{flag}={t}" for t in TRUE)))
-    given = _last(flag)
-    return f"size({given}) > 0 && {given}[size({given}) - 1] in [{values}]"
-
-
-def _account_set() -> str:
-    given = _last(DEFAULT_SERVICE_ACCOUNT)
-    prefix = cel_string(f"{DEFAULT_SERVICE_ACCOUNT}=")
-    return (
-        f"size({given}) > 0 && {given}[size({given}) - 1].startsWith({prefix}) && "
-        f"size({given}[size({given}) - 1]) > size({prefix})"
-    )
-
-
-def _locked_down() -> str:
-    """CEL for the scope: every controller's flags are set (nothing to say about it). The
-    webhook condition has no `variables`, so the manager's args are found inline."""
-    spec = "object.spec.template.spec"
-    manager = f"{spec}.containers.filter(c, c.name == 'manager')"
-    args = (
-        f"(has(object.spec.template) && has({spec}) && size({manager}) > 0 && "
-        f"has({manager}[0].args) ? {manager}[0].args : [])"
-    )
-    per_name = []
-    for name in CONTROLLERS:
-        needed = [_flag_on(f) for f, cs in BOOLEAN_FLAGS.items() if name in cs]
-        if name in ACCOUNT_CONTROLLERS:
-            needed.append(_account_set())
-        joined = " && ".join(f"({n})" for n in needed)
-        per_name.append(f"(object.metadata.name == {cel_string(name)} && {joined})")
-    return " || ".join(per_name).replace("variables.args", args)
+    return f"size({given}) > 0 && {last} in [{values}]"
 
 
 def _instance_multitenant(lookups: Lookups, namespace: str) -> bool:
