@@ -10,6 +10,7 @@ import yaml
 from webhook.cli import SHIPPED_POLICIES
 from webhook.engine import PolicySet, PolicySetError, parse_mode, parse_policy_set
 from webhook.engine.policies import ALL_POLICIES
+from webhook.engine.policies.flux_source_trust import SourceTrustParams
 
 SHIPPED = yaml.safe_load(SHIPPED_POLICIES.read_text())
 
@@ -210,4 +211,5 @@ def test_the_production_profile_is_the_default_set_with_pinning_everywhere() -> 
     )
     trust = policy_set.configured("flux-source-trust")
     assert trust is not None
+    assert isinstance(trust.params, SourceTrustParams)
     assert trust.params.in_production("any-namespace")
