@@ -65,6 +65,11 @@ def plan(case: Case) -> Operation | str:
             "v1.3.0, for the v2beta cases) has no such field; test_native/test_hybrid run the "
             "plain cases on Flux v2.9.5's CRDs"
         )
+    if any(o.get("kind") == "FluxInstance" for o in spec.get("lookups", {}).get("objects", [])):
+        return (
+            "a FluxInstance marks the cluster multi-tenant: only the audits read it (the webhook "
+            "does not look FluxInstances up, and the replays have no Flux Operator CRD)"
+        )
     if spec.get("request", {}).get("oldObject") is not None:
         return (
             "an old object with the status helm-controller writes: the API server sends the "

@@ -75,6 +75,10 @@ UNREPLAYABLE = {
     "tenant-service-account/lookup-unavailable-warned": "lookups unavailable",
     "helmrelease-remediation/gate-lookup-unavailable": "lookups unavailable",
     "kustomization-safety/lookup-unavailable": "lookups unavailable",
+    **{
+        f"controller-lockdown/{name}": "a FluxInstance marks the cluster multi-tenant"
+        for name in ("fluxinstance-multitenant-warned", "fluxinstance-not-multitenant-pass")
+    },
     "tenant-service-account/namespace-lookup-unavailable": "lookups unavailable",
     **{
         c.id: "spec.install/upgrade.strategy: the replays' HelmRelease CRD"
