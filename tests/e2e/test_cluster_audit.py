@@ -606,7 +606,7 @@ def test_openreports_format_writes_reports_and_cluster_reports_api(populated: Co
         assert len(report["results"]) == sum(counter.values())
     assert nonzero(stored["audit-c"]["summary"]) == EXPECTED["audit-c"]
     table = populated.kubectl("get", "reports.openreports.io", "-n", "audit-c").stdout
-    assert table.split("\n")[1].split()[:6] == ["fluxwarden", "213", "4", "1", "0", "0"]
+    assert table.split("\n")[1].split()[:6] == ["fluxwarden", "319", "4", "1", "0", "0"]
 
 
 def test_the_audit_cronjob_service_account_can_do_exactly_its_job(
