@@ -216,6 +216,10 @@ def select(
             else {"key": NAMESPACE_LABEL, "operator": "NotIn", "values": sorted(excluded)}
         ]
     }
+    labels = {e.match.namespace_label for e in entries}
+    if selector_in is None and len(labels) == 1 and "" not in labels:
+        # Every match asks for a labelled namespace: the API server selects them itself.
+        selector["matchExpressions"].insert(0, {"key": labels.pop(), "operator": "Exists"})
     rules: list[JsonObject] = [
         {
             "apiGroups": [k.group],

@@ -320,9 +320,10 @@ def test_junit_structure_and_counts(report: AuditReport) -> None:
         cases = suite.findall("testcase")
         assert _counts(suite) == _tally(cases)
         assert {case.get("classname") for case in cases} == {suite.get("name")}
-    # Every policy that matches an object is a test case (the new policies pass here).
-    assert _counts(root) == {"tests": 21, "failures": 2, "errors": 1, "skipped": 2}
-    assert len(report.findings) + len(report.problems) == 21
+    # Every policy that matches an object is a test case (the new policies pass here, and
+    # kustomization-safety on the apps Kustomization).
+    assert _counts(root) == {"tests": 22, "failures": 2, "errors": 1, "skipped": 2}
+    assert len(report.findings) + len(report.problems) == 22
 
     by_name = {case.get("name"): case for case in root.iter("testcase")}
     irc = by_name["Deployment/flux-system/image-reflector-controller irc-single-replica"]
@@ -387,8 +388,10 @@ def test_table_lists_what_needs_attention(report: AuditReport) -> None:
     heads = [line.split()[0] for line in text.splitlines() if line[:1].isupper()]
     assert heads[:4] == ["WARN", "FAIL", "FAIL", "ERROR"]
     assert text.endswith(
-        "5 objects, 19 results: 15 pass, 2 fail, 1 warn, 0 error, 1 skip; 1 input error\n"
-        "notices: 1 skipped (not a Kubernetes object)\n"
+        "5 objects, 20 results: 16 pass, 2 fail, 1 warn, 0 error, 1 skip; 1 input error
+"
+        "notices: 1 skipped (not a Kubernetes object)
+"
     )
 
 

@@ -46,6 +46,8 @@ REFUSED_BY_THE_API_SERVER = {
     "irc-single-replica/substituted-memory": "${VAR} is not a quantity until Flux substitutes it",
     "flux-intervals/ocirepository-not-a-duration": "the CRD's spec.interval pattern",
     "flux-intervals/substitution-skipped": "${VAR} is substituted by Flux before applying",
+    "kustomization-safety/timeout-substitution-skipped": "the CRD's spec.timeout pattern",
+    "kustomization-safety/prune-unset-warned": "spec.prune is required by the v1 CRD",
 }
 # API versions the generated CRDs (Flux v2.9.5's helm-controller API serves HelmRelease v2
 # only) do not serve: kubectl finds no such kind here. They run, through the webhook (checked

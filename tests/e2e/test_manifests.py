@@ -202,10 +202,11 @@ def _source(
     }
 
 
-def _kustomization(name: str, depends: list[str]) -> dict[str, Any]:
+def _kustomization(name: str, depends: list[str], *, wait: bool = True) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "interval": "5m",
         "prune": True,
+        "wait": wait,
         "sourceRef": {"kind": "GitRepository", "name": "x"},
     }
     if depends:
@@ -289,6 +290,8 @@ ADMISSION_CASES = [
     ("HelmRepository of type oci", _source("legacy", "HelmRepository", "1h", type_="oci"), True),
     ("Kustomization with dependsOn", _kustomization("with-deps", ["infra"]), True),
     ("Kustomization without dependsOn", _kustomization("no-deps", []), False),
+    # kustomization-safety: others may depend on it (a lookup decides)
+    ("Kustomization that does not wait", _kustomization("no-wait", [], wait=False), True),
     ("Fleet cleanup Job by name", _job("fleet-cleanup-clusterregistrations", {}), True),
     ("Job labelled app: fleet-job", _job("some-fleet-job", {"app": "fleet-job"}), True),
     ("other Job in cattle-fleet-system", _job("unrelated", {"app": "other"}), False),

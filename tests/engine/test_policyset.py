@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import yaml
 
 from webhook.cli import SHIPPED_POLICIES
 from webhook.engine import PolicySet, PolicySetError, parse_mode, parse_policy_set
 from webhook.engine.policies import ALL_POLICIES
+from webhook.engine.policies.flux_source_trust import SourceTrustParams
 
 SHIPPED = yaml.safe_load(SHIPPED_POLICIES.read_text())
 
@@ -166,10 +169,15 @@ def test_unquoted_off_means_off() -> None:
     assert policy_set.effective_mode(policy_set.policies[0]) == "off"
 
 
+def _profile(name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load((SHIPPED_POLICIES.parent / name).read_text())["spec"]
+    return spec
+
+
 def test_the_multi_tenancy_profile_is_the_default_set_plus_tenant_isolation() -> None:
     """policies/multi-tenancy.yaml repeats the default set: a change there must be made here."""
     default = yaml.safe_load(SHIPPED_POLICIES.read_text())["spec"]
-    profile = yaml.safe_load((SHIPPED_POLICIES.parent / "multi-tenancy.yaml").read_text())["spec"]
+    profile = _profile("multi-tenancy.yaml")
     shared = profile["policies"][: len(default["policies"])]
     assert shared == default["policies"], "multi-tenancy.yaml differs from the default set"
     assert {k: v for k, v in profile.items() if k != "policies"} == {
@@ -178,4 +186,30 @@ def test_the_multi_tenancy_profile_is_the_default_set_plus_tenant_isolation() ->
     assert [p["name"] for p in profile["policies"][len(default["policies"]) :]] == [
         "tenant-service-account",
         "tenant-cross-namespace-refs",
+        "controller-lockdown",
     ]
+
+
+# What the production profile changes in the default set: these params, nothing else.
+PRODUCTION_CHANGES = {"flux-source-trust": {"productionNamespaces": ["*"]}}
+
+
+def test_the_production_profile_is_the_default_set_with_pinning_everywhere() -> None:
+    """policies/production.yaml repeats the default set but for PRODUCTION_CHANGES."""
+    default = yaml.safe_load(SHIPPED_POLICIES.read_text())["spec"]
+    profile = _profile("production.yaml")
+    expected = [
+        {**entry, "params": {**entry["params"], **PRODUCTION_CHANGES.get(entry["name"], {})}}
+        for entry in default["policies"]
+    ]
+    assert profile["policies"] == expected, "production.yaml differs from the default set"
+    assert {k: v for k, v in profile.items() if k != "policies"} == {
+        k: v for k, v in default.items() if k != "policies"
+    }
+    policy_set = parse_policy_set(
+        (SHIPPED_POLICIES.parent / "production.yaml").read_text(), source="production.yaml"
+    )
+    trust = policy_set.configured("flux-source-trust")
+    assert trust is not None
+    assert isinstance(trust.params, SourceTrustParams)
+    assert trust.params.in_production("any-namespace")

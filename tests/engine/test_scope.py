@@ -274,3 +274,70 @@ def test_fluxwarden_audit_reports_a_kube_system_helmrelease(
     assert [(f["policy"], f["result"]) for f in findings if f["result"] == "fail"] == [
         ("helmrelease-drift-detection", "fail"),
     ]
+
+
+def _tenants_only(text: str) -> PolicySet:
+    """The multi-tenancy profile with only the tenant policies (no other Kustomization policy
+    shares their webhook)."""
+    raw = yaml.safe_load(text)
+    raw["spec"]["policies"] = [
+        p for p in raw["spec"]["policies"] if p["name"].startswith("tenant-")
+    ]
+    return parse_policy_set(yaml.safe_dump(raw), source="tenants")
+
+
+MULTI_TENANCY_TEXT = (REPO / "policies" / "multi-tenancy.yaml").read_text()
+
+
+def test_tenant_namespaces_by_label_become_the_webhooks_namespace_selector() -> None:
+    hooks = _hooks(generate(_tenants_only(MULTI_TENANCY_TEXT)))
+    selectors = [hook["namespaceSelector"]["matchExpressions"] for hook in hooks.values()]
+    assert selectors
+    assert all(
+        expressions[0] == {"key": "toolkit.fluxcd.io/tenant", "operator": "Exists"}
+        and expressions[1]["operator"] == "NotIn"
+        for expressions in selectors
+    )
+    # Negative control: with a listed namespace too, the selector cannot say "listed or
+    # labelled" and selects every namespace but the excluded ones (the engine decides).
+    listed = MULTI_TENANCY_TEXT.replace("tenantNamespaces: []", "tenantNamespaces: [team-a]")
+    hooks = _hooks(generate(_tenants_only(listed)))
+    assert all(
+        hook["namespaceSelector"]["matchExpressions"][0]["operator"] == "NotIn"
+        for hook in hooks.values()
+    )
+
+
+def test_the_engine_reads_a_namespaces_labels_once_per_request() -> None:
+    from webhook.lookups.offline import OfflineLookups
+
+    policy_set = _tenants_only(MULTI_TENANCY_TEXT)
+    read: list[str] = []
+
+    class Counting(OfflineLookups):
+        def namespace_labels(self, name: str) -> dict[str, str] | None:
+            read.append(name)
+            return super().namespace_labels(name)
+
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "team-b", "labels": {"toolkit.fluxcd.io/tenant": "team-b"}},
+    }
+    release = {
+        "apiVersion": "helm.toolkit.fluxcd.io/v2",
+        "kind": "HelmRelease",
+        "metadata": {"name": "app", "namespace": "team-b"},
+        "spec": {"chartRef": {"kind": "OCIRepository", "name": "app", "namespace": "shared"}},
+    }
+    decision = evaluate(
+        release,
+        request=request_for(release),
+        policy_set=policy_set,
+        lookups=Counting([namespace]),
+    )
+    assert {r.policy for r in decision.results if r.result == "fail"} == {
+        "tenant-service-account",
+        "tenant-cross-namespace-refs",
+    }
+    assert read == ["team-b"]

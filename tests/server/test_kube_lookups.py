@@ -210,7 +210,12 @@ def _ks(name: str, namespace: str, *deps: tuple[str, str]) -> dict[str, Any]:
         "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
         "kind": "Kustomization",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"dependsOn": [{"name": n, "namespace": ns} for ns, n in deps]},
+        # prune and wait: nothing for kustomization-safety to say or look up
+        "spec": {
+            "prune": True,
+            "wait": True,
+            "dependsOn": [{"name": n, "namespace": ns} for ns, n in deps],
+        },
     }
 
 
@@ -411,3 +416,39 @@ def test_a_cycle_closed_within_the_ttl_is_denied(
     second = _decide(b, shipped_policies, lookups.for_request(clock[0] + 2.5))
     assert not second.allowed
     assert "flux-system/b -> flux-system/a -> flux-system/b" in second.deny_reasons[0]
+
+
+def test_dependents_are_read_from_the_namespace_list_the_walk_makes(
+    fake_api: tuple[int, type[_FakeAPI]], shipped_policies: PolicySet, api: Api
+) -> None:
+    """kustomization-safety: infra neither waits nor checks health, and apps dependsOn it."""
+    port, handler = fake_api
+    infra = _ks("infra", "flux-system", ("flux-system", "crds"))
+    infra["spec"]["wait"] = False
+    _serve_kustomizations(
+        handler,
+        [_ks("crds", "flux-system"), infra, _ks("apps", "flux-system", ("flux-system", "infra"))],
+    )
+    lookups = KubeLookups(api(port)).for_request(time.monotonic() + 2.5)
+    decision = _decide(infra, shipped_policies, lookups)
+    assert decision.allowed
+    assert [w for w in decision.warnings if "in the dependsOn of flux-system/apps" in w]
+    assert [r.split("?")[0] for r in handler.requests] == [f"{KS_API}/flux-system/kustomizations"]
+    waiting = {**infra, "spec": {**infra["spec"], "wait": True}}
+    assert not _decide(waiting, shipped_policies, lookups).warnings
+
+
+def test_namespace_labels_are_one_cached_get(
+    fake_api: tuple[int, type[_FakeAPI]], api: Api
+) -> None:
+    port, handler = fake_api
+    handler.objects["/api/v1/namespaces/team-b"] = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "team-b", "labels": {"toolkit.fluxcd.io/tenant": "team-b"}},
+    }
+    lookups = KubeLookups(api(port), ttl=5)
+    assert lookups.namespace_labels("team-b") == {"toolkit.fluxcd.io/tenant": "team-b"}
+    assert lookups.namespace_labels("team-b") == {"toolkit.fluxcd.io/tenant": "team-b"}
+    assert lookups.namespace_labels("absent") is None
+    assert handler.requests == ["/api/v1/namespaces/team-b", "/api/v1/namespaces/absent"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from .match import NamespaceLabels
 from .model import (
     EXEMPT_ANNOTATION,
     Action,
@@ -13,6 +14,7 @@ from .model import (
     Lookups,
     LookupUnavailable,
     Mode,
+    NamespaceLookup,
     PolicyResult,
     Request,
     Result,
@@ -88,11 +90,15 @@ def _evaluate(
     warnings: list[str] = []
     deny_reasons: list[str] = []
     annotations: dict[str, str] = {}
+    labels = _namespace_labels(lookups)
     for configured in policy_set.naming(webhook, request.target):
         policy = configured.policy
         failure: str | None = None
+        unknown: str | None = None  # the namespace's labels could not be read
         try:
-            applies = configured.matches(request.target, working)
+            applies = configured.matches(request.target, working, labels)
+        except LookupUnavailable as error:
+            applies, unknown = True, f"lookup unavailable, not checked: {error}"
         except Exception as exc:  # fail open per policy, like an error in check()
             applies, failure = True, _failure(exc)
         if not applies:
@@ -110,6 +116,8 @@ def _evaluate(
         candidate, report, problem = (
             (working, Report(), failure)
             if failure
+            else (working, Report(advisories=[unknown]), None)
+            if unknown
             else _run(configured, working, request=request, lookups=lookups)
         )
         if mode == "enforce" and report.changes:
@@ -172,6 +180,20 @@ def _inherited_exemptions(obj: JsonObject, *, request: Request, lookups: Lookups
         return _exemptions(lookups.deployment(target.namespace, name))
     except LookupUnavailable:
         return set()  # unknown: the policies run, as they would without the annotation
+
+
+def _namespace_labels(lookups: Lookups) -> NamespaceLabels:
+    """The namespace labels a Match may ask for, read once per namespace per request (None:
+    these lookups do not know namespaces)."""
+    known: dict[str, dict[str, str] | None] = {}
+
+    def labels(name: str) -> dict[str, str] | None:
+        if name not in known:
+            found = lookups.namespace_labels(name) if isinstance(lookups, NamespaceLookup) else None
+            known[name] = found
+        return known[name]
+
+    return labels
 
 
 def _failure(error: Exception) -> str:

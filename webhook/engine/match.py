@@ -7,6 +7,7 @@ generated from the same values (`webhook.manifests`), so they cannot disagree.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,9 @@ class Match:
 
     `names`, `name_prefixes` and `pod_labels` are alternatives: the object matches when any of
     them does (a Fleet job is known by its name or by its pod's label); none given: any object.
+    `namespace_label`: the namespace must carry this label (any value), as read through the
+    lookups; the webhook configuration selects it with its namespaceSelector when every match
+    of the webhook asks for it. A Match that needs it never matches without `labels`.
     `condition` is a CEL expression over `object` and `request` that the webhook configuration
     adds: it must hold for every object the policy may change or warn about, so that objects
     that cannot need anything never reach fluxwarden (the engine itself does not evaluate it).
@@ -39,6 +43,7 @@ class Match:
     name_prefixes: tuple[str, ...] = ()
     pod_labels: tuple[tuple[str, str], ...] = ()  # (key, value) pairs, all must hold
     condition: str | None = None
+    namespace_label: str = ""
 
     @property
     def by_identity(self) -> bool:
@@ -54,13 +59,22 @@ class Match:
                 return rule
         return None
 
-    def matches(self, target: Target, obj: JsonObject) -> bool:
+    def matches(
+        self, target: Target, obj: JsonObject, labels: NamespaceLabels | None = None
+    ) -> bool:
+        """`labels`: the namespace's labels (None: unknown), read only when a match needs them
+        (it may raise LookupUnavailable)."""
         rule = self.resource_for(target)
         if rule is None:
             return False
         if self.namespaces and target.namespace not in self.namespaces:
             return False
-        return not self.by_identity or self._identity(target, obj, rule.kind)
+        if self.by_identity and not self._identity(target, obj, rule.kind):
+            return False
+        if self.namespace_label:
+            found = labels(target.namespace) if labels is not None else None
+            return found is not None and self.namespace_label in found
+        return True
 
     def _identity(self, target: Target, obj: JsonObject, kind: ResourceKind) -> bool:
         meta = _mapping(obj.get("metadata"))
@@ -75,6 +89,9 @@ class Match:
         labels = _mapping(_dig(obj, *kind.pod_template, "metadata", "labels"))
         return all(labels.get(k) == v for k, v in self.pod_labels)
 
+
+# A namespace's labels by its name (None: the namespace is not known).
+NamespaceLabels = Callable[[str], Mapping[str, str] | None]
 
 # A Go duration as Flux writes intervals (`1m`, `1h30m`, `0.5s`); CEL's duration() parses these.
 GO_DURATION = r"^([0-9]+(\.[0-9]*)?(ns|us|ms|s|m|h))+$|^0$"

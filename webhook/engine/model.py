@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 JsonObject = dict[str, Any]
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
@@ -156,6 +156,35 @@ class Lookups(Protocol):
         ...
 
 
+@runtime_checkable
+class DependentsLookup(Protocol):
+    """The reverse of `Lookups.dependencies`, which not every lookup implementation answers
+    (a policy that needs it treats its absence as unknown and does not judge)."""
+
+    def dependents(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
+        """The objects of `kind` whose `spec.dependsOn` names `ref`; None when unknown."""
+        ...
+
+
+@runtime_checkable
+class NamespaceLookup(Protocol):
+    """A namespace's labels (tenant namespaces are chosen by label)."""
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        """The labels of Namespace `name`; None when it is not known."""
+        ...
+
+
+@runtime_checkable
+class FluxInstanceLookup(Protocol):
+    """The Flux Operator's FluxInstance of a namespace, where the lookups know it (the audited
+    files); the webhook does not read FluxInstances."""
+
+    def flux_instance(self, namespace: str) -> JsonObject | None:
+        """The FluxInstance in `namespace` (the operator allows one, named flux); None: none."""
+        ...
+
+
 class NoLookups:
     """For callers with nothing to look up: every lookup is unavailable."""
 
@@ -166,6 +195,12 @@ class NoLookups:
         raise LookupUnavailable("no lookups configured")
 
     def persistent_volume_claim(self, namespace: str, name: str) -> JsonObject | None:
+        raise LookupUnavailable("no lookups configured")
+
+    def dependents(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
+        raise LookupUnavailable("no lookups configured")
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
         raise LookupUnavailable("no lookups configured")
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from .match import Match
+from .match import Match, NamespaceLabels
 from .model import MODE_RANK, JsonObject, Mode, Target, Webhook, lower_mode
 from .policies import ALL_POLICIES, Params, Policy
 
@@ -71,9 +71,11 @@ class ConfiguredPolicy:
     def of(cls, policy: Policy[Any], *, mode: Mode, params: Params) -> ConfiguredPolicy:
         return cls(policy=policy, mode=mode, params=params, scope=policy.scope(params))
 
-    def matches(self, target: Target, obj: JsonObject) -> bool:
+    def matches(
+        self, target: Target, obj: JsonObject, labels: NamespaceLabels | None = None
+    ) -> bool:
         """In scope: a declared Match holds and the policy's own extra test agrees."""
-        return any(m.matches(target, obj) for m in self.scope) and self.policy.applies_to(
+        return any(m.matches(target, obj, labels) for m in self.scope) and self.policy.applies_to(
             target, obj, self.params
         )
 

@@ -39,6 +39,8 @@ CRONJOBS = ResourceKind(
     "batch", ("v1",), "cronjobs", "CronJob", ("spec", "jobTemplate", "spec", "template")
 )
 PODS = ResourceKind("", ("v1",), "pods", "Pod", ())
+# Cluster-scoped: read by name only (tenant namespaces are chosen by their labels).
+NAMESPACES = ResourceKind("", ("v1",), "namespaces", "Namespace")
 PERSISTENT_VOLUME_CLAIMS = ResourceKind(
     "", ("v1",), "persistentvolumeclaims", "PersistentVolumeClaim"
 )

@@ -135,6 +135,9 @@ class KubeLookups:
         self._down_until = 0.0
         self._list_forbidden_until = 0.0
         self._lock = threading.Lock()
+        # (kind, namespace) -> (the listed graph, name -> names whose dependsOn names it), so
+        # that every request within the list's TTL reads its dependents from one reversal.
+        self._reversed: dict[tuple[str, str], tuple[object, dict[str, list[str]]]] = {}
 
     def for_request(self, deadline: float) -> RequestLookups:
         return RequestLookups(self, Budget(deadline, max_calls=self._max_calls, clock=self._clock))
@@ -153,6 +156,12 @@ class KubeLookups:
 
     def persistent_volume_claim(self, namespace: str, name: str) -> JsonObject | None:
         return self.persistent_volume_claim_within(namespace, name, self._budget())
+
+    def dependents(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
+        return self.dependents_within(kind, ref, self._budget())
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        return self.namespace_labels_within(name, self._budget())
 
     def _cached(
         self,
@@ -307,6 +316,53 @@ class KubeLookups:
             found = self._cached(one_key, got, budget, fresher_than=budget.started)
         return found
 
+    def namespace_labels_within(self, name: str, budget: Budget) -> dict[str, str] | None:
+        """One GET of the Namespace, cached like the other named reads."""
+        path = api_path("api", "v1", "namespaces", name)
+
+        def fetch(timeout: float) -> dict[str, str] | None:
+            found = self._get(path, timeout)
+            if not isinstance(found, dict):
+                return None
+            labels = (found.get("metadata") or {}).get("labels")
+            return {str(k): str(v) for k, v in (labels or {}).items()}
+
+        return self._cached(("namespace", name), fetch, budget)
+
+    def dependents_within(
+        self, kind: DependencyKind, ref: ObjectRef, budget: Budget
+    ) -> list[ObjectRef] | None:
+        """The objects of `ref`'s namespace whose dependsOn names it, from the same cached list
+        of the namespace the dependency walks read (dependents in other namespaces are not
+        listed: None, unknown, when the namespace cannot be listed)."""
+        if self._clock() < self._list_forbidden_until:
+            return None
+        try:
+            _, graph = self._cached(
+                ("dependsOn-list", kind, ref.namespace),
+                lambda timeout: self._list_depends_on(kind, ref.namespace, budget, timeout),
+                budget,
+            )
+        except _Forbidden:
+            with self._lock:
+                self._list_forbidden_until = self._clock() + 300
+            return None
+        key = (kind, ref.namespace)
+        with self._lock:
+            known = self._reversed.get(key)
+        if known is None or known[0] is not graph:
+            reverse: dict[str, list[str]] = {}
+            for name, edges in graph.items():
+                for edge in edges:
+                    if edge.namespace == ref.namespace:
+                        reverse.setdefault(edge.name, []).append(name)
+            known = (graph, reverse)
+            with self._lock:
+                if len(self._reversed) >= MAX_CACHE_ENTRIES:
+                    self._reversed.clear()
+                self._reversed[key] = known
+        return [ObjectRef(ref.namespace, name) for name in known[1].get(ref.name, ())]
+
     def _list_depends_on(
         self, kind: DependencyKind, namespace: str, budget: Budget, timeout: float
     ) -> tuple[str, dict[str, list[ObjectRef]]]:
@@ -369,3 +425,9 @@ class RequestLookups:
 
     def persistent_volume_claim(self, namespace: str, name: str) -> JsonObject | None:
         return self.shared.persistent_volume_claim_within(namespace, name, self.budget)
+
+    def dependents(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
+        return self.shared.dependents_within(kind, ref, self.budget)
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        return self.shared.namespace_labels_within(name, self.budget)

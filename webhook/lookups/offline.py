@@ -16,6 +16,10 @@ class OfflineLookups:
         self._deployments: dict[ObjectRef, JsonObject] = {}
         self._dependencies: dict[tuple[str, ObjectRef], list[ObjectRef]] = {}
         self._claims: dict[ObjectRef, JsonObject] = {}
+        # (kind, depended-on object) -> the objects whose dependsOn names it
+        self._dependents: dict[tuple[str, ObjectRef], list[ObjectRef]] = {}
+        self._instances: dict[str, JsonObject] = {}  # namespace -> FluxInstance
+        self._namespaces: dict[str, dict[str, str]] = {}  # Namespace name -> labels
         for obj in objects:
             self.add(obj)
 
@@ -23,13 +27,23 @@ class OfflineLookups:
         target = target_of(obj)
         if not target.name:
             return
+        if (target.group, target.kind) == ("", "Namespace"):
+            labels = (obj.get("metadata") or {}).get("labels")
+            self._namespaces[target.name] = {
+                str(k): str(v) for k, v in (labels if isinstance(labels, dict) else {}).items()
+            }
+            return
         ref = ObjectRef(target.namespace, target.name)
         if (target.group, target.kind) == ("apps", "Deployment"):
             self._deployments[ref] = obj
+        elif (target.group, target.kind) == ("fluxcd.controlplane.io", "FluxInstance"):
+            self._instances[target.namespace] = obj
         elif (target.group, target.kind) == ("", "PersistentVolumeClaim"):
             self._claims[ref] = obj
         elif GROUPS.get(target.group) == target.kind:
-            self._dependencies[(target.kind, ref)] = depends_on(obj, target.namespace)
+            edges = self._dependencies[(target.kind, ref)] = depends_on(obj, target.namespace)
+            for dependency in edges:
+                self._dependents.setdefault((target.kind, dependency), []).append(ref)
 
     def deployment(self, namespace: str, name: str) -> JsonObject | None:
         return self._deployments.get(ObjectRef(namespace, name))
@@ -46,3 +60,19 @@ class OfflineLookups:
             # from the object's own file: an object of that name with no namespace may be it.
             found = self._dependencies.get((kind, ObjectRef("", ref.name)))
         return found
+
+    def dependents(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
+        """Every audited object of `kind` whose dependsOn names `ref` (an audit holds all)."""
+        found = list(self._dependents.get((kind, ref), []))
+        if ref.namespace:
+            # As above: a dependsOn without namespace, written in a file without one either.
+            found += self._dependents.get((kind, ObjectRef("", ref.name)), [])
+        return found
+
+    def flux_instance(self, namespace: str) -> JsonObject | None:
+        found = self._instances.get(namespace)
+        return found if found is not None else self._instances.get("")
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        """The labels of a Namespace the audited files define; None: not among them."""
+        return self._namespaces.get(name)

@@ -65,6 +65,11 @@ def plan(case: Case) -> Operation | str:
             "v1.3.0, for the v2beta cases) has no such field; test_native/test_hybrid run the "
             "plain cases on Flux v2.9.5's CRDs"
         )
+    if any(o.get("kind") == "FluxInstance" for o in spec.get("lookups", {}).get("objects", [])):
+        return (
+            "a FluxInstance marks the cluster multi-tenant: only the audits read it (the webhook "
+            "does not look FluxInstances up, and the replays have no Flux Operator CRD)"
+        )
     if spec.get("request", {}).get("oldObject") is not None:
         return (
             "an old object with the status helm-controller writes: the API server sends the "
@@ -150,6 +155,9 @@ def _exempt(obj: dict[str, Any]) -> dict[str, Any]:
     return exempt
 
 
+LABELLER = "replay-lookups"  # the field manager of the labels a case puts on a namespace
+
+
 def _kubectl(cluster: ControlPlane, *args: str, obj: dict[str, Any] | None = None) -> Any:
     text = json.dumps(obj) if obj is not None else None
     return cluster.kubectl(*args, input=text, check=False)
@@ -170,7 +178,15 @@ def lookups_present(cluster: ControlPlane, case: Case) -> Iterator[None]:
     """The case's lookup objects exist while the case is replayed (one with a deletionTimestamp
     is created with a finalizer and deleted: it stays, being deleted)."""
     objects = [_complete(o) for o in case.spec.get("lookups", {}).get("objects", [])]
+    # Namespaces (their labels choose tenants) are labelled, not created: the replays' namespaces
+    # exist already, and without a namespace controller a deleted one is never gone.
+    namespaces = [o for o in objects if o["kind"] == "Namespace"]
+    objects = [o for o in objects if o["kind"] != "Namespace"]
     try:
+        for namespace in namespaces:
+            result = _kubectl(cluster, "apply", "--server-side", f"--field-manager={LABELLER}",
+                              "-f", "-", obj=namespace)  # fmt: skip
+            assert result.returncode == 0, result.stderr
         for obj in objects:
             deleting = obj["metadata"].pop("deletionTimestamp", None)
             if deleting:
@@ -184,6 +200,11 @@ def lookups_present(cluster: ControlPlane, case: Case) -> Iterator[None]:
     finally:
         for obj in reversed(objects):
             _delete(cluster, obj)
+        for namespace in namespaces:  # the labels this manager set are removed again
+            bare = {"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": namespace["metadata"]["name"]}}  # fmt: skip
+            _kubectl(cluster, "apply", "--server-side", f"--field-manager={LABELLER}",
+                     "-f", "-", obj=bare)  # fmt: skip
 
 
 def _scaled_deployment(case: Case) -> dict[str, Any]:

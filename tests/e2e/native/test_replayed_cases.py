@@ -74,6 +74,12 @@ UNREPLAYABLE = {
     "kustomization-dependencies/mutate-webhook-cycle-not-run": "decides what /mutate alone",
     "tenant-service-account/lookup-unavailable-warned": "lookups unavailable",
     "helmrelease-remediation/gate-lookup-unavailable": "lookups unavailable",
+    "kustomization-safety/lookup-unavailable": "lookups unavailable",
+    **{
+        f"controller-lockdown/{name}": "a FluxInstance marks the cluster multi-tenant"
+        for name in ("fluxinstance-multitenant-warned", "fluxinstance-not-multitenant-pass")
+    },
+    "tenant-service-account/namespace-lookup-unavailable": "lookups unavailable",
     **{
         c.id: "spec.install/upgrade.strategy: the replays' HelmRelease CRD"
         for c in ALL_CASES
@@ -116,8 +122,17 @@ NATIVE_ONLY_SKIPPED = {
             "helmrelease-chart-ref-elsewhere-denied",
             "helmrelease-chart-source-elsewhere-denied",
             "kustomization-source-elsewhere-denied",
+            "labelled-namespace-denied",
         )
     },
+    **{
+        f"tenant-service-account/{name}": "tenant-service-account is webhook-only"
+        for name in ("labelled-namespace-denied", "param-other-tenant-label")
+    },
+    "kustomization-safety/force-denied-in-enforce": (
+        "kustomization-safety stays in the webhook with waitForDependents (a lookup); natively "
+        "only flux-intervals and flux-api-versions look at the Kustomization"
+    ),
 }
 # Sorted by policy set: each side switches sets once per group.
 REPLAYED = sorted(

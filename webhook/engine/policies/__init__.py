@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Params, Policy, Report
+from .controller_lockdown import ControllerLockdown
 from .controller_requeue_dependency import ControllerRequeueDependency
 from .fleet_job_tolerations import FleetJobTolerations
 from .flux_api_versions import FluxApiVersions
@@ -16,6 +17,7 @@ from .helmrelease_release_identity import HelmReleaseReleaseIdentity
 from .helmrelease_remediation import HelmReleaseRemediation
 from .irc_single_replica import IrcSingleReplica
 from .kustomization_dependencies import KustomizationDependencies
+from .kustomization_safety import KustomizationSafety
 from .source_controller_storage import SourceControllerStorage
 from .tenant_cross_namespace_refs import TenantCrossNamespaceRefs
 from .tenant_service_account import TenantServiceAccount
@@ -37,6 +39,8 @@ ALL_POLICIES: dict[str, Policy[Any]] = {
         FluxSourceTrust(),
         TenantServiceAccount(),
         TenantCrossNamespaceRefs(),
+        KustomizationSafety(),
+        ControllerLockdown(),
     )
 }
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from ..match import Match, cel_string
+from ..match import Match, ResourceMatch, cel_string
 from ..model import JsonObject, Lookups, Request, Target
 from ..resources import ResourceKind
 from ..units import parse_duration, parse_quantity
@@ -162,6 +162,25 @@ class Policy(ABC, Generic[ParamsT]):
         report: Report,
     ) -> None:
         """Inspect `obj`, mutate it towards compliance and write findings into `report`."""
+
+
+TENANT_LABEL = "toolkit.fluxcd.io/tenant"
+
+
+def tenant_matches(
+    resources: tuple[ResourceMatch, ...],
+    *,
+    namespaces: list[str],
+    label: str,
+    condition: str | None,
+) -> tuple[Match, ...]:
+    """Tenants' namespaces: those listed, and those carrying `label` ("": none by label)."""
+    matches = []
+    if namespaces:
+        matches.append(Match(resources, namespaces=frozenset(namespaces), condition=condition))
+    if label:
+        matches.append(Match(resources, namespace_label=label, condition=condition))
+    return tuple(matches)
 
 
 def judge_interval(

@@ -55,6 +55,11 @@ LATEST_TAG = (
     "!has(object.spec.ref.semver) && (!has(object.spec.ref.tag) || "
     "object.spec.ref.tag == 'latest')))"
 )
+UNVERIFIED_MESSAGE = (
+    "spec.verify is not set on an OCIRepository from {url}: its artifacts are signed, and "
+    "without verification source-controller accepts unsigned or tampered ones"
+)
+UNVERIFIED = "has(object.spec) && has(object.spec.url) && !has(object.spec.verify)"
 UNPINNED_CHART = (
     "has(object.spec) && has(object.spec.chart) && has(object.spec.chart.spec) && "
     "(!has(object.spec.chart.spec.version) || object.spec.chart.spec.version == '*')"
@@ -77,8 +82,25 @@ class SourceTrustParams(Params):
         default_factory=list,
         alias="productionNamespaces",
         description="Namespaces where OCIRepositories following the latest tag and HelmReleases "
-        "without a pinned chart version are warned about.",
+        "without a pinned chart version are warned about ('*': every namespace).",
     )
+    verified_urls: list[str] = Field(
+        default_factory=list,
+        alias="verifiedUrls",
+        description="OCIRepository URL prefixes whose artifacts are signed: an OCIRepository "
+        "under one without spec.verify is a violation ('oci://': every OCIRepository).",
+    )
+
+    def in_production(self, namespace: str) -> bool:
+        return "*" in self.production_namespaces or namespace in self.production_namespaces
+
+    def production_scope(self) -> frozenset[str]:
+        """The namespaces a Match names (empty: any) for the production checks."""
+        return (
+            frozenset()
+            if "*" in self.production_namespaces
+            else frozenset(self.production_namespaces)
+        )
 
 
 def _url_message(kind: str, field: str, url: str, prefixes: list[str]) -> str:
@@ -109,6 +131,8 @@ class FluxSourceTrust(Policy[SourceTrustParams]):
         conditions = [INSECURE, HTTP_URL] if params.insecure else []
         if params.allowed_urls:
             conditions.append(self._restricted(params))
+        if params.verified_urls:
+            conditions.append(f"request.kind.kind == 'OCIRepository' && {UNVERIFIED}")
         matches = []
         if conditions:
             condition = " || ".join(f"({c})" for c in conditions)
@@ -116,7 +140,7 @@ class FluxSourceTrust(Policy[SourceTrustParams]):
                 Match(resources=tuple(ResourceMatch(k) for k in SOURCES), condition=condition)
             )
         if params.production_namespaces:
-            production = frozenset(params.production_namespaces)
+            production = params.production_scope()
             matches += [
                 Match(
                     (ResourceMatch(OCIREPOSITORIES),), namespaces=production, condition=LATEST_TAG
@@ -145,7 +169,9 @@ class FluxSourceTrust(Policy[SourceTrustParams]):
             if params.insecure and kind in HTTP_URL_KINDS and plain:
                 report.violation(HTTP_URL_MESSAGE)
             self._check_url(obj, kind, params, report)
-        if request.target.namespace not in params.production_namespaces:
+            if kind == "OCIRepository":
+                _check_verified(obj, params.verified_urls, report)
+        if not params.in_production(request.target.namespace):
             return
         if kind == "OCIRepository" and _follows_latest(dig(obj, "spec")):
             report.advise(LATEST_TAG_MESSAGE)
@@ -196,9 +222,30 @@ class FluxSourceTrust(Policy[SourceTrustParams]):
                     + cel_string(f" is not under an allowed {kind} URL ({', '.join(prefixes)})"),
                 )
             )
+        if params.verified_urls:
+            listed = ", ".join(cel_string(p) for p in params.verified_urls)
+            url = "object.spec.url"
+            findings.append(
+                NativeFinding(
+                    "violation",
+                    f"request.kind.kind == 'OCIRepository' && {UNVERIFIED} && "
+                    f"!{url}.contains('${{') && [{listed}].exists(p, {url}.startsWith(p))",
+                    " + ".join(
+                        (
+                            cel_string(UNVERIFIED_MESSAGE.split("{url}")[0]),
+                            url,
+                            cel_string(UNVERIFIED_MESSAGE.split("{url}")[1]),
+                        )
+                    ),
+                )
+            )
         if params.production_namespaces:
             production = ", ".join(cel_string(n) for n in sorted(params.production_namespaces))
-            where = f"request.namespace in [{production}]"
+            where = (
+                "true"
+                if "*" in params.production_namespaces
+                else f"request.namespace in [{production}]"
+            )
             findings += [
                 NativeFinding(
                     "advisory",
@@ -228,3 +275,13 @@ def _follows_latest(spec: Any) -> bool:
     if ref.get("digest") or ref.get("semver"):
         return False
     return ref.get("tag") in (None, "latest")
+
+
+def _check_verified(obj: JsonObject, prefixes: list[str], report: Report) -> None:
+    """A violation when the OCIRepository's URL is under a signed prefix and it verifies
+    nothing (a `${VAR}` URL is judged once Flux substituted it)."""
+    url = dig(obj, "spec", "url")
+    if not prefixes or not isinstance(url, str) or "${" in url:
+        return
+    if dig(obj, "spec", "verify") is None and any(url.startswith(p) for p in prefixes):
+        report.violation(UNVERIFIED_MESSAGE.format(url=url))

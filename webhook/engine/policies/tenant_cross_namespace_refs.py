@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..match import Match, ResourceMatch
 from ..model import JsonObject, Lookups, Request
-from ..resources import ALERTS, HELMRELEASES, KUSTOMIZATIONS
-from .base import Params, Policy, Report, dig
+from ..resources import ALERTS, HELMRELEASES, KUSTOMIZATIONS, NAMESPACES
+from .base import TENANT_LABEL, Params, Policy, Read, Report, dig, tenant_matches
 
 
 class AllowedRef(BaseModel):
@@ -25,7 +25,13 @@ class CrossNamespaceParams(Params):
     tenant_namespaces: list[str] = Field(
         default_factory=list,
         alias="tenantNamespaces",
-        description="The tenants' namespaces (none: the policy matches nothing).",
+        description="The tenants' namespaces, besides those labelled tenantLabel.",
+    )
+    tenant_label: str = Field(
+        default=TENANT_LABEL,
+        alias="tenantLabel",
+        description="Namespaces carrying this label (any value) are tenants' (looked up; the "
+        "webhook's namespaceSelector selects them); '' for the list only.",
     )
     allowed: list[AllowedRef] = Field(
         default_factory=list,
@@ -75,19 +81,15 @@ class TenantCrossNamespaceRefs(Policy[CrossNamespaceParams]):
     params_model = CrossNamespaceParams
 
     def scope(self, params: CrossNamespaceParams) -> tuple[Match, ...]:
-        if not params.tenant_namespaces:
-            return ()
-        return (
-            Match(
-                resources=(
-                    ResourceMatch(KUSTOMIZATIONS),
-                    ResourceMatch(HELMRELEASES),
-                    ResourceMatch(ALERTS),
-                ),
-                namespaces=frozenset(params.tenant_namespaces),
-                condition=_elsewhere(),
-            ),
+        return tenant_matches(
+            (ResourceMatch(KUSTOMIZATIONS), ResourceMatch(HELMRELEASES), ResourceMatch(ALERTS)),
+            namespaces=params.tenant_namespaces,
+            label=params.tenant_label,
+            condition=_elsewhere(),
         )
+
+    def reads(self, params: CrossNamespaceParams) -> tuple[Read, ...]:
+        return (Read(NAMESPACES),) if params.tenant_label else ()
 
     def check(
         self,

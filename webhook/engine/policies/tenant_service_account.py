@@ -13,8 +13,8 @@ from pydantic import Field
 
 from ..match import Match, ResourceMatch
 from ..model import JsonObject, Lookups, Request
-from ..resources import DEPLOYMENTS, HELMRELEASES, KUSTOMIZATIONS
-from .base import Params, Policy, Read, Report, dig, named_container
+from ..resources import DEPLOYMENTS, HELMRELEASES, KUSTOMIZATIONS, NAMESPACES
+from .base import TENANT_LABEL, Params, Policy, Read, Report, dig, named_container, tenant_matches
 
 # The controller that applies each kind, whose --default-service-account covers it.
 CONTROLLERS = {"Kustomization": "kustomize-controller", "HelmRelease": "helm-controller"}
@@ -25,7 +25,13 @@ class TenantServiceAccountParams(Params):
     tenant_namespaces: list[str] = Field(
         default_factory=list,
         alias="tenantNamespaces",
-        description="The tenants' namespaces (none: the policy matches nothing).",
+        description="The tenants' namespaces, besides those labelled tenantLabel.",
+    )
+    tenant_label: str = Field(
+        default=TENANT_LABEL,
+        alias="tenantLabel",
+        description="Namespaces carrying this label (any value) are tenants' (looked up; the "
+        "webhook's namespaceSelector selects them); '' for the list only.",
     )
     controller_namespace: str = Field(
         default="flux-system",
@@ -59,18 +65,16 @@ class TenantServiceAccount(Policy[TenantServiceAccountParams]):
     params_model = TenantServiceAccountParams
 
     def scope(self, params: TenantServiceAccountParams) -> tuple[Match, ...]:
-        if not params.tenant_namespaces:
-            return ()
-        return (
-            Match(
-                resources=(ResourceMatch(KUSTOMIZATIONS), ResourceMatch(HELMRELEASES)),
-                namespaces=frozenset(params.tenant_namespaces),
-                condition="!has(object.spec) || !has(object.spec.serviceAccountName)",
-            ),
+        return tenant_matches(
+            (ResourceMatch(KUSTOMIZATIONS), ResourceMatch(HELMRELEASES)),
+            namespaces=params.tenant_namespaces,
+            label=params.tenant_label,
+            condition="!has(object.spec) || !has(object.spec.serviceAccountName)",
         )
 
     def reads(self, params: TenantServiceAccountParams) -> tuple[Read, ...]:
-        return (Read(DEPLOYMENTS, frozenset(CONTROLLERS.values())),)
+        deployments = Read(DEPLOYMENTS, frozenset(CONTROLLERS.values()))
+        return (deployments, Read(NAMESPACES)) if params.tenant_label else (deployments,)
 
     def check(
         self,
