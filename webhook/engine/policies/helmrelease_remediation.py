@@ -3,11 +3,14 @@ release stays failed until its spec changes).
 
 helm-controller (api/v2 `Install`/`Upgrade`): `strategy.name` defaults to `RemediateOnFailure`
 with `remediation.retries` 0; `RetryOnFailure` (Flux 2.7+) retries every `retryInterval`;
-`upgrade.remediation.remediateLastFailure` defaults to true only when retries > 0.
+`upgrade.remediation.remediateLastFailure` defaults to true only when retries > 0. The
+`strategy` field exists since helm-controller v1.4.0: where the looked-up controller is older,
+remediation.retries is set instead.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -29,6 +32,10 @@ from .base import (
 )
 
 ACTIONS = ("install", "upgrade")
+# helm-controller v1.4.0 (Flux 2.7) added install/upgrade `strategy`; older ones drop the field
+# (the CRD prunes it), so there the remedy is remediation.retries.
+STRATEGY_SINCE = (1, 4, 0)
+_TAG = re.compile(r":v?(\d+)\.(\d+)\.(\d+)(?:[-+@][^/]*)?$")
 GATE = "DefaultToRetryOnFailure"  # helm-controller: an unset strategy means RetryOnFailure
 HELM_CONTROLLER = "helm-controller"
 RETRY = "RetryOnFailure"
@@ -81,6 +88,14 @@ def retries_by_default(deployment: JsonObject | None) -> bool:
     return enabled
 
 
+def knows_strategy(deployment: JsonObject | None) -> bool:
+    """helm-controller's manager image is v1.4.0 or later (or its version is unknown: a
+    digest, a ${VAR}, no image), so HelmReleases may set `strategy`."""
+    manager = named_container(dig(deployment, "spec", "template", "spec"), "manager")
+    found = _TAG.search(str((manager or {}).get("image") or "").split("@", 1)[0])
+    return found is None or tuple(map(int, found.groups())) >= STRATEGY_SINCE
+
+
 def handled(action: Any) -> bool:
     """The action retries on failure: RetryOnFailure, or remediation retries other than 0
     (negative: unlimited; a ${VAR} is trusted, Flux substitutes it later)."""
@@ -124,6 +139,12 @@ class HelmReleaseRemediation(Policy[RemediationParams]):
         controller = lookups.deployment(params.controller_namespace, HELM_CONTROLLER)
         return controller is None or retries_by_default(controller)
 
+    def _knows_strategy(self, params: RemediationParams, lookups: Lookups) -> bool:
+        """helm-controller (lookup) is recent enough for `strategy`; unknown counts as yes."""
+        if params.default_to_retry_on_failure != "lookup":
+            return True
+        return knows_strategy(lookups.deployment(params.controller_namespace, HELM_CONTROLLER))
+
     def check(
         self,
         obj: JsonObject,
@@ -143,7 +164,7 @@ class HelmReleaseRemediation(Policy[RemediationParams]):
                 gate = self._gate(params, lookups) if gate is None else gate
                 if gate:
                     continue  # helm-controller retries an unset strategy
-            self._check_action(obj, action, current, request, params, report)
+            self._check_action(obj, action, current, request, params, lookups, report)
         if params.remediate_last_failure:
             remediation = dig(spec, "upgrade", "remediation")
             retries = _retries(remediation)
@@ -164,6 +185,7 @@ class HelmReleaseRemediation(Policy[RemediationParams]):
         current: Any,
         request: Request,
         params: RemediationParams,
+        lookups: Lookups,
         report: Report,
     ) -> None:
         strategy = dig(current, "strategy", "name")
@@ -177,6 +199,8 @@ class HelmReleaseRemediation(Policy[RemediationParams]):
         setting = params.set_default
         if setting == RETRY and request.target.version not in STRATEGY_VERSIONS:
             setting = "none"  # the version has no strategy field: say what to do instead
+        elif setting == RETRY and not self._knows_strategy(params, lookups):
+            setting = "retries"  # the controller predates strategy: retries is its remedy
         if setting == "none":
             report.advise(
                 f"spec.{action} has neither strategy.name {RETRY} nor remediation.retries: a "
