@@ -388,10 +388,8 @@ def test_table_lists_what_needs_attention(report: AuditReport) -> None:
     heads = [line.split()[0] for line in text.splitlines() if line[:1].isupper()]
     assert heads[:4] == ["WARN", "FAIL", "FAIL", "ERROR"]
     assert text.endswith(
-        "5 objects, 20 results: 16 pass, 2 fail, 1 warn, 0 error, 1 skip; 1 input error
-"
-        "notices: 1 skipped (not a Kubernetes object)
-"
+        "5 objects, 20 results: 16 pass, 2 fail, 1 warn, 0 error, 1 skip; 1 input error\n"
+        "notices: 1 skipped (not a Kubernetes object)\n"
     )
 
 
