@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from ..engine import JsonObject, Lookups, ObjectRef, PolicySet, evaluate, request_for
-from ..engine.model import DependencyKind
+from ..engine.model import DependencyKind, DependentsLookup, NamespaceLookup
 from ..engine.policies.kustomization_dependencies import depends_on
 from ..engine.resources import HELMRELEASES, KUSTOMIZATIONS, ResourceKind
 from ..engine.scope import listing_plan
@@ -99,8 +99,11 @@ class DependencyGraph:
         self._fallback = fallback
         self._edges: dict[tuple[str, ObjectRef], tuple[ObjectRef, ...]] = {}
         self._covers: dict[str, Callable[[str], bool]] = {}
+        # dependents by (kind, dependency), built from the edges on first use
+        self._reverse: dict[tuple[str, ObjectRef], list[ObjectRef]] | None = None
 
     def add(self, kind: DependencyKind, obj: JsonObject) -> None:
+        self._reverse = None
         meta = obj.get("metadata") or {}
         namespace, name = meta.get("namespace") or "", meta.get("name")
         if isinstance(name, str):
@@ -118,6 +121,26 @@ class DependencyGraph:
 
     def persistent_volume_claim(self, namespace: str, name: str) -> JsonObject | None:
         return self._fallback.persistent_volume_claim(namespace, name)
+
+    def dependents(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
+        """Who names `ref` in its dependsOn: from the listed edges where `ref`'s namespace was
+        listed completely, else as the live lookups answer (None: unknown, not judged)."""
+        covers = self._covers.get(kind)
+        if covers is not None and covers(ref.namespace):
+            if self._reverse is None:
+                self._reverse = {}
+                for (edge_kind, source), targets in self._edges.items():
+                    for target in targets:
+                        self._reverse.setdefault((edge_kind, target), []).append(source)
+            return list(self._reverse.get((kind, ref), []))
+        if isinstance(self._fallback, DependentsLookup):
+            return self._fallback.dependents(kind, ref)
+        return None
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        if isinstance(self._fallback, NamespaceLookup):
+            return self._fallback.namespace_labels(name)
+        return None
 
     def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:
         edges = self._edges.get((kind, ref))
