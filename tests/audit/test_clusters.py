@@ -366,3 +366,32 @@ def test_a_kustomization_that_applies_its_own_file_is_an_entry_point(tmp_path: P
     # without it, no entry point is in Git: every Kustomization starts a render, as before
     rest = [d for d in documents if "config/cluster.yaml" not in d.source]
     assert clusters_of(tmp_path, rest) == []
+
+
+def test_a_cluster_whose_sync_is_not_in_git_is_built_as_bootstrap_applies_it(
+    fleet: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """flux2-multi-tenancy's shape: gotk-sync.yaml is bootstrap's placeholder comment, so no
+    Kustomization in Git applies `clusters/X`; Flux's `flux-system` sync (kept in the cluster)
+    builds it, so its flux-system/kustomization.yaml patches the controllers. Read as written,
+    every controller the patches fix failed (a false positive per patched flag)."""
+    _, before = _audit(capsys, str(fleet))
+    for cluster in ("production", "staging"):
+        sync = fleet / "clusters" / cluster / "flux-system" / "gotk-sync.yaml"
+        sync.write_text("# This file will be generated automatically by flux boostrap.\n")
+    code, after = _audit(capsys, str(fleet))
+    assert code == 1
+
+    def controllers(report: dict[str, Any]) -> set[tuple[str, str, tuple[str, ...]]]:
+        return {
+            (f["policy"], f["name"], tuple(f.get("clusters", [])))
+            for f in report["findings"]
+            if f["result"] == "fail" and f["kind"] == "Deployment"
+        }
+
+    assert controllers(after) == controllers(before)
+    assert not any(
+        f["policy"] == "controller-requeue-dependency"
+        for f in after["findings"]
+        if f["result"] == "fail"
+    )

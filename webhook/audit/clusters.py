@@ -173,10 +173,44 @@ def _clusters_in(root: Path, base: Path, documents: Sequence[Document]) -> list[
         if len(relative.parts) >= 2:  # a file right in clusters/ is no cluster's own
             by_directory.setdefault(base / relative.parts[0], []).append(document)
     return [
-        Cluster(directory.relative_to(root).as_posix(), tuple(docs))
+        Cluster(directory.relative_to(root).as_posix(), _with_bootstrap_sync(root, directory, docs))
         for directory, docs in sorted(by_directory.items())
         if any(_is_entry(d) for d in docs)
     ]
+
+
+def _with_bootstrap_sync(
+    root: Path, directory: Path, documents: list[Document]
+) -> tuple[Document, ...]:
+    """A cluster's documents plus, when none of its Flux Kustomizations (written, or made by a
+    Flux install's sync) applies its directory, the sync `flux bootstrap` makes for it: the
+    directory is applied by a `flux-system` Kustomization kept outside Git (its gotk-sync.yaml a
+    placeholder, or Terraform's), built as Flux builds it (its kustomization.yaml patches the
+    controllers)."""
+    sources = source_index([d.obj for d in documents if d.obj is not None])
+    syncs = [d.obj for d in documents if d.obj is not None and is_flux_kustomization(d.obj)]
+    syncs += [s for d in documents for s in [_sync_of(d, sources)] if s is not None]
+    if any(directory.is_relative_to(_applied(root, s)) for s in syncs):
+        return tuple(documents)
+    shallowest = min(documents, key=lambda d: len(Path(d.source).parts))
+    path = "./" + directory.relative_to(root).as_posix()
+    sync = {
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+        "kind": "Kustomization",
+        "metadata": {"name": "flux-system", "namespace": "flux-system"},
+        "spec": {
+            "interval": "10m0s",
+            "path": path,
+            "prune": True,
+            "sourceRef": {"kind": "GitRepository", "name": "flux-system"},
+        },
+    }
+    return (*documents, dataclasses.replace(shallowest, obj=sync, text=""))
+
+
+def _applied(root: Path, kustomization: dict[str, Any]) -> Path:
+    spec = kustomization.get("spec") if isinstance(kustomization.get("spec"), dict) else {}
+    return (root / str((spec or {}).get("path") or "").lstrip("/")).resolve()
 
 
 def sync_kustomization(instance: dict[str, Any]) -> dict[str, Any] | None:
