@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ DRIFT = ("fail", "helmrelease-drift-detection")
 STORAGE = ("fail", "source-controller-storage")
 REQUEUE = ("fail", "controller-requeue-dependency")
 REMEDIATION = ("fail", "helmrelease-remediation")
+KS_WARN = ("warn", "kustomization-safety")
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,8 @@ class Pinned:
     findings: dict[tuple[str, str], int]  # (result, policy) -> count, each checked by hand
     notices: int  # not-audited notices (checked: each names a real reason)
     unreached: int  # files listed as applied by no cluster
-    # findings a routed bug makes (they are in `findings` too): a fix there changes the pin
-    false_positives: dict[tuple[str, str], int] = field(default_factory=dict)
     fixed: tuple[int, int] = (0, 0)  # audit and fix --check after fix --write
-    known_fix_bug: str = ""  # why `fixed` is not (0, 0) yet (a routed bug: fixing it moves the pin)
+    known_fix_bug: str = ""  # why `fixed` is not (0, 0)
 
 
 PINNED = [
@@ -49,9 +48,12 @@ PINNED = [
         audit=1,
         clusters=3,
         objects=1792,
-        findings={DRIFT: 154, STORAGE: 3},
+        # kustomization-safety: 30 dependencies with `wait: false`, fenrir-crds' `force: true`
+        findings={DRIFT: 154, STORAGE: 3, KS_WARN: 30, ("fail", "kustomization-safety"): 1},
         notices=1,  # games/fenrir-crds: GitRepository of another repo
         unreached=48,  # commented out of their kustomization.yaml (checked)
+        fixed=(1, 0),
+        known_fix_bug="not a bug: force: true is a validation finding, no fix writes it",
     ),
     Pinned(
         "fluxcd/flux2-kustomize-helm-example@4f1a5b1051b469108d1bdf0ebec6c814427e3834",
@@ -59,7 +61,7 @@ PINNED = [
         audit=1,
         clusters=2,
         objects=32,
-        findings={DRIFT: 3, ("warn", "helmrelease-interval"): 2},
+        findings={DRIFT: 3, ("warn", "helmrelease-interval"): 2, KS_WARN: 2},  # infra-configs
         notices=0,
         unreached=1,  # .fluxschema.yml, the Flux CLI's schema config
     ),
@@ -68,23 +70,25 @@ PINNED = [
         "clusters/prod-eu/flux-system/flux-operator-values.yaml",
         audit=1,
         clusters=4,
-        objects=44,
-        findings={STORAGE: 4, ("fail", "irc-single-replica"): 1},
-        notices=3,  # source-watcher's defaults are not recorded
+        objects=61,  # with the static entries of its ResourceSets
+        # the static HelmRelease in each cluster's flux-operator ResourceSet
+        findings={STORAGE: 4, ("fail", "irc-single-replica"): 1, DRIFT: 4},
+        notices=6,  # source-watcher's defaults are not recorded; 3 templated ResourceSets
         unreached=0,
     ),
     Pinned(
         "auricom/home-ops@6e33affc6b1028b04a91ca844fd66ecd9fa2edc2",
         ".archive/kubernetes/attic/ks.yaml",
-        audit=2,  # routed: invalid YAML in .archive/ files no cluster applies is an input error
+        audit=1,
         clusters=1,
         objects=813,
-        findings={DRIFT: 107, REMEDIATION: 14, STORAGE: 1},
+        # kustomization-safety: 19 dependencies with `wait: false`, 4 `prune: false`
+        findings={DRIFT: 107, REMEDIATION: 14, STORAGE: 1, KS_WARN: 21},
         notices=1,  # dragonfly: remote base
-        unreached=241,  # 227 of them in .archive/
-        fixed=(2, 2),
-        known_fix_bug="input error for invalid YAML in .archive/; the storage fix belongs in the "
-        "values file the release reads through valuesFrom, fix writes nothing",
+        unreached=243,  # 229 of them in .archive/ (2 of those invalid YAML: notices)
+        fixed=(1, 2),
+        known_fix_bug="the storage fix belongs in the values file the release reads through "
+        "valuesFrom: fix does not write it and exits 2 saying so",
     ),
     Pinned(
         "Diaoul/home-ops@557e52546543003bfe4137d9be19ba8b8af8b4d7",
@@ -97,6 +101,7 @@ PINNED = [
             STORAGE: 1,
             ("fail", "irc-single-replica"): 1,  # flux-manifests v2.6.4: IRC limit 1Gi
             ("warn", "flux-api-versions"): 4,  # HelmRepository type oci
+            KS_WARN: 15,  # 10 dependencies with `wait: false`, 5 `prune: false`
         },
         notices=1,  # dragonfly: remote base
         unreached=6,
@@ -108,12 +113,9 @@ PINNED = [
         audit=1,
         clusters=1,
         objects=523,
-        findings={DRIFT: 68, STORAGE: 1},
+        findings={DRIFT: 68, STORAGE: 1, KS_WARN: 1},  # victoria-logs
         notices=0,
         unreached=7,
-        fixed=(1, 1),
-        known_fix_bug="the flux-instance release covered by the defaults-patch edit loses its "
-        "controller fix: fix --write needs a second run",
     ),
     Pinned(
         "bjw-s-labs/home-ops@e183e642922b15733ab8d2c7900027aab596622b",
@@ -121,11 +123,9 @@ PINNED = [
         audit=1,
         clusters=1,
         objects=636,
-        findings={DRIFT: 79, STORAGE: 1},
+        findings={DRIFT: 79, STORAGE: 1, KS_WARN: 3},  # 3 `prune: false`
         notices=0,
         unreached=1,  # the bootstrap's external-secrets Secret (applied by hand)
-        fixed=(1, 1),
-        known_fix_bug="as onedr0p/home-ops: fix --write needs a second run",
     ),
     Pinned(
         "mischavandenburg/homelab@59a7b52a215c35f8fcfbccaef1ed3d20a097086c",
@@ -133,11 +133,10 @@ PINNED = [
         audit=1,
         clusters=2,
         objects=194,
-        findings={REQUEUE: 4, STORAGE: 2, REMEDIATION: 2},
+        # helm-controller v1.1.0 (Flux 2.4.0) has no install/upgrade strategy: retries are set
+        findings={REQUEUE: 4, STORAGE: 2, REMEDIATION: 2, KS_WARN: 5},
         notices=2,  # infra-controllers: remote base
         unreached=53,
-        # gotk-components v2.4.0: its HelmRelease CRD has no install/upgrade strategy
-        false_positives={REMEDIATION: 2},
     ),
     Pinned(
         "fluxcd/flux2-multi-tenancy@192da0594c0c06a38a232050b05fdb6e000d6eb8",
@@ -145,7 +144,7 @@ PINNED = [
         audit=0,
         clusters=2,
         objects=24,
-        findings={("warn", "flux-api-versions"): 1},
+        findings={("warn", "flux-api-versions"): 1, KS_WARN: 2},  # kyverno-policies
         notices=4,  # kyverno's OCIRepository, the tenant's GitRepository, per cluster
         unreached=0,
     ),
