@@ -129,6 +129,10 @@ NATIVE_ONLY_SKIPPED = {
         f"tenant-service-account/{name}": "tenant-service-account is webhook-only"
         for name in ("labelled-namespace-denied", "param-other-tenant-label")
     },
+    "helmrelease-remediation/old-controller-retries-set": (
+        "helmrelease-remediation reads helm-controller's version (a lookup) to choose strategy or "
+        "retries: it stays in the webhook"
+    ),
     "kustomization-safety/force-denied-in-enforce": (
         "kustomization-safety stays in the webhook with waitForDependents (a lookup); natively "
         "only flux-intervals and flux-api-versions look at the Kustomization"
