@@ -441,8 +441,16 @@ def fluxwarden_from_tree(bench: Bench) -> Iterator[None]:
     DIR`): the two trees compared in the same run, same API server, same neighbours."""
     if bench.tree is None:
         raise SystemExit("configuration webhook@tree needs --tree DIR")
+    other = TreeWebhookServer(bench.cluster, bench.fluxwarden.workdir.parent / "tree", bench.tree)
+    with _fluxwarden_instead(bench, other.start()):
+        yield
+
+
+@contextlib.contextmanager
+def _fluxwarden_instead(bench: Bench, other: WebhookServer) -> Iterator[None]:
+    """`webhook` served by `other` (started) in place of the bench's server; `other` stopped
+    and the bench's server back afterwards."""
     own = bench.fluxwarden
-    other = TreeWebhookServer(bench.cluster, own.workdir.parent / "tree", bench.tree).start()
     bench.fluxwarden = other
     try:
         with fluxwarden_webhook(bench):
@@ -456,15 +464,9 @@ def fluxwarden_from_tree(bench: Bench) -> Iterator[None]:
 def fluxwarden_two_workers(bench: Bench) -> Iterator[None]:
     """`webhook` served by two gevent worker processes instead of the Deployment's one: what a
     second worker buys in latency and throughput, and costs in memory, in the same run."""
-    own = bench.fluxwarden
-    other = WebhookServer(bench.cluster, own.workdir.parent / "two-workers", workers=2).start()
-    bench.fluxwarden = other
-    try:
-        with fluxwarden_webhook(bench):
-            yield
-    finally:
-        bench.fluxwarden = own
-        other.stop()
+    other = WebhookServer(bench.cluster, bench.fluxwarden.workdir.parent / "two-workers", workers=2)
+    with _fluxwarden_instead(bench, other.start()):
+        yield
 
 
 @contextlib.contextmanager
