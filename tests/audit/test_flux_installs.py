@@ -263,6 +263,54 @@ def test_chart_values_from_a_configmap_are_not_overwritten_by_a_fix(
     assert (repo / VALUES_FROM_RELEASE).read_text() == release
 
 
+VALUES_FILE = "kubernetes/apps/flux-system/flux-instance/app/helm/values.yaml"
+
+
+def test_chart_values_from_a_generated_configmap_are_fixed_in_their_values_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The patch list the instance was built with is the values file's (the ConfigMap is
+    generated from it next to the release): the storage fix is appended there, the written
+    patches kept as they are, and the next audit has nothing to fix."""
+    repo = _copy(tmp_path, VALUES_FROM)
+    before = (repo / VALUES_FILE).read_text()
+    assert main(["fix", "--write", str(repo)]) == 0
+    capsys.readouterr()
+    after = (repo / VALUES_FILE).read_text()
+    assert after.startswith(before)  # appended: nothing written is touched
+    patches = yaml.safe_load(after)["instance"]["kustomize"]["patches"]
+    assert len(patches) == 2
+    assert patches[1]["target"] == {"kind": "Deployment", "name": "source-controller"}
+    assert "sizeLimit" in patches[1]["patch"]
+    code, report = _audit(capsys, repo)
+    assert code == 0, _failing(report)
+
+
+def test_chart_values_from_a_written_configmap_are_not_fixed_but_said_where(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A values ConfigMap written as a manifest holds its values as a string: fix does not edit
+    YAML inside a string, and says where the patches go (exit 2, never `--check` 0 while the
+    audit fails)."""
+    repo = _copy(tmp_path, VALUES_FROM)
+    app = repo / "kubernetes/apps/flux-system/flux-instance/app"
+    values = (app / "helm/values.yaml").read_text()
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "flux-instance-values"},
+        "data": {"values.yaml": values},
+    }
+    (app / "configmap.yaml").write_text(yaml.safe_dump(configmap))
+    (app / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n"
+        "  - ./ocirepository.yaml\n  - ./helmrelease.yaml\n  - ./configmap.yaml\n"
+    )
+    assert main(["fix", "--check", str(repo)]) == 2
+    assert "its instance.kustomize.patches come from spec.valuesFrom" in capsys.readouterr().err
+    assert (app / "helm/values.yaml").read_text() == values
+
+
 def test_chart_values_from_a_secret_are_not_guessed() -> None:
     release = _chart_release(VALUES_FROM)
     release["spec"]["valuesFrom"] = [{"kind": "Secret", "name": "flux-values"}]

@@ -86,9 +86,7 @@ PINNED = [
         findings={DRIFT: 107, REMEDIATION: 14, STORAGE: 1, KS_WARN: 21},
         notices=1,  # dragonfly: remote base
         unreached=243,  # 229 of them in .archive/ (2 of those invalid YAML: notices)
-        fixed=(1, 2),
-        known_fix_bug="the storage fix belongs in the values file the release reads through "
-        "valuesFrom: fix does not write it and exits 2 saying so",
+        fixed=(0, 0),  # the storage fix written into the flux-instance values file
     ),
     Pinned(
         "Diaoul/home-ops@557e52546543003bfe4137d9be19ba8b8af8b4d7",

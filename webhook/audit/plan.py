@@ -16,6 +16,7 @@ position the rendered object happens to have. Applying the edits to text is `fix
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from .inventory import Installed, Inventory
 from .patch_values import plan_by_value
 from .resourcesets import resource_set_fix
 from .sources import field_line
+from .values_files import PATCHES as VALUES_PATCHES
+from .values_files import patches_file
 
 Fixes = list[tuple[JsonObject, list[JsonObject]]]
 """Objects (as rendered) and the ops that fix each."""
@@ -126,7 +129,7 @@ def plan_fixes(inventory: Inventory, *, policy_set: PolicySet, per_file: bool = 
             if installed is not None:  # a FluxInstance is only its controllers' patches
                 install_ops, install_why = _install_ops(installed, document.obj, patches)
                 if install_why and not install_ops:
-                    plan.problems.append(_patches_elsewhere(installed, install_why))
+                    _into_values_file(installed, document, patches, plan)
                 own = [] if is_flux_instance(document.obj) else ops
                 ops, why = own + install_ops, _joined(why, install_why)
             embedded = resource_set_fix(document, inventory.objects, patches.of)
@@ -251,6 +254,14 @@ def _install_ops(
 ) -> tuple[list[JsonObject], str]:
     """The ops on the written install object that put its controllers' fixes into its patch
     list (by value, merged, never repeated), from the Deployments the inventory materialised."""
+    ops, why = _instance_ops(installed, patches)
+    if not is_flux_instance(written):
+        ops = written_ops(installed.install, written, ops)
+    return ops, why
+
+
+def _instance_ops(installed: Installed, patches: _Patches) -> tuple[list[JsonObject], str]:
+    """The controllers' fixes as ops on the FluxInstance's `/spec/kustomize/patches`."""
     fixes: Fixes = []
     policies: set[str] = set()
     for deployment in installed.deployments:
@@ -261,21 +272,31 @@ def _install_ops(
     instance = installed.install.instance
     edited, added = by_value(user_patches(instance), fixes)
     ops = patch_list_ops("/spec/kustomize/patches", instance, edited, added)
-    if not is_flux_instance(written):
-        ops = written_ops(installed.install, written, ops)
     return ops, ", ".join(sorted(policies))
 
 
-def _patches_elsewhere(installed: Installed, why: str) -> InputProblem:
-    """Why an install's controller fixes are not written: its patch list is in the values a
-    release reads from `spec.valuesFrom`, which fix does not edit (an edit of the release's
-    `spec.values` would replace that list, as Helm merges lists)."""
+def _into_values_file(
+    installed: Installed, release: Document, patches: _Patches, plan: Plan
+) -> None:
+    """The controllers' fixes of a chart release whose patches come from `spec.valuesFrom`,
+    written into the generated values file that holds them; else a problem saying where the
+    patches must go (an edit of the release's `spec.values` would replace that list, as Helm
+    merges lists)."""
+    ops, why = _instance_ops(installed, patches)
+    patch_list = (installed.install.instance.get("spec") or {}).get("kustomize", {}).get("patches")
+    found = patches_file(release, patch_list or [], plan.documents)
+    if found is not None:
+        values = dataclasses.replace(installed.install, patches_pointer=VALUES_PATCHES)
+        plan.edits.append(
+            Edit(found.path, found.document, tuple(written_ops(values, found.obj, ops)), why)
+        )
+        return
     where = installed.item.location
     message = (
         f"{installed.install.what} not fixed ({why}): its instance.kustomize.patches come from "
         "spec.valuesFrom; add the patches there"
     )
-    return InputProblem(where.source, where.line, message, True)
+    plan.problems.append(InputProblem(where.source, where.line, message, True))
 
 
 def by_value(patches: list[Any], fixes: Fixes) -> tuple[dict[int, str], list[dict[str, Any]]]:
