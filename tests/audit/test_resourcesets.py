@@ -166,8 +166,8 @@ def test_a_fix_the_entry_cannot_take_is_an_error_naming_the_entry() -> None:
     document, item = _resource_set_item(RESOURCE_SET)
     objects = with_resource_sets([item], AuditReport())
 
-    def ops_of(obj: Any, cluster: str) -> tuple[list[Any], str]:
-        if obj["metadata"]["name"] != "static":
+    def ops_of(item: AuditObject) -> tuple[list[Any], str]:
+        if item.obj["metadata"]["name"] != "static":
             return [], ""
         # the annotations are the operator's (commonMetadata): not written in the entry
         return [{"op": "replace", "path": "/metadata/annotations/x", "value": "y"}], "p"
@@ -182,7 +182,7 @@ def test_a_fix_the_entry_cannot_take_is_an_error_naming_the_entry() -> None:
         )
     ]
 
-    def data_ops(obj: Any, cluster: str) -> tuple[list[Any], str]:
+    def data_ops(item: AuditObject) -> tuple[list[Any], str]:
         return [{"op": "add", "path": "/data/other", "value": "v"}], "p"
 
     fixed = resource_set_fix(document, objects, data_ops)
@@ -201,3 +201,38 @@ def test_template_actions_are_the_operators_delimiters() -> None:
         "resourceset.fluxcd.controlplane.io/name": "rs",
         "resourceset.fluxcd.controlplane.io/namespace": "ns",
     }
+
+
+INSTANCE_REPO = Path(__file__).parent / "repos" / "resourceset-instance"
+INSTANCE_FILE = "clusters/prod/flux-system/flux.yaml"
+
+
+def test_a_flux_instance_in_a_resourceset_is_installed_audited_and_fixed_in_its_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A static FluxInstance entry is the FluxInstance the operator applies: its controllers
+    are materialised (source-controller's unbounded emptyDirs fail), and the fix is one more
+    patch in the entry's `spec.kustomize.patches`, the written patch kept."""
+    repo = tmp_path / "repo"
+    shutil.copytree(INSTANCE_REPO, repo)
+    code, report = _audit(capsys, repo)
+    assert code == 1
+    failing = [
+        (f["kind"], f["name"], f["policy"], f["source"].removeprefix(f"{repo}/"))
+        for f in report["findings"]
+        if f["result"] == "fail"
+    ]
+    assert failing == [
+        ("Deployment", "source-controller", "source-controller-storage", INSTANCE_FILE)
+    ]
+    written = (repo / INSTANCE_FILE).read_text()
+    assert main(["fix", "--write", str(repo)]) == 0
+    capsys.readouterr()
+    fixed = (repo / INSTANCE_FILE).read_text()
+    entry = yaml.safe_load(fixed)["spec"]["resources"][0]
+    patches = entry["spec"]["kustomize"]["patches"]
+    assert len(patches) == 2
+    assert "--requeue-dependency=5s" in patches[0]["patch"]
+    assert patches[1]["target"] == {"kind": "Deployment", "name": "source-controller"}
+    assert fixed.startswith(written.rstrip("\n"))  # appended after the written patch
+    assert _audit(capsys, repo)[0] == 0

@@ -165,8 +165,9 @@ def collect(
             objects += objects_of(documents, report)
     installs: list[Installed] = []
     if render:
+        # a ResourceSet's static entries first: a FluxInstance among them is an install too
+        objects = with_resource_sets(objects, report)
         objects, installs = with_flux_installs(objects, report, kustomize)
-        objects = with_resource_sets(objects, report)  # the operator's objects, after its installs
     return Inventory(files, objects, installs, report.problems, report.unreached, stdin_text)
 
 

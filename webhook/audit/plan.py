@@ -99,6 +99,19 @@ def plan_fixes(inventory: Inventory, *, policy_set: PolicySet, per_file: bool = 
     patches = _Patches(inventory, policy_set)
     covered = set() if per_file else _defaults_edits(inventory, patches, plan)
     installs = {id(i.item): i for i in inventory.installs}
+
+    def entry_ops(item: AuditObject) -> tuple[list[JsonObject], str]:
+        """A ResourceSet entry's fix; a FluxInstance entry's is its controllers' patches."""
+        ops, why = patches.of(item.obj, item.cluster)
+        installed = installs.get(id(item))
+        if installed is None:
+            return ops, why
+        install_ops, install_why = _install_ops(installed, item.obj, patches)
+        if install_why and not install_ops:
+            plan.problems.append(_unwritten(installed, install_why))
+        own = [] if is_flux_instance(item.obj) else ops
+        return own + install_ops, _joined(why, install_why)
+
     generated: dict[str, Fixes] = {}
     unreached = set(inventory.unreached)
     file_clusters: dict[str, str] = {}  # where an object that matched no rendering is looked up
@@ -132,7 +145,7 @@ def plan_fixes(inventory: Inventory, *, policy_set: PolicySet, per_file: bool = 
                     _into_values_file(installed, document, patches, plan)
                 own = [] if is_flux_instance(document.obj) else ops
                 ops, why = own + install_ops, _joined(why, install_why)
-            embedded = resource_set_fix(document, inventory.objects, patches.of)
+            embedded = resource_set_fix(document, inventory.objects, entry_ops)
             ops, why = ops + embedded.ops, _joined(why, embedded.why)
             plan.problems += embedded.problems
             if ops:
@@ -291,12 +304,16 @@ def _into_values_file(
             Edit(found.path, found.document, tuple(written_ops(values, found.obj, ops)), why)
         )
         return
+    plan.problems.append(_unwritten(installed, why))
+
+
+def _unwritten(installed: Installed, why: str) -> InputProblem:
     where = installed.item.location
     message = (
         f"{installed.install.what} not fixed ({why}): its instance.kustomize.patches come from "
         "spec.valuesFrom; add the patches there"
     )
-    plan.problems.append(InputProblem(where.source, where.line, message, True))
+    return InputProblem(where.source, where.line, message, True)
 
 
 def by_value(patches: list[Any], fixes: Fixes) -> tuple[dict[int, str], list[dict[str, Any]]]:

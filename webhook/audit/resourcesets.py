@@ -12,7 +12,8 @@ namespace, so an entry is judged with the namespace it is written with.
 Entries without actions are audited as those objects, each at its entry's line of the
 ResourceSet's file, with "from ResourceSet NS/NAME"; entries with actions are not rendered here
 (no Go templates): one notice per ResourceSet counts them. A fix of such an object is written
-into its entry (`/spec/resources/i/...`).
+into its entry (`/spec/resources/i/...`); a FluxInstance entry is a Flux install like any
+other (its controllers' fixes go into the entry's `spec.kustomize.patches`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ OWNER_LABELS = (
     "resourceset.fluxcd.controlplane.io/namespace",
 )
 
-OpsOf = Callable[[JsonObject, str], tuple[list[JsonObject], str]]
+OpsOf = Callable[[AuditObject], tuple[list[JsonObject], str]]  # an entry object's fix, why
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,7 @@ def resource_set_fix(
         entry = item.document
         if not isinstance(entry, EntryDocument) or entry.resource_set is not document:
             continue
-        ops, why = ops_of(item.obj, item.cluster)
+        ops, why = ops_of(item)
         if not ops:
             continue
         mapped = [_under(entry.pointer, op) for op in ops]
