@@ -34,14 +34,16 @@ from .documents import (
     parse_stream,
     yaml_files,
 )
-from .findings import AuditReport, InputProblem, ObjectLocation
+from .findings import AuditReport, InputProblem, NotAudited, ObjectLocation
 from .flux_installs import FluxInstall, flux_install, source_index
 from .fluxinstance import Materialised, materialise, user_patches
+from .not_audited import Claim, claims, group
 from .patch_sources import PatchEntry, entries_of, kustomization_entries
 from .redaction import hide_secrets
 from .render import (
     KustomizeNotFound,
     Rendering,
+    _spec_dir,
     find_kustomize,
     is_flux_kustomization,
     render_clusters,
@@ -69,6 +71,7 @@ class Inventory:
     installs: list[Installed] = field(default_factory=list)
     problems: list[InputProblem] = field(default_factory=list)
     unreached: list[str] = field(default_factory=list)  # files no cluster applies
+    not_audited: list[NotAudited] = field(default_factory=list)  # not audited by design
     stdin: str | None = None  # the text read from `-`
     _lookups: dict[str, OfflineLookups] = field(default_factory=dict, repr=False)
     _renderings: dict[tuple[str, str, str], list[AuditObject]] | None = field(
@@ -167,7 +170,15 @@ def collect(
     if render:
         objects, installs = with_flux_installs(objects, report, kustomize)
         objects = with_resource_sets(objects, report)  # the operator's objects, after its installs
-    return Inventory(files, objects, installs, report.problems, report.unreached, stdin_text)
+    return Inventory(
+        files,
+        objects,
+        installs,
+        report.problems,
+        report.unreached,
+        report.not_audited,
+        stdin_text,
+    )
 
 
 def _distinct(paths: Sequence[str]) -> list[str]:
@@ -353,10 +364,12 @@ def rendered_objects(
     clusters = clusters_of(root, documents) or [Cluster("", tuple(documents))]
     objects: list[AuditObject] = []
     reached_files: set[Path] = set()
+    claimed: list[Claim] = []
     entries = [with_sync_entries(cluster.documents) for cluster in clusters]
     renderings = render_clusters(root, entries, command, allow_remote=allow_remote)
     for cluster, rendering in zip(clusters, renderings, strict=True):
         secrets = _rendering_problems(rendering, report, root=root, given=given, cluster=cluster)
+        claimed += _claims(rendering, root=root, given=given, cluster=cluster.name)
         objects += _objects_of_rendering(
             rendering,
             documents,
@@ -372,10 +385,12 @@ def rendered_objects(
             reached_files |= {Path(d.source).resolve() for d in cluster.documents}
     reached = {str(_display(p, root, given)) for p in reached_files}
     unreached = [d for d in documents if d.source not in reached]
+    if not objects or audit_unreached:  # the Kustomizations, not their files: audited as written
+        report.not_audited += group(claimed, {})
     if not objects:
         return objects_of(unreached, report)  # nothing rendered: all audited as written
     if not audit_unreached:
-        _list_unreached(unreached, report)
+        _list_unreached(unreached, report, claimed)
         return objects
     as_written = objects_of(unreached, report)
     where = "any cluster" if len(clusters) > 1 else "any Flux Kustomization"
@@ -383,9 +398,10 @@ def rendered_objects(
     return objects + [dataclasses.replace(o, note=note) for o in as_written]
 
 
-def _list_unreached(documents: list[Document], report: AuditReport) -> None:
+def _list_unreached(documents: list[Document], report: AuditReport, claimed: list[Claim]) -> None:
     """Files no cluster applies: listed, never judged; one that does not parse is a notice,
-    not an input error (Flux never reads it either)."""
+    not an input error (Flux never reads it either). Those under a Kustomization not audited
+    by design (`claimed`) are listed with it instead."""
     own = AuditReport()
     applied = [o for o in objects_of(documents, own) if not _is_build_configuration(o.obj)]
     broken = [p for p in own.problems if p.error]
@@ -393,7 +409,29 @@ def _list_unreached(documents: list[Document], report: AuditReport) -> None:
         dataclasses.replace(p, message=f"{p.message} (a file no cluster applies)", error=False)
         for p in broken
     ]
-    report.unreached += sorted({o.location.source for o in applied} | {p.source for p in broken})
+    listed = {o.location.source for o in applied} | {p.source for p in broken}
+    entries = group(claimed, {Path(os.path.realpath(f)): f for f in listed})
+    under = {f for entry in entries for f in entry.files}
+    report.not_audited += entries
+    report.unreached += sorted(listed - under)
+
+
+def _claims(rendering: Rendering, *, root: Path, given: str, cluster: str) -> list[Claim]:
+    """The repo files each Flux Kustomization this cluster did not build would read (its
+    file named as the user gave it)."""
+    base = root.resolve()
+    found = claims(
+        rendering.not_built.values(),
+        root=base,
+        cluster=cluster,
+        directory_of=lambda ks, where: _spec_dir(base, ks, where),
+    )
+    return [
+        dataclasses.replace(c, where=_display(Path(c.where), root, given))
+        if Path(c.where).is_absolute() and Path(c.where).is_relative_to(base)
+        else c
+        for c in found
+    ]
 
 
 def _render_command(

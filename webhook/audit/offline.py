@@ -238,7 +238,11 @@ def evaluate_inventory(
 ) -> AuditReport:
     """The audit's report of an inventory: its problems and unreached files, and every object
     evaluated with its cluster's lookups."""
-    report = AuditReport(problems=list(inventory.problems), unreached=list(inventory.unreached))
+    report = AuditReport(
+        problems=list(inventory.problems),
+        unreached=list(inventory.unreached),
+        not_audited=list(inventory.not_audited),
+    )
     return _evaluate_clusters(inventory, report, policy_set=policy_set, jobs=jobs)
 
 
