@@ -37,6 +37,7 @@ from .documents import (
 from .findings import AuditReport, InputProblem, NotAudited, ObjectLocation
 from .flux_installs import FluxInstall, flux_install, source_index
 from .fluxinstance import Materialised, materialise, user_patches
+from .mapped_sources import MappedInputs, MappedRendering, render_mapped
 from .not_audited import Claim, claims, group
 from .patch_sources import PatchEntry, entries_of, kustomization_entries
 from .redaction import hide_secrets
@@ -132,10 +133,14 @@ def collect(
     allow_remote: bool = False,
     audit_unreached: bool = False,
     stdin: TextIO | None = None,
+    mapped: MappedInputs | None = None,
 ) -> Inventory:
     """The inventory of `paths` (files, directories, `-`): each directory rendered as Flux
-    applies it, cluster by cluster, when `render`; every Flux install materialised once."""
+    applies it, cluster by cluster, when `render`; every Flux install materialised once.
+    Kustomizations whose source is mapped (`mapped`, from `--source`) render from its
+    directory."""
     report = AuditReport()
+    mapped = mapped or MappedInputs()
     objects: list[AuditObject] = []
     files: dict[str, list[Document]] = {}
     stdin_text: str | None = None
@@ -163,9 +168,17 @@ def collect(
                 exclude,
                 allow_remote=allow_remote,
                 audit_unreached=audit_unreached,
+                mapped=mapped,
             )
         else:
             objects += objects_of(documents, report)
+    for documents in mapped.documents.values():
+        for document in documents:
+            files.setdefault(document.source, []).append(document)
+    report.problems += [
+        InputProblem(m.path, 0, f"--source {m.name}: no Flux Kustomization uses this source", False)
+        for m in mapped.unused()
+    ]
     installs: list[Installed] = []
     if render:
         objects, installs = with_flux_installs(objects, report, kustomize)
@@ -351,6 +364,7 @@ def rendered_objects(
     *,
     allow_remote: bool = False,
     audit_unreached: bool = False,
+    mapped: MappedInputs | None = None,
 ) -> list[AuditObject]:
     """The objects Flux applies from directory `given` (documents: its files), each cluster
     rendered on its own; build problems go to `report` (notices, or errors when a build fails or
@@ -367,7 +381,13 @@ def rendered_objects(
     claimed: list[Claim] = []
     entries = [with_sync_entries(cluster.documents) for cluster in clusters]
     renderings = render_clusters(root, entries, command, allow_remote=allow_remote)
+    mapped = mapped or MappedInputs()
+    values = [_values(e, r) for e, r in zip(entries, renderings, strict=True)]
+    from_sources = render_mapped(
+        renderings, values, mapped.mappings, command, allow_remote=allow_remote
+    )
     for cluster, rendering in zip(clusters, renderings, strict=True):
+        _drop_mapped(rendering, mapped)
         secrets = _rendering_problems(rendering, report, root=root, given=given, cluster=cluster)
         claimed += _claims(rendering, root=root, given=given, cluster=cluster.name)
         objects += _objects_of_rendering(
@@ -383,6 +403,13 @@ def rendered_objects(
         if cluster.name:  # the cluster's directory is what its bootstrap sync applies
             objects += _entry_objects(cluster, rendering.reached)
             reached_files |= {Path(d.source).resolve() for d in cluster.documents}
+    for made in from_sources:
+        name = clusters[made.cluster].name
+        objects += _mapped_objects(made, name, documents, report, mapped)
+        source_root = Path(made.source.path)
+        claimed += _claims(made.rendering, root=source_root, given=made.source.path, cluster=name)
+        inside = {p for p in made.rendering.reached if p.is_relative_to(root.resolve())}
+        reached_files |= inside  # a mapped directory inside the repo
     reached = {str(_display(p, root, given)) for p in reached_files}
     unreached = [d for d in documents if d.source not in reached]
     if not objects or audit_unreached:  # the Kustomizations, not their files: audited as written
@@ -396,6 +423,73 @@ def rendered_objects(
     where = "any cluster" if len(clusters) > 1 else "any Flux Kustomization"
     note = f"not reached by {where} under {given}: audited as written"
     return objects + [dataclasses.replace(o, note=note) for o in as_written]
+
+
+def _values(entries: Sequence[Document], rendering: Rendering) -> list[Document]:
+    """A cluster's ConfigMaps and Secrets, written and rendered: what the postBuild variables
+    of a Kustomization rendered from a mapped source come from."""
+    kinds = ("ConfigMap", "Secret")
+    written = [d for d in entries if d.obj is not None and d.obj.get("kind") in kinds]
+    rendered = [
+        Document(str(o.source or ""), 0, 0, "", o.obj)
+        for o in rendering.objects
+        if o.obj.get("kind") in kinds and o.obj.get("apiVersion") == "v1"
+    ]
+    return written + rendered
+
+
+def _drop_mapped(rendering: Rendering, mapped: MappedInputs) -> None:
+    """Forget the Kustomizations of `rendering` whose source is mapped (and their "not
+    audited" notices): they are rendered from the mapped directory."""
+    for key, item in list(rendering.not_built.items()):
+        if item.source is None or item.source not in mapped.mappings:
+            continue
+        mapped.used.add(item.source)
+        del rendering.not_built[key]
+        said = f"Flux Kustomization {key}: {item.why}"
+        rendering.problems = [p for p in rendering.problems if p.message != said]
+
+
+def _mapped_objects(
+    made: MappedRendering,
+    cluster: str,
+    documents: list[Document],
+    report: AuditReport,
+    mapped: MappedInputs,
+) -> list[AuditObject]:
+    """The objects one cluster applies from a mapped source, named by their files in its
+    directory; each of their findings says the source."""
+    source = made.source
+    if source.key not in mapped.documents:  # read once, with the repo's confinement
+        mapped.documents[source.key] = confined_load(
+            source.path, exclude=(), skipped=Skipped(), jobs=1, report=report
+        )
+    _drop_mapped(made.rendering, mapped)
+    root = Path(source.path)
+    for problem in made.rendering.problems:
+        message = f"{cluster}: {problem.message}" if cluster else problem.message
+        shown = _shown(problem.source, root, source.path)
+        report.problems.append(InputProblem(shown, 0, message, problem.error))
+    secrets = tuple(sorted({v for o in made.rendering.objects for v in o.secrets if len(v) >= 4}))
+    rendered = _objects_of_rendering(
+        made.rendering,
+        [*mapped.documents[source.key], *documents],
+        root=root,
+        given=source.path,
+        exclude=(),
+        cluster=cluster,
+        secrets=secrets,
+    )
+    note = f"from {source.name} (--source {source.path})"
+    return [dataclasses.replace(o, note=note) for o in rendered]
+
+
+def _shown(where: str, root: Path, given: str) -> str:
+    """A file a mapped source's rendering names: under its directory as the user gave it."""
+    path = Path(where)
+    if path.is_absolute() and path.is_relative_to(root.resolve()):
+        return _display(path, root, given)
+    return where
 
 
 def _list_unreached(documents: list[Document], report: AuditReport, claimed: list[Claim]) -> None:

@@ -3,7 +3,10 @@ cluster applies.
 
 A Kustomization whose source is not this repo (an OCI artifact, another Git repository, a bucket,
 an ExternalArtifact no generator here makes) or whose build needs a remote base that is not
-fetched is not built, so the repo files its `spec.path` reads are not audited. They are not files
+fetched is not built, so the repo files its `spec.path` reads are not audited. For a remote base
+and for an OCI artifact or bucket (pushed by CI from a directory of the repo, as `_spec_dir`
+finds it) those are the files below `spec.path` here; another Git repository's path is in that
+repository, so it claims no file of this one (the Kustomization is still listed). They are not files
 "applied by no cluster": Flux applies them, fluxwarden cannot say how. Each is listed under its
 Kustomization with the reason. A file some other Kustomization (of any cluster) does build is
 audited as that one applies it, and is listed under neither.
@@ -32,6 +35,9 @@ from .flux_sources import NotBuilt
 _LISTS = ("resources", "bases", "components", "crds", "patchesStrategicMerge")
 _PATCH_LISTS = ("patches", "patchesJson6902")
 _GENERATORS = ("configMapGenerator", "secretGenerator")
+# artifacts CI pushes from a directory of the repo (`flux push artifact --path=./deploy`): the
+# directory of `spec.path` here is what they hold
+_PUSHED_KINDS = ("OCIRepository", "Bucket")
 _WALK_LIMIT = 10_000  # directories and files visited per Kustomization: a bound, never reached
 
 
@@ -71,13 +77,24 @@ def claims(
     real_root = Path(os.path.realpath(root))
     found: list[Claim] = []
     for item in not_built:
-        meta = item.kustomization.get("metadata") or {}
-        key = f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"
+        if item.source is not None and item.source[0] not in _PUSHED_KINDS:
+            # another Git repository (or an ExternalArtifact no generator here makes): its
+            # spec.path is in that source, any directory of the same name here is not it
+            found.append(
+                Claim(_key(item), cluster, item.where, why_of(_key(item), item.why), frozenset())
+            )
+            continue
+        key = _key(item)
         directory = Path(os.path.realpath(directory_of(item.kustomization, item.where)))
         inside = directory != real_root and is_under(directory, real_root) and directory.is_dir()
         files = frozenset(files_read(directory, real_root)) if inside else frozenset()
         found.append(Claim(key, cluster, item.where, why_of(key, item.why), files))
     return found
+
+
+def _key(item: NotBuilt) -> str:
+    meta = item.kustomization.get("metadata") or {}
+    return f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"
 
 
 def files_read(directory: Path, root: Path) -> set[Path]:
@@ -118,7 +135,7 @@ def _generated(directory: Path) -> tuple[list[Path], list[Path]]:
     files: list[Path] = []
     nested: list[Path] = []
     for current, dirs, names in os.walk(directory):
-        kept = []
+        kept: list[Path] = []
         for name in sorted(dirs):
             child = Path(current, name)
             (nested if _kustomization_file(child) is not None else kept).append(child)

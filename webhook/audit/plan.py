@@ -97,7 +97,8 @@ def plan_fixes(inventory: Inventory, *, policy_set: PolicySet, per_file: bool = 
     covered = set() if per_file else _defaults_edits(inventory, patches, plan)
     installs = {id(i.item): i for i in inventory.installs}
     generated: dict[str, Fixes] = {}
-    unreached = set(inventory.unreached)
+    # files no cluster applies, and files under a Kustomization not audited by design
+    unreached = {*inventory.unreached, *(f for n in inventory.not_audited for f in n.files)}
     file_clusters: dict[str, str] = {}  # where an object that matched no rendering is looked up
     for o in inventory.objects:
         file_clusters.setdefault(o.location.source, o.cluster)
