@@ -414,7 +414,7 @@ def render_sarif(report: AuditReport, **_: Any) -> str:
     location (kind, namespace, name) instead of a file.
     """
     report = quoting_prefixes(report)
-    rules = _sarif_rules({f.policy for f in report.findings})
+    rules = _sarif_rules({f.policy for f in report.findings}, not_audited=bool(report.not_audited))
     index = {rule["id"]: number for number, rule in enumerate(rules)}
     results = [
         _sarif_result(finding, index)
@@ -444,7 +444,7 @@ def render_sarif(report: AuditReport, **_: Any) -> str:
     return json.dumps(log, indent=2) + "\n"
 
 
-def _sarif_rules(used: Iterable[str]) -> list[dict[str, Any]]:
+def _sarif_rules(used: Iterable[str], *, not_audited: bool = False) -> list[dict[str, Any]]:
     descriptions = rule_descriptions()
     # a finding of a policy the registry does not describe still gets a rule to point at
     descriptions.update({name: name for name in sorted(set(used) - set(descriptions))})
@@ -462,6 +462,8 @@ def _sarif_rules(used: Iterable[str]) -> list[dict[str, Any]]:
             "properties": {"tags": ["fluxwarden", "yaml"]},
         }
     )
+    if not not_audited:  # only a run with such a Kustomization has the rule
+        return rules
     rules.append(
         {
             "id": NOT_AUDITED_RULE,

@@ -405,7 +405,7 @@ def rendered_objects(
             reached_files |= {Path(d.source).resolve() for d in cluster.documents}
     for made in from_sources:
         name = clusters[made.cluster].name
-        objects += _mapped_objects(made, name, documents, report, mapped)
+        objects += _mapped_objects(made, name, documents, report, mapped, shown=(root, given))
         source_root = Path(made.source.path)
         claimed += _claims(made.rendering, root=source_root, given=made.source.path, cluster=name)
         inside = {p for p in made.rendering.reached if p.is_relative_to(root.resolve())}
@@ -456,9 +456,12 @@ def _mapped_objects(
     documents: list[Document],
     report: AuditReport,
     mapped: MappedInputs,
+    *,
+    shown: tuple[Path, str],
 ) -> list[AuditObject]:
     """The objects one cluster applies from a mapped source, named by their files in its
-    directory; each of their findings says the source."""
+    directory; each of their findings says the source. Problems name files under the
+    repo (`shown`: its root and as given) or the mapped directory as the user gave them."""
     source = made.source
     if source.key not in mapped.documents:  # read once, with the repo's confinement
         mapped.documents[source.key] = confined_load(
@@ -468,8 +471,8 @@ def _mapped_objects(
     root = Path(source.path)
     for problem in made.rendering.problems:
         message = f"{cluster}: {problem.message}" if cluster else problem.message
-        shown = _shown(problem.source, root, source.path)
-        report.problems.append(InputProblem(shown, 0, message, problem.error))
+        where = _shown(_shown(problem.source, *shown), root, source.path)
+        report.problems.append(InputProblem(where, 0, message, problem.error))
     secrets = tuple(sorted({v for o in made.rendering.objects for v in o.secrets if len(v) >= 4}))
     rendered = _objects_of_rendering(
         made.rendering,
