@@ -141,6 +141,26 @@ def test_fix_shows_a_mapped_source_but_writes_only_below_the_paths_given(
     assert _run(capsys, "audit", "--source", TENANT, "fleet")[0] == 1
 
 
+def test_a_directory_of_the_repo_mapped_as_its_artifact_is_audited_and_fixed_in_place(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CI pushes the repo as the `platform` artifact: mapped to the repo, its release is
+    audited under its own name, no longer "not audited", and `fix --write` writes it."""
+    platform = "OCIRepository/flux-system/platform=fleet"
+    _, report = _json(capsys, "--source", platform, "--source", TENANT, "fleet")
+    failing = sorted(f["source"] for f in report["findings"] if f["result"] == "fail")
+    assert failing == [
+        "fleet/apps/shared/helmrelease.yaml",
+        "fleet/platform/helmrelease.yaml",
+        "tenant/deploy/podinfo/helmrelease.yaml",
+    ]
+    assert [n["kustomization"] for n in report["notAudited"]] == ["flux-system/dragonfly"]
+    code, _, _ = _run(capsys, "fix", "--write", "--source", platform, "fleet")
+    assert code == 0
+    assert "mode: enabled" in (repo / "fleet/platform/helmrelease.yaml").read_text()
+    assert _run(capsys, "audit", "--source", platform, "fleet")[0] == 0
+
+
 @pytest.mark.parametrize(
     ("mapping", "said"),
     [

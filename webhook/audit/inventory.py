@@ -382,9 +382,16 @@ def rendered_objects(
     entries = [with_sync_entries(cluster.documents) for cluster in clusters]
     renderings = render_clusters(root, entries, command, allow_remote=allow_remote)
     mapped = mapped or MappedInputs()
-    values = [_values(e, r) for e, r in zip(entries, renderings, strict=True)]
-    from_sources = render_mapped(
-        renderings, values, mapped.mappings, command, allow_remote=allow_remote
+    from_sources = (
+        render_mapped(
+            renderings,
+            [_values(e, r) for e, r in zip(entries, renderings, strict=True)],
+            mapped.mappings,
+            command,
+            allow_remote=allow_remote,
+        )
+        if mapped.mappings
+        else []
     )
     for cluster, rendering in zip(clusters, renderings, strict=True):
         _drop_mapped(rendering, mapped)
@@ -463,22 +470,25 @@ def _mapped_objects(
     directory; each of their findings says the source. Problems name files under the
     repo (`shown`: its root and as given) or the mapped directory as the user gave them."""
     source = made.source
-    if source.key not in mapped.documents:  # read once, with the repo's confinement
+    root, given = Path(source.path), source.path
+    in_repo = root.resolve().is_relative_to(shown[0].resolve())
+    if in_repo:  # a directory of the repo (the one CI pushes): its files as the repo's
+        root, given = shown
+    elif source.key not in mapped.documents:  # read once, with the repo's confinement
         mapped.documents[source.key] = confined_load(
             source.path, exclude=(), skipped=Skipped(), jobs=1, report=report
         )
     _drop_mapped(made.rendering, mapped)
-    root = Path(source.path)
     for problem in made.rendering.problems:
         message = f"{cluster}: {problem.message}" if cluster else problem.message
-        where = _shown(_shown(problem.source, *shown), root, source.path)
+        where = _shown(_shown(problem.source, *shown), root, given)
         report.problems.append(InputProblem(where, 0, message, problem.error))
     secrets = tuple(sorted({v for o in made.rendering.objects for v in o.secrets if len(v) >= 4}))
     rendered = _objects_of_rendering(
         made.rendering,
-        [*mapped.documents[source.key], *documents],
+        [*mapped.documents.get(source.key, []), *documents],
         root=root,
-        given=source.path,
+        given=given,
         exclude=(),
         cluster=cluster,
         secrets=secrets,
