@@ -72,8 +72,8 @@ class Inventory:
     installs: list[Installed] = field(default_factory=list)
     problems: list[InputProblem] = field(default_factory=list)
     unreached: list[str] = field(default_factory=list)  # files no cluster applies
-    not_audited: list[NotAudited] = field(default_factory=list)  # not audited by design
     stdin: str | None = None  # the text read from `-`
+    not_audited: list[NotAudited] = field(default_factory=list)  # not audited by design
     _lookups: dict[str, OfflineLookups] = field(default_factory=dict, repr=False)
     _renderings: dict[tuple[str, str, str], list[AuditObject]] | None = field(
         default=None, repr=False
@@ -136,9 +136,8 @@ def collect(
     mapped: MappedInputs | None = None,
 ) -> Inventory:
     """The inventory of `paths` (files, directories, `-`): each directory rendered as Flux
-    applies it, cluster by cluster, when `render`; every Flux install materialised once.
-    Kustomizations whose source is mapped (`mapped`, from `--source`) render from its
-    directory."""
+    applies it, cluster by cluster, when `render` (Kustomizations of a `mapped` source from its
+    directory); every Flux install materialised once."""
     report = AuditReport()
     mapped = mapped or MappedInputs()
     objects: list[AuditObject] = []
@@ -172,26 +171,30 @@ def collect(
             )
         else:
             objects += objects_of(documents, report)
-    for documents in mapped.documents.values():
-        for document in documents:
-            files.setdefault(document.source, []).append(document)
-    report.problems += [
-        InputProblem(m.path, 0, f"--source {m.name}: no Flux Kustomization uses this source", False)
-        for m in mapped.unused()
-    ]
+    _with_mapped_files(files, mapped, report)
     installs: list[Installed] = []
     if render:
         objects, installs = with_flux_installs(objects, report, kustomize)
         objects = with_resource_sets(objects, report)  # the operator's objects, after its installs
-    return Inventory(
-        files,
-        objects,
-        installs,
-        report.problems,
-        report.unreached,
-        report.not_audited,
-        stdin_text,
-    )
+    inventory = Inventory(files, objects, installs, report.problems, report.unreached, stdin_text)
+    inventory.not_audited = report.not_audited
+    return inventory
+
+
+def _with_mapped_files(
+    files: dict[str, list[Document]], mapped: MappedInputs, report: AuditReport
+) -> None:
+    """The files read from mapped sources join `files` (the fix plans edits to them), and a
+    mapping no Kustomization used is a notice."""
+    known = set(files)  # a mapped directory also given as a PATH: read already
+    for documents in mapped.documents.values():
+        for document in documents:
+            if document.source not in known:
+                files.setdefault(document.source, []).append(document)
+    report.problems += [
+        InputProblem(m.path, 0, f"--source {m.name}: no Flux Kustomization uses this source", False)
+        for m in mapped.unused()
+    ]
 
 
 def _distinct(paths: Sequence[str]) -> list[str]:
@@ -382,17 +385,7 @@ def rendered_objects(
     entries = [with_sync_entries(cluster.documents) for cluster in clusters]
     renderings = render_clusters(root, entries, command, allow_remote=allow_remote)
     mapped = mapped or MappedInputs()
-    from_sources = (
-        render_mapped(
-            renderings,
-            [_values(e, r) for e, r in zip(entries, renderings, strict=True)],
-            mapped.mappings,
-            command,
-            allow_remote=allow_remote,
-        )
-        if mapped.mappings
-        else []
-    )
+    from_sources = _render_mapped(entries, renderings, mapped, command, allow_remote)
     for cluster, rendering in zip(clusters, renderings, strict=True):
         _drop_mapped(rendering, mapped)
         secrets = _rendering_problems(rendering, report, root=root, given=given, cluster=cluster)
@@ -413,23 +406,49 @@ def rendered_objects(
     for made in from_sources:
         name = clusters[made.cluster].name
         objects += _mapped_objects(made, name, documents, report, mapped, shown=(root, given))
-        source_root = Path(made.source.path)
-        claimed += _claims(made.rendering, root=source_root, given=made.source.path, cluster=name)
-        inside = {p for p in made.rendering.reached if p.is_relative_to(root.resolve())}
-        reached_files |= inside  # a mapped directory inside the repo
+        claimed += _claims(
+            made.rendering, root=Path(made.source.path), given=made.source.path, cluster=name
+        )
+        reached_files |= {p for p in made.rendering.reached if p.is_relative_to(root.resolve())}
     reached = {str(_display(p, root, given)) for p in reached_files}
     unreached = [d for d in documents if d.source not in reached]
-    if not objects or audit_unreached:  # the Kustomizations, not their files: audited as written
-        report.not_audited += group(claimed, {})
-    if not objects:
-        return objects_of(unreached, report)  # nothing rendered: all audited as written
-    if not audit_unreached:
-        _list_unreached(unreached, report, claimed)
-        return objects
-    as_written = objects_of(unreached, report)
     where = "any cluster" if len(clusters) > 1 else "any Flux Kustomization"
     note = f"not reached by {where} under {given}: audited as written"
-    return objects + [dataclasses.replace(o, note=note) for o in as_written]
+    return _with_unreached(objects, unreached, report, claimed, note if audit_unreached else None)
+
+
+def _with_unreached(
+    objects: list[AuditObject],
+    unreached: list[Document],
+    report: AuditReport,
+    claimed: list[Claim],
+    note: str | None,
+) -> list[AuditObject]:
+    """`objects` and, of the files no cluster applies: when nothing rendered, all audited as
+    written; with a `note` (--audit-unreached), each audited as written saying it; else none
+    (listed, apart from those under a Kustomization not audited by design)."""
+    if not objects or note is not None:  # the Kustomizations listed, their files audited
+        report.not_audited += group(claimed, {})
+    if not objects:
+        return objects_of(unreached, report)
+    if note is None:
+        _list_unreached(unreached, report, claimed)
+        return objects
+    return objects + [dataclasses.replace(o, note=note) for o in objects_of(unreached, report)]
+
+
+def _render_mapped(
+    entries: Sequence[Sequence[Document]],
+    renderings: Sequence[Rendering],
+    mapped: MappedInputs,
+    command: list[str],
+    allow_remote: bool,
+) -> list[MappedRendering]:
+    """The renderings from mapped sources (none without --source)."""
+    if not mapped.mappings:
+        return []
+    values = [_values(e, r) for e, r in zip(entries, renderings, strict=True)]
+    return render_mapped(renderings, values, mapped.mappings, command, allow_remote=allow_remote)
 
 
 def _values(entries: Sequence[Document], rendering: Rendering) -> list[Document]:
