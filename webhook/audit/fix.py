@@ -75,10 +75,8 @@ def fix_paths(
 
     Nothing is read or written through a symlink that leads outside `paths`, and no symlinked
     file is rewritten; files are replaced, never written in place. Remote bases are fetched
-    only when `allow_remote`.
-
-    Files of a `mapped` source (--source) outside `paths` are fixed in the diff only: `--write`
-    leaves them (another repo: said in `notes`), `--check` counts them as audit does.
+    only when `allow_remote`. Files of a `mapped` source (--source) outside `paths` are in
+    the diff only: `--write` leaves them (another repo: said in `notes`).
     """
     result = FixResult()
     if "-" in paths and len(paths) > 1:
@@ -102,16 +100,7 @@ def fix_paths(
     result.problems += plan.problems
     result.notes += plan.notes
     roots = _roots(paths)
-    apply_plan(
-        plan,
-        inventory,
-        result,
-        write=write,
-        stdout=stdout,
-        roots=roots,
-        jobs=jobs,
-        mapped=mapped or MappedInputs(),
-    )
+    apply_plan(plan, inventory, result, write=write, stdout=stdout, roots=roots, jobs=jobs)
     return result
 
 
@@ -142,13 +131,13 @@ def apply_plan(
     stdout: TextIO | None,
     roots: Sequence[Path],
     jobs: int | None = None,
-    mapped: MappedInputs | None = None,
 ) -> None:
     """Each edited file's new text by the text layer (in forked workers when many), then its
     diff (only without `write`: nothing prints it then) or, with `write`, the file replaced;
     the stream of `-` goes to `stdout` whatever changed."""
     ops = edits_by_document(plan.edits)
-    sources = mapped.mappings.values() if mapped is not None else []
+    mapped = inventory.mapped
+    sources = mapped.mappings.values()
     # without --write a mapped source's files get their diff too (--write leaves them)
     allowed = [*roots] if write else [*roots, *(Path(os.path.realpath(m.path)) for m in sources)]
     edited = {path for path, _ in ops}
@@ -253,11 +242,11 @@ def _mapped_unwritten(
     result: FixResult,
     write: bool,
     roots: Sequence[Path],
-    mapped: MappedInputs | None,
+    mapped: MappedInputs,
 ) -> bool:
     """Whether `name` is a file of a mapped source outside the paths given that `--write`
     leaves as it is (said in `result.notes`); without `write` its diff is shown as any."""
-    owner = mapped.owner(name) if mapped is not None else None
+    owner = mapped.owner(name)
     real = Path(os.path.realpath(name))
     if owner is None or not write or any(real.is_relative_to(r) for r in roots):
         return False

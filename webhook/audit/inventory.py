@@ -74,6 +74,7 @@ class Inventory:
     unreached: list[str] = field(default_factory=list)  # files no cluster applies
     stdin: str | None = None  # the text read from `-`
     not_audited: list[NotAudited] = field(default_factory=list)  # not audited by design
+    mapped: MappedInputs = field(default_factory=MappedInputs)  # --source: what they read
     _lookups: dict[str, OfflineLookups] = field(default_factory=dict, repr=False)
     _renderings: dict[tuple[str, str, str], list[AuditObject]] | None = field(
         default=None, repr=False
@@ -177,7 +178,7 @@ def collect(
         objects, installs = with_flux_installs(objects, report, kustomize)
         objects = with_resource_sets(objects, report)  # the operator's objects, after its installs
     inventory = Inventory(files, objects, installs, report.problems, report.unreached, stdin_text)
-    inventory.not_audited = report.not_audited
+    inventory.not_audited, inventory.mapped = report.not_audited, mapped
     return inventory
 
 
