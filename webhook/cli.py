@@ -546,7 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--show-unreached",
         action="store_true",
-        help="list the files no cluster applies (not audited unless --audit-unreached)",
+        help="list the files no cluster applies (not audited unless --audit-unreached) and "
+        "those under a Flux Kustomization not audited by design (its source, a remote base)",
     )
     audit.add_argument("--cluster", action="store_true", help="audit the live cluster")
     _render_options(audit)
