@@ -161,6 +161,31 @@ def test_a_directory_of_the_repo_mapped_as_its_artifact_is_audited_and_fixed_in_
     assert _run(capsys, "audit", "--source", platform, "fleet")[0] == 0
 
 
+def test_a_value_from_a_secret_is_never_printed_from_a_mapped_source(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The tenant's variables come from a Secret of the cluster: a finding on the mapped
+    release that quotes one hides it, as for the repo's own objects."""
+    (repo / "fleet/clusters/prod/tenant-vars.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: tenant-vars, namespace: flux-system}\n"
+        "stringData: {interval: 1234h}\n"
+    )
+    tenant = repo / "fleet/clusters/prod/tenant.yaml"
+    tenant.write_text(
+        tenant.read_text().replace(
+            "    substitute:\n      interval: 30m\n",
+            "    substituteFrom:\n      - kind: Secret\n        name: tenant-vars\n",
+        )
+    )
+    for fmt in ("table", "json", "sarif"):
+        code, out, _ = _run(capsys, "audit", "-o", fmt, "-v", "--source", TENANT, "fleet")
+        assert code == 1
+        assert "1234h" not in out, fmt
+    _, report = _json(capsys, "--source", TENANT, "fleet")
+    interval = [f for f in report["findings"] if f["policy"] == "helmrelease-interval"]
+    assert [f["result"] for f in interval if f["name"] == "podinfo"] == ["warn"]
+
+
 @pytest.mark.parametrize(
     ("mapping", "said"),
     [

@@ -499,11 +499,12 @@ def _mapped_objects(
             source.path, exclude=(), skipped=Skipped(), jobs=1, report=report
         )
     _drop_mapped(made.rendering, mapped)
-    for problem in made.rendering.problems:
-        message = f"{cluster}: {problem.message}" if cluster else problem.message
+    secrets = tuple(sorted({v for o in made.rendering.objects for v in o.secrets if len(v) >= 4}))
+    for problem in made.rendering.problems:  # as _rendering_problems says the repo's
+        message = hide_secrets(problem.message, secrets)
+        message = f"{cluster}: {message}" if cluster else message
         where = _shown(_shown(problem.source, *shown), root, given)
         report.problems.append(InputProblem(where, 0, message, problem.error))
-    secrets = tuple(sorted({v for o in made.rendering.objects for v in o.secrets if len(v) >= 4}))
     rendered = _objects_of_rendering(
         made.rendering,
         [*mapped.documents.get(source.key, []), *documents],
