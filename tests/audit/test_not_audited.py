@@ -96,6 +96,37 @@ def test_files_under_a_kustomization_not_audited_are_not_files_no_cluster_applie
     assert failing == {("shared", "fleet/apps/shared/helmrelease.yaml")}
 
 
+def test_a_file_one_cluster_applies_is_audited_though_another_does_not_audit_it(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`platform/` is an OCI artifact in clusters/prod (not audited) and this repo's own path in
+    clusters/dev: it is audited as dev applies it, and listed under neither."""
+    dev = repo / "fleet/clusters/dev"
+    dev.mkdir()
+    sync = (repo / "fleet/clusters/prod/flux-system/gotk-sync.yaml").read_text()
+    (dev / "sync.yaml").write_text(sync.replace("./clusters/prod", "./clusters/dev"))
+    (dev / "platform.yaml").write_text(
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\n"
+        "metadata: {name: platform, namespace: flux-system}\n"
+        "spec: {interval: 10m, path: ./platform, prune: true,\n"
+        "  sourceRef: {kind: GitRepository, name: flux-system}}\n"
+    )
+    _, report = _json(capsys, "fleet")
+    platform = [f for f in report["findings"] if f["name"] == "platform" and f["result"] == "fail"]
+    assert [(f["source"], f["clusters"]) for f in platform] == [
+        ("fleet/platform/helmrelease.yaml", ["clusters/dev"])
+    ]
+    listed = {n["kustomization"]: n for n in report["notAudited"]}
+    assert (
+        listed["flux-system/platform"]["clusters"],
+        listed["flux-system/platform"]["files"],
+    ) == (
+        ["clusters/prod"],
+        [],
+    )
+    assert "fleet/platform/helmrelease.yaml" not in report["unreached"]
+
+
 def test_fix_leaves_files_not_audited_alone(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = {p: p.read_text() for p in repo.rglob("*.yaml")}
     code, _, _ = _run(capsys, "fix", "--write", "fleet")
