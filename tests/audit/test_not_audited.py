@@ -9,7 +9,8 @@ The fixture `repos/sources/` is a fleet repo (`fleet/`) with:
 - `tenant`: an OCIRepository of another repo, whose checkout is `tenant/` (--source maps it);
 - `apps/legacy/`: applied by no cluster.
 
-Golden outputs are in `golden/sources/` (`python -m tests.audit.test_not_audited --regen`).
+Golden outputs are in `golden/sources/` (`make golden`, or `python -m tests.audit.test_not_audited
+--regen`).
 """
 
 from __future__ import annotations
@@ -327,7 +328,13 @@ def regenerate() -> list[Path]:
     """Rewrite the golden files from the current code (in a copy of the fixture)."""
     import tempfile
 
-    os.environ.setdefault("FLUXWARDEN_KUSTOMIZE", str(kubectl_or_skip()))
+    from tests.controlplane.cluster import default_bin_dir
+
+    kubectl = default_bin_dir() / "kubectl"
+    if not kubectl.is_file():
+        print(f"not regenerated: {GOLDEN} needs the project-built kubectl (make controlplane)")
+        return []
+    os.environ.setdefault("FLUXWARDEN_KUSTOMIZE", str(kubectl))
     written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="fluxwarden-golden-") as scratch:
         shutil.copytree(FIXTURE, Path(scratch) / "sources")
