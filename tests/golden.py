@@ -152,7 +152,7 @@ def expected_files(case: Case, decision: Decision) -> dict[str, str | None]:
 
 def regenerate() -> None:
     """Every golden file of the project: policy cases, audit output formats, fix cases."""
-    from tests.audit import test_fix, test_formats
+    from tests.audit import test_fix, test_formats, test_not_audited
 
     for case in load_cases():
         for name, text in expected_files(case, case.decide()).items():
@@ -162,7 +162,11 @@ def regenerate() -> None:
             else:
                 target.write_text(text)
         print(f"regenerated {case.id}")
-    for path in [*test_formats.regenerate(), *test_fix.regenerate()]:
+    for path in [
+        *test_formats.regenerate(),
+        *test_fix.regenerate(),
+        *test_not_audited.regenerate(),
+    ]:
         print(f"regenerated {path}")
 
 

@@ -269,6 +269,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.cluster:
         if args.paths:
             raise UsageError("give PATHs or --cluster, not both")
+        if args.source:
+            raise UsageError("--source maps a Flux source for PATHs, not for --cluster")
         report = _cluster_audit(args, policy_set)
     else:
         if not args.paths:
@@ -286,6 +288,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             allow_remote=args.allow_remote_bases,
             audit_unreached=args.audit_unreached,
+            mapped=_mapped_sources(args),
         )
     color = args.format == "table" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     shown = getattr(args, "show_unreached", False)
@@ -333,6 +336,7 @@ def cmd_fix(args: argparse.Namespace) -> int:
         allow_remote=args.allow_remote_bases,
         audit_unreached=args.audit_unreached,
         jobs=args.jobs,
+        mapped=_mapped_sources(args),
     )
     if not args.write:
         sys.stdout.write(result.diff)
@@ -348,6 +352,16 @@ def cmd_fix(args: argparse.Namespace) -> int:
     if any(p.error for p in result.problems):
         return 2
     return 1 if args.check and result.changed_files else 0
+
+
+def _mapped_sources(args: argparse.Namespace) -> Any:
+    """The `--source` mappings (a MappedInputs); a malformed one is a usage error."""
+    from .audit.mapped_sources import MappedInputs, parse_mappings
+
+    try:
+        return MappedInputs(parse_mappings(args.source))
+    except ValueError as error:
+        raise UsageError(str(error)) from error
 
 
 def _positive_int(text: str) -> int:
@@ -380,6 +394,16 @@ def _render_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let kustomize fetch remote resources, bases and components (default: a "
         "Kustomization that uses them is reported as not audited, nothing is fetched)",
+    )
+    parser.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="KIND/NAMESPACE/NAME=PATH",
+        help="render the Flux Kustomizations whose sourceRef is this source (GitRepository, "
+        "OCIRepository, Bucket, ExternalArtifact) from the local directory PATH, confined as "
+        "the repo is (repeatable; nothing is fetched; fix never writes there unless PATH is "
+        "below a PATH given)",
     )
     parser.add_argument(
         "--audit-unreached",
@@ -522,7 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--show-unreached",
         action="store_true",
-        help="list the files no cluster applies (not audited unless --audit-unreached)",
+        help="list the files no cluster applies (not audited unless --audit-unreached) and "
+        "those under a Flux Kustomization not audited by design (its source, a remote base)",
     )
     audit.add_argument("--cluster", action="store_true", help="audit the live cluster")
     _render_options(audit)

@@ -180,7 +180,8 @@ def test_the_table_shows_notices_and_counts_them_by_kind() -> None:
     assert "c.yaml" in text
     assert "a.yaml" not in text  # a skipped non-Kubernetes document only with -v
     assert text.endswith(
-        "0 input errors\nnotices: 1 skipped (not a Kubernetes object), 1 not audited, 1 render\n"
+        "0 input errors\nnotices: 1 skipped (not a Kubernetes object), 1 not audited (not recorded), "
+        "1 render\n"
     ), text
 
 

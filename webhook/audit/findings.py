@@ -62,6 +62,19 @@ class InputProblem:
     error: bool  # True: broken input (exit 2); False: a notice (not Kubernetes, untargeted kind)
 
 
+@dataclass(frozen=True)
+class NotAudited:
+    """A Flux Kustomization fluxwarden does not audit by design (its source is not this repo and
+    not mapped with --source, a remote base is not fetched) and the files under it that no
+    cluster applies otherwise: not judged, and not "applied by no cluster" either."""
+
+    kustomization: str  # namespace/name
+    source: str  # the file it is written in
+    why: str  # e.g. "OCIRepository/flux-system/apps oci://…", "… uses the remote reference …"
+    clusters: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+
+
 @dataclass
 class AuditReport:
     findings: list[Finding] = field(default_factory=list)
@@ -69,6 +82,8 @@ class AuditReport:
     objects: int = 0  # Kubernetes objects evaluated
     # files with Kubernetes objects that no cluster applies: not judged (--audit-unreached does)
     unreached: list[str] = field(default_factory=list)
+    # Flux Kustomizations not audited by design, with the files under them (see NotAudited)
+    not_audited: list[NotAudited] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         totals = {"pass": 0, "fail": 0, "warn": 0, "error": 0, "skip": 0}

@@ -20,6 +20,7 @@ from ..engine import JsonObject, Lookups, PolicySet
 from .documents import Document, yaml_files
 from .findings import InputProblem
 from .inventory import Inventory, collect, link_notices
+from .mapped_sources import MappedInputs
 from .offline import evaluate_object
 from .plan import Plan, edits_by_document, plan_fixes
 from .yaml_text import Patcher, TextEdit, _replace_file, fixed_texts, planned_edit, text_diff
@@ -58,6 +59,7 @@ def fix_paths(
     allow_remote: bool = False,
     audit_unreached: bool = False,
     jobs: int | None = None,
+    mapped: MappedInputs | None = None,
 ) -> FixResult:
     """Fix the YAML files under `paths`; rewrite those that change when `write`.
 
@@ -73,7 +75,8 @@ def fix_paths(
 
     Nothing is read or written through a symlink that leads outside `paths`, and no symlinked
     file is rewritten; files are replaced, never written in place. Remote bases are fetched
-    only when `allow_remote`.
+    only when `allow_remote`. Files of a `mapped` source (--source) outside `paths` are in
+    the diff only: `--write` leaves them (another repo: said in `notes`).
     """
     result = FixResult()
     if "-" in paths and len(paths) > 1:
@@ -90,6 +93,7 @@ def fix_paths(
         allow_remote=allow_remote,
         audit_unreached=audit_unreached,
         stdin=stdin,
+        mapped=mapped,
     )
     result.problems += _as_fix_problems(inventory)
     plan = plan_fixes(inventory, policy_set=policy_set, per_file=per_file)
@@ -132,6 +136,10 @@ def apply_plan(
     diff (only without `write`: nothing prints it then) or, with `write`, the file replaced;
     the stream of `-` goes to `stdout` whatever changed."""
     ops = edits_by_document(plan.edits)
+    mapped = inventory.mapped
+    sources = mapped.mappings.values()
+    # without --write a mapped source's files get their diff too (--write leaves them)
+    allowed = [*roots] if write else [*roots, *(Path(os.path.realpath(m.path)) for m in sources)]
     edited = {path for path, _ in ops}
     if inventory.stdin is not None:
         edited.add("-")
@@ -157,7 +165,9 @@ def apply_plan(
         if name == "-":
             result.stream = fixed.text
             (stdout or sys.stdout).write(fixed.text)
-        elif fixed.text != text and _written(Path(name), fixed.text, result, write, roots):
+        elif fixed.text != text and _mapped_unwritten(name, result, write, roots, mapped):
+            continue
+        elif fixed.text != text and _written(Path(name), fixed.text, result, write, allowed):
             result.changed_files.append(name)
             if not write:  # the CLI prints the diff only without --write
                 diffs.append(text_diff(text, fixed.text, name))
@@ -224,6 +234,26 @@ def _written(path: Path, text: str, result: FixResult, write: bool, roots: Seque
             message = f"cannot write: {error.strerror or error}"
             result.problems.append(InputProblem(str(path), 0, message, True))
             return False
+    return True
+
+
+def _mapped_unwritten(
+    name: str,
+    result: FixResult,
+    write: bool,
+    roots: Sequence[Path],
+    mapped: MappedInputs,
+) -> bool:
+    """Whether `name` is a file of a mapped source outside the paths given that `--write`
+    leaves as it is (said in `result.notes`); without `write` its diff is shown as any."""
+    owner = mapped.owner(name)
+    real = Path(os.path.realpath(name))
+    if owner is None or not write or any(real.is_relative_to(r) for r in roots):
+        return False
+    result.notes.append(
+        f"{name}: not written: a file of {owner.name} (--source {owner.path}), outside the "
+        "paths given; `fix` without --write shows its diff"
+    )
     return True
 
 

@@ -33,6 +33,18 @@ class Resolved:
 
     kustomization: dict[str, Any] | None
     notice: str | None = None
+    source: tuple[str, str, str] | None = None  # kind, namespace, name: the source not audited
+
+
+@dataclass(frozen=True)
+class NotBuilt:
+    """A Flux Kustomization fluxwarden does not build (as the walk met it: a parent's rendering
+    substituted), where it is written, why, and its source when the source is not this repo."""
+
+    kustomization: dict[str, Any]
+    where: str
+    why: str
+    source: tuple[str, str, str] | None = None
 
 
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +120,7 @@ class SourceMap:
         if self._is_repo(key):
             return Resolved(kustomization)
         url = _spec(self.sources.get(key) or {}).get("url") or "(source not in the repo)"
-        return Resolved(None, f"not audited: {key[0]}/{key[1]}/{key[2]} {url}")
+        return Resolved(None, f"not audited: {key[0]}/{key[1]}/{key[2]} {url}", key)
 
     def _artifact(self, kustomization: dict[str, Any], key: tuple[str, str, str]) -> Resolved:
         name = f"ExternalArtifact/{key[1]}/{key[2]}"
@@ -117,16 +129,19 @@ class SourceMap:
                 continue
             for artifact in _spec(generator).get("artifacts") or []:
                 if isinstance(artifact, dict) and artifact.get("name") == key[2]:
-                    return self._from_generator(kustomization, generator, artifact, name)
-        return Resolved(None, f"not audited: {name} (no ArtifactGenerator in the repo makes it)")
+                    return self._from_generator(kustomization, generator, artifact, key)
+        return Resolved(
+            None, f"not audited: {name} (no ArtifactGenerator in the repo makes it)", key
+        )
 
     def _from_generator(
         self,
         kustomization: dict[str, Any],
         generator: dict[str, Any],
         artifact: dict[str, Any],
-        name: str,
+        key: tuple[str, str, str],
     ) -> Resolved:
+        name = f"{key[0]}/{key[1]}/{key[2]}"
         namespace = str(_meta(generator).get("namespace") or "")
         aliases = {
             str(s.get("alias")): _ref_key(s, namespace)
@@ -139,6 +154,7 @@ class SourceMap:
                 None,
                 f"not audited: {name}: its copy rules do not keep a directory of this repo "
                 "as it is",
+                key,
             )
         rewritten = copy.deepcopy(kustomization)
         parts = PurePosixPath(str(_spec(kustomization).get("path") or ".")).parts

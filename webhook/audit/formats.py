@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import __version__
-from .findings import AuditReport, Finding, InputProblem
+from .findings import AuditReport, Finding, InputProblem, NotAudited
 from .offline import rule_descriptions
 
 FORMATS = ("table", "json", "sarif", "junit")
@@ -28,6 +28,7 @@ PROJECT_URL = "https://github.com/fluxwarden/fluxwarden"
 README_URL = f"{PROJECT_URL}/blob/main/README.md"
 CLUSTER_SOURCE = "cluster"  # ObjectLocation.source of objects read from a live cluster
 INPUT_ERROR_RULE = "fluxwarden/input-error"
+NOT_AUDITED_RULE = "fluxwarden/not-audited"
 
 _COLORS = {
     "fail": "\033[31m",
@@ -167,6 +168,7 @@ def quoting_prefixes(report: AuditReport) -> AuditReport:
         problems=[
             dataclasses.replace(p, message=quoting_prefix(p.message)) for p in report.problems
         ],
+        not_audited=[dataclasses.replace(n, why=quoting_prefix(n.why)) for n in report.not_audited],
     )
 
 
@@ -247,10 +249,21 @@ def render_table(
         lines += [
             f"{label}  {printable(f)}  applied by no cluster: not audited" for f in report.unreached
         ]
+        lines += [
+            f"{label}  {printable(f)}  {printable(_not_audited_text(entry))}"
+            for entry in quoting_prefixes(report).not_audited
+            for f in entry.files
+        ]
     if lines:
         lines.append("")
     lines.append(_summary(report))
     return "\n".join(lines) + "\n"
+
+
+def _not_audited_text(entry: NotAudited) -> str:
+    """`not audited: under Flux Kustomization ns/name [clusters]: why`."""
+    clusters = f" [{', '.join(entry.clusters)}]" if entry.clusters else ""
+    return f"not audited: under Flux Kustomization {entry.kustomization}{clusters}: {entry.why}"
 
 
 def _where_of(item: Finding | InputProblem) -> str:
@@ -269,8 +282,13 @@ _NOTICE_KINDS = (  # (words a notice starts with or holds, its kind in the summa
     ("skipped: Helm chart", "skipped (Helm chart)"),
     ("skipped", "skipped"),
     ("a symlink to outside", "not read (symlink out)"),
+    ("remote bases are not fetched", "not audited (remote base)"),
+    ("not audited: OCIRepository/", "not audited (OCIRepository source)"),
+    ("not audited: GitRepository/", "not audited (GitRepository source)"),
+    ("not audited: Bucket/", "not audited (Bucket source)"),
+    ("not audited: ExternalArtifact/", "not audited (ExternalArtifact source)"),
+    ("not recorded", "not audited (not recorded)"),
     ("not audited", "not audited"),
-    ("not recorded", "not audited"),
     ("kustomize", "render"),
     ("build", "render"),
 )
@@ -306,7 +324,20 @@ def _summary(report: AuditReport) -> str:
             if report.unreached
             else ""
         )
+        + _not_audited_summary(report)
         + _notices(report)
+    )
+
+
+def _not_audited_summary(report: AuditReport) -> str:
+    """`; N files under M Flux Kustomizations not audited` (by design: see the notices)."""
+    files = {f for entry in report.not_audited for f in entry.files}
+    if not files:
+        return ""
+    kustomizations = len({e.kustomization for e in report.not_audited if e.files})
+    under = _plural(kustomizations, "Flux Kustomization")
+    return (
+        f"; {_plural(len(files), 'file')} under {under} not audited (--show-unreached lists them)"
     )
 
 
@@ -348,6 +379,17 @@ def render_json(report: AuditReport, **_: Any) -> str:
     }
     if report.unreached:
         body["unreached"] = list(report.unreached)
+    if report.not_audited:
+        body["notAudited"] = [
+            {
+                "kustomization": n.kustomization,
+                "source": n.source,
+                "why": n.why,
+                "clusters": list(n.clusters),
+                "files": list(n.files),
+            }
+            for n in report.not_audited
+        ]
     return json.dumps(body, indent=2) + "\n"
 
 
@@ -372,7 +414,7 @@ def render_sarif(report: AuditReport, **_: Any) -> str:
     location (kind, namespace, name) instead of a file.
     """
     report = quoting_prefixes(report)
-    rules = _sarif_rules({f.policy for f in report.findings})
+    rules = _sarif_rules({f.policy for f in report.findings}, not_audited=bool(report.not_audited))
     index = {rule["id"]: number for number, rule in enumerate(rules)}
     results = [
         _sarif_result(finding, index)
@@ -380,6 +422,7 @@ def render_sarif(report: AuditReport, **_: Any) -> str:
         if finding.result in SARIF_LEVELS
     ]
     results.extend(_sarif_input_error(problem, index) for problem in report.input_errors)
+    results.extend(_sarif_not_audited(entry, index) for entry in report.not_audited)
     log = {
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
@@ -401,7 +444,7 @@ def render_sarif(report: AuditReport, **_: Any) -> str:
     return json.dumps(log, indent=2) + "\n"
 
 
-def _sarif_rules(used: Iterable[str]) -> list[dict[str, Any]]:
+def _sarif_rules(used: Iterable[str], *, not_audited: bool = False) -> list[dict[str, Any]]:
     descriptions = rule_descriptions()
     # a finding of a policy the registry does not describe still gets a rule to point at
     descriptions.update({name: name for name in sorted(set(used) - set(descriptions))})
@@ -417,6 +460,23 @@ def _sarif_rules(used: Iterable[str]) -> list[dict[str, Any]]:
             "helpUri": f"{README_URL}#usage",
             "defaultConfiguration": {"level": "error"},
             "properties": {"tags": ["fluxwarden", "yaml"]},
+        }
+    )
+    if not not_audited:  # only a run with such a Kustomization has the rule
+        return rules
+    rules.append(
+        {
+            "id": NOT_AUDITED_RULE,
+            "shortDescription": {"text": "A Flux Kustomization is not audited by design"},
+            "fullDescription": {
+                "text": "Its source is not this repo (an OCI artifact, another Git repository, a "
+                "bucket; --source maps one to a local checkout) or a remote base is not fetched "
+                "(--allow-remote-bases): the files under it that no other Kustomization applies "
+                "were not audited."
+            },
+            "helpUri": f"{README_URL}#what-is-not-audited",
+            "defaultConfiguration": {"level": "note"},
+            "properties": {"tags": ["fluxwarden", "flux"]},
         }
     )
     return rules
@@ -493,6 +553,26 @@ def _sarif_input_error(problem: InputProblem, rule_index: dict[str, int]) -> dic
         "fluxwardenInput/v1": _digest(f"{problem.source}\0{problem.message}")
     }
     return result
+
+
+def _sarif_not_audited(entry: NotAudited, rule_index: dict[str, int]) -> dict[str, Any]:
+    """A note at the Kustomization's file, naming the files under it that were not audited."""
+    files = f"; {_plural(len(entry.files), 'file')} under it not audited" if entry.files else ""
+    return {
+        "ruleId": NOT_AUDITED_RULE,
+        "ruleIndex": rule_index[NOT_AUDITED_RULE],
+        "level": "note",
+        "message": {"text": f"Flux Kustomization {entry.kustomization}: {entry.why}{files}"},
+        "locations": [_physical_location(entry.source, 0)],
+        "partialFingerprints": {
+            "fluxwardenNotAudited/v1": _digest(f"{entry.source}\0{entry.kustomization}")
+        },
+        "properties": {
+            "kustomization": entry.kustomization,
+            "files": list(entry.files),
+            **({"clusters": list(entry.clusters)} if entry.clusters else {}),
+        },
+    }
 
 
 def _physical_location(source: str, line: int) -> dict[str, Any]:

@@ -34,14 +34,17 @@ from .documents import (
     parse_stream,
     yaml_files,
 )
-from .findings import AuditReport, InputProblem, ObjectLocation
+from .findings import AuditReport, InputProblem, NotAudited, ObjectLocation
 from .flux_installs import FluxInstall, flux_install, source_index
 from .fluxinstance import Materialised, materialise, user_patches
+from .mapped_sources import MappedInputs, MappedRendering, render_mapped
+from .not_audited import Claim, claims, group
 from .patch_sources import PatchEntry, entries_of, kustomization_entries
 from .redaction import hide_secrets
 from .render import (
     KustomizeNotFound,
     Rendering,
+    _spec_dir,
     find_kustomize,
     is_flux_kustomization,
     render_clusters,
@@ -70,6 +73,8 @@ class Inventory:
     problems: list[InputProblem] = field(default_factory=list)
     unreached: list[str] = field(default_factory=list)  # files no cluster applies
     stdin: str | None = None  # the text read from `-`
+    not_audited: list[NotAudited] = field(default_factory=list)  # not audited by design
+    mapped: MappedInputs = field(default_factory=MappedInputs)  # --source: what they read
     _lookups: dict[str, OfflineLookups] = field(default_factory=dict, repr=False)
     _renderings: dict[tuple[str, str, str], list[AuditObject]] | None = field(
         default=None, repr=False
@@ -129,10 +134,13 @@ def collect(
     allow_remote: bool = False,
     audit_unreached: bool = False,
     stdin: TextIO | None = None,
+    mapped: MappedInputs | None = None,
 ) -> Inventory:
     """The inventory of `paths` (files, directories, `-`): each directory rendered as Flux
-    applies it, cluster by cluster, when `render`; every Flux install materialised once."""
+    applies it, cluster by cluster, when `render` (Kustomizations of a `mapped` source from its
+    directory); every Flux install materialised once."""
     report = AuditReport()
+    mapped = mapped or MappedInputs()
     objects: list[AuditObject] = []
     files: dict[str, list[Document]] = {}
     stdin_text: str | None = None
@@ -160,15 +168,35 @@ def collect(
                 exclude,
                 allow_remote=allow_remote,
                 audit_unreached=audit_unreached,
+                mapped=mapped,
             )
         else:
             objects += objects_of(documents, report)
+    _with_mapped_files(files, mapped, report)
     installs: list[Installed] = []
     if render:
         # a ResourceSet's static entries first: a FluxInstance among them is an install too
         objects = with_resource_sets(objects, report)
         objects, installs = with_flux_installs(objects, report, kustomize)
-    return Inventory(files, objects, installs, report.problems, report.unreached, stdin_text)
+    inventory = Inventory(files, objects, installs, report.problems, report.unreached, stdin_text)
+    inventory.not_audited, inventory.mapped = report.not_audited, mapped
+    return inventory
+
+
+def _with_mapped_files(
+    files: dict[str, list[Document]], mapped: MappedInputs, report: AuditReport
+) -> None:
+    """The files read from mapped sources join `files` (the fix plans edits to them), and a
+    mapping no Kustomization used is a notice."""
+    known = set(files)  # a mapped directory also given as a PATH: read already
+    for documents in mapped.documents.values():
+        for document in documents:
+            if document.source not in known:
+                files.setdefault(document.source, []).append(document)
+    report.problems += [
+        InputProblem(m.path, 0, f"--source {m.name}: no Flux Kustomization uses this source", False)
+        for m in mapped.unused()
+    ]
 
 
 def _distinct(paths: Sequence[str]) -> list[str]:
@@ -341,6 +369,7 @@ def rendered_objects(
     *,
     allow_remote: bool = False,
     audit_unreached: bool = False,
+    mapped: MappedInputs | None = None,
 ) -> list[AuditObject]:
     """The objects Flux applies from directory `given` (documents: its files), each cluster
     rendered on its own; build problems go to `report` (notices, or errors when a build fails or
@@ -354,10 +383,15 @@ def rendered_objects(
     clusters = clusters_of(root, documents) or [Cluster("", tuple(documents))]
     objects: list[AuditObject] = []
     reached_files: set[Path] = set()
+    claimed: list[Claim] = []
     entries = [with_sync_entries(cluster.documents) for cluster in clusters]
     renderings = render_clusters(root, entries, command, allow_remote=allow_remote)
+    mapped = mapped or MappedInputs()
+    from_sources = _render_mapped(entries, renderings, mapped, command, allow_remote)
     for cluster, rendering in zip(clusters, renderings, strict=True):
+        _drop_mapped(rendering, mapped)
         secrets = _rendering_problems(rendering, report, root=root, given=given, cluster=cluster)
+        claimed += _claims(rendering, root=root, given=given, cluster=cluster.name)
         objects += _objects_of_rendering(
             rendering,
             documents,
@@ -371,22 +405,132 @@ def rendered_objects(
         if cluster.name:  # the cluster's directory is what its bootstrap sync applies
             objects += _entry_objects(cluster, rendering.reached)
             reached_files |= {Path(d.source).resolve() for d in cluster.documents}
+    for made in from_sources:
+        name = clusters[made.cluster].name
+        objects += _mapped_objects(made, name, documents, report, mapped, shown=(root, given))
+        claimed += _claims(
+            made.rendering, root=Path(made.source.path), given=made.source.path, cluster=name
+        )
+        reached_files |= {p for p in made.rendering.reached if p.is_relative_to(root.resolve())}
     reached = {str(_display(p, root, given)) for p in reached_files}
     unreached = [d for d in documents if d.source not in reached]
-    if not objects:
-        return objects_of(unreached, report)  # nothing rendered: all audited as written
-    if not audit_unreached:
-        _list_unreached(unreached, report)
-        return objects
-    as_written = objects_of(unreached, report)
     where = "any cluster" if len(clusters) > 1 else "any Flux Kustomization"
     note = f"not reached by {where} under {given}: audited as written"
-    return objects + [dataclasses.replace(o, note=note) for o in as_written]
+    return _with_unreached(objects, unreached, report, claimed, note if audit_unreached else None)
 
 
-def _list_unreached(documents: list[Document], report: AuditReport) -> None:
+def _with_unreached(
+    objects: list[AuditObject],
+    unreached: list[Document],
+    report: AuditReport,
+    claimed: list[Claim],
+    note: str | None,
+) -> list[AuditObject]:
+    """`objects` and, of the files no cluster applies: when nothing rendered, all audited as
+    written; with a `note` (--audit-unreached), each audited as written saying it; else none
+    (listed, apart from those under a Kustomization not audited by design)."""
+    if not objects or note is not None:  # the Kustomizations listed, their files audited
+        report.not_audited += group(claimed, {})
+    if not objects:
+        return objects_of(unreached, report)
+    if note is None:
+        _list_unreached(unreached, report, claimed)
+        return objects
+    return objects + [dataclasses.replace(o, note=note) for o in objects_of(unreached, report)]
+
+
+def _render_mapped(
+    entries: Sequence[Sequence[Document]],
+    renderings: Sequence[Rendering],
+    mapped: MappedInputs,
+    command: list[str],
+    allow_remote: bool,
+) -> list[MappedRendering]:
+    """The renderings from mapped sources (none without --source)."""
+    if not mapped.mappings:
+        return []
+    values = [_values(e, r) for e, r in zip(entries, renderings, strict=True)]
+    return render_mapped(renderings, values, mapped.mappings, command, allow_remote=allow_remote)
+
+
+def _values(entries: Sequence[Document], rendering: Rendering) -> list[Document]:
+    """A cluster's ConfigMaps and Secrets, written and rendered: what the postBuild variables
+    of a Kustomization rendered from a mapped source come from."""
+    kinds = ("ConfigMap", "Secret")
+    written = [d for d in entries if d.obj is not None and d.obj.get("kind") in kinds]
+    rendered = [
+        Document(str(o.source or ""), 0, 0, "", o.obj)
+        for o in rendering.objects
+        if o.obj.get("kind") in kinds and o.obj.get("apiVersion") == "v1"
+    ]
+    return written + rendered
+
+
+def _drop_mapped(rendering: Rendering, mapped: MappedInputs) -> None:
+    """Forget the Kustomizations of `rendering` whose source is mapped (and their "not
+    audited" notices): they are rendered from the mapped directory."""
+    for key, item in list(rendering.not_built.items()):
+        if item.source is None or item.source not in mapped.mappings:
+            continue
+        mapped.used.add(item.source)
+        del rendering.not_built[key]
+        said = f"Flux Kustomization {key}: {item.why}"
+        rendering.problems = [p for p in rendering.problems if p.message != said]
+
+
+def _mapped_objects(
+    made: MappedRendering,
+    cluster: str,
+    documents: list[Document],
+    report: AuditReport,
+    mapped: MappedInputs,
+    *,
+    shown: tuple[Path, str],
+) -> list[AuditObject]:
+    """The objects one cluster applies from a mapped source, named by their files in its
+    directory; each of their findings says the source. Problems name files under the
+    repo (`shown`: its root and as given) or the mapped directory as the user gave them."""
+    source = made.source
+    root, given = Path(source.path), source.path
+    in_repo = root.resolve().is_relative_to(shown[0].resolve())
+    if in_repo:  # a directory of the repo (the one CI pushes): its files as the repo's
+        root, given = shown
+    elif source.key not in mapped.documents:  # read once, with the repo's confinement
+        mapped.documents[source.key] = confined_load(
+            source.path, exclude=(), skipped=Skipped(), jobs=1, report=report
+        )
+    _drop_mapped(made.rendering, mapped)
+    secrets = tuple(sorted({v for o in made.rendering.objects for v in o.secrets if len(v) >= 4}))
+    for problem in made.rendering.problems:  # as _rendering_problems says the repo's
+        message = hide_secrets(problem.message, secrets)
+        message = f"{cluster}: {message}" if cluster else message
+        where = _shown(_shown(problem.source, *shown), root, given)
+        report.problems.append(InputProblem(where, 0, message, problem.error))
+    rendered = _objects_of_rendering(
+        made.rendering,
+        [*mapped.documents.get(source.key, []), *documents],
+        root=root,
+        given=given,
+        exclude=(),
+        cluster=cluster,
+        secrets=secrets,
+    )
+    note = f"from {source.name} (--source {source.path})"
+    return [dataclasses.replace(o, note=note) for o in rendered]
+
+
+def _shown(where: str, root: Path, given: str) -> str:
+    """A file a mapped source's rendering names: under its directory as the user gave it."""
+    path = Path(where)
+    if path.is_absolute() and path.is_relative_to(root.resolve()):
+        return _display(path, root, given)
+    return where
+
+
+def _list_unreached(documents: list[Document], report: AuditReport, claimed: list[Claim]) -> None:
     """Files no cluster applies: listed, never judged; one that does not parse is a notice,
-    not an input error (Flux never reads it either)."""
+    not an input error (Flux never reads it either). Those under a Kustomization not audited
+    by design (`claimed`) are listed with it instead."""
     own = AuditReport()
     applied = [o for o in objects_of(documents, own) if not _is_build_configuration(o.obj)]
     broken = [p for p in own.problems if p.error]
@@ -394,7 +538,29 @@ def _list_unreached(documents: list[Document], report: AuditReport) -> None:
         dataclasses.replace(p, message=f"{p.message} (a file no cluster applies)", error=False)
         for p in broken
     ]
-    report.unreached += sorted({o.location.source for o in applied} | {p.source for p in broken})
+    listed = {o.location.source for o in applied} | {p.source for p in broken}
+    entries = group(claimed, {Path(os.path.realpath(f)): f for f in listed})
+    under = {f for entry in entries for f in entry.files}
+    report.not_audited += entries
+    report.unreached += sorted(listed - under)
+
+
+def _claims(rendering: Rendering, *, root: Path, given: str, cluster: str) -> list[Claim]:
+    """The repo files each Flux Kustomization this cluster did not build would read (its
+    file named as the user gave it)."""
+    base = root.resolve()
+    found = claims(
+        rendering.not_built.values(),
+        root=base,
+        cluster=cluster,
+        directory_of=lambda ks, where: _spec_dir(base, ks, where),
+    )
+    return [
+        dataclasses.replace(c, where=_display(Path(c.where), root, given))
+        if Path(c.where).is_absolute() and Path(c.where).is_relative_to(base)
+        else c
+        for c in found
+    ]
 
 
 def _render_command(

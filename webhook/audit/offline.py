@@ -29,6 +29,7 @@ from .audit_object import AuditObject
 from .documents import Document
 from .findings import AuditReport, Finding, ObjectLocation
 from .inventory import Inventory, collect, objects_of
+from .mapped_sources import MappedInputs
 from .patch_sources import setting_patch
 from .redaction import secret_data, without_secrets
 from .sources import field_line
@@ -215,11 +216,12 @@ def audit_paths(
     jobs: int | None = None,
     allow_remote: bool = False,
     audit_unreached: bool = False,
+    mapped: MappedInputs | None = None,
 ) -> AuditReport:
     """Audit files, directories and `-`: each directory rendered as Flux applies it (files no
     cluster applies only with `audit_unreached`). Many files and objects are parsed and
     evaluated by `jobs` processes (None: one per CPU). Remote bases are fetched only when
-    `allow_remote`."""
+    `allow_remote`. `mapped` sources (--source) render from their directories."""
     with paused_gc():
         inventory = collect(
             paths,
@@ -229,6 +231,7 @@ def audit_paths(
             jobs=jobs,
             allow_remote=allow_remote,
             audit_unreached=audit_unreached,
+            mapped=mapped,
         )
         return evaluate_inventory(inventory, policy_set=policy_set, jobs=jobs)
 
@@ -238,7 +241,11 @@ def evaluate_inventory(
 ) -> AuditReport:
     """The audit's report of an inventory: its problems and unreached files, and every object
     evaluated with its cluster's lookups."""
-    report = AuditReport(problems=list(inventory.problems), unreached=list(inventory.unreached))
+    report = AuditReport(
+        problems=list(inventory.problems),
+        unreached=list(inventory.unreached),
+        not_audited=list(inventory.not_audited),
+    )
     return _evaluate_clusters(inventory, report, policy_set=policy_set, jobs=jobs)
 
 

@@ -113,7 +113,8 @@ def plan_fixes(inventory: Inventory, *, policy_set: PolicySet, per_file: bool = 
         return own + install_ops, _joined(why, install_why)
 
     generated: dict[str, Fixes] = {}
-    unreached = set(inventory.unreached)
+    # files no cluster applies, and files under a Kustomization not audited by design
+    unreached = {*inventory.unreached, *(f for n in inventory.not_audited for f in n.files)}
     file_clusters: dict[str, str] = {}  # where an object that matched no rendering is looked up
     for o in inventory.objects:
         file_clusters.setdefault(o.location.source, o.cluster)

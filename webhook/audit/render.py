@@ -56,7 +56,7 @@ from . import batching
 from .confinement import Confinement
 from .documents import Document, FastManifestLoader, load_yaml, parse_stream
 from .flux_installs import flux_manifests_source, source_index
-from .flux_sources import SourceMap
+from .flux_sources import NotBuilt, SourceMap
 from .kustomize_runner import failure, run_kustomize
 from .render_cache import CachedBuild, RenderCache, build_key
 
@@ -130,6 +130,8 @@ class Rendering:
     # namespace/name of each rendered Flux Kustomization -> the one that rendered it (None: its
     # own file, no rendered parent includes it)
     parents: dict[str, str | None] = field(default_factory=dict)
+    # namespace/name -> a Flux Kustomization not built by design (its source, a remote base)
+    not_built: dict[str, NotBuilt] = field(default_factory=dict)
 
 
 def is_flux_kustomization(obj: Any) -> bool:
@@ -313,6 +315,8 @@ class Renderer:
         if flux_manifests_source(ks, self._flux_sources) is not None:
             return None  # Flux's own manifests: audited as the controllers (flux_installs)
         resolved = self._source_map.resolve(ks)
+        if resolved.kustomization is None and resolved.notice:
+            result.not_built[_key(ks)] = NotBuilt(ks, where, resolved.notice, resolved.source)
         if resolved.kustomization is None:
             if resolved.notice and _key(ks) not in self._noticed:
                 self._noticed.add(_key(ks))
@@ -610,6 +614,8 @@ class Renderer:
         if parsed is None:
             error = built.refused or built.failed
             result.problems.append(RenderProblem(where, built.problem or "cannot build", error))
+            if not error:  # not fetched (a remote base), or fluxwarden could not run the build
+                result.not_built[_key(ks)] = NotBuilt(ks, where, built.problem or "cannot build")
             return []
         objects: list[RenderedObject] = []
         variables, unknown_sources, secret_values = self._variables(ks)
