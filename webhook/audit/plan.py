@@ -25,8 +25,10 @@ from typing import Any
 import yaml
 
 from ..engine import JsonObject, PolicySet, evaluate, request_for
+from . import cluster_edits
 from .audit_object import AuditObject
-from .defaults_patch import edited_patch_text, proposals
+from .cluster_edits import ClusterPatch, Need, split
+from .defaults_patch import edited_patch_text, mergeable, proposals
 from .documents import Document, parse_stream
 from .findings import InputProblem
 from .flux_installs import written_ops
@@ -108,7 +110,16 @@ def plan_fixes(inventory: Inventory, *, policy_set: PolicySet, per_file: bool = 
         for position, document in enumerate(documents):
             if not document.is_kubernetes_object or document.obj is None:
                 continue
-            item = _needing_fix(inventory.renderings(document), covered)
+            items = inventory.renderings(document)
+            if not is_generated and _per_cluster(items, installs):
+                ops, why = _shared_document_ops(document, items, patches, covered, plan, inventory)
+                embedded = resource_set_fix(document, inventory.objects, patches.of)
+                plan.problems += embedded.problems
+                ops, why = ops + embedded.ops, _joined(why, embedded.why)
+                if ops:
+                    plan.edits.append(Edit(path, position, tuple(ops), why))
+                continue
+            item = _needing_fix(items, covered)
             installed = installs.get(id(item)) if item is not None else None
             # a release a defaults-patch edit covers needs no edit of its own, but a Flux
             # install's controllers still do
@@ -154,16 +165,111 @@ def _defaults_edits(inventory: Inventory, patches: _Patches, plan: Plan) -> set[
             continue  # one edit per patch text (a second would be on the next run)
         seen.add((document.source, position, proposal.pointer))
         op = {"op": "replace", "path": proposal.pointer, "value": edited_patch_text(proposal)}
-        count = len(proposal.releases)
-        why = f"HelmRelease defaults patch covering {count} HelmRelease(s)"
+        count = per_cluster_count(proposal.releases)
+        why = f"HelmRelease defaults patch covering {count}"
         plan.edits.append(Edit(document.source, position, (op,), why))
         covered.update(id(r) for r in proposal.releases)
         line = field_line(document, [proposal.pointer])
         plan.notes.append(
             f"{document.source}:{line}: HelmRelease defaults patch: one edit covers "
-            f"{count} HelmRelease(s) (--per-file edits each release instead)"
+            f"{count} (--per-file edits each release instead)"
         )
     return covered
+
+
+def per_cluster_count(releases: Sequence[AuditObject]) -> str:
+    """`N HelmRelease(s)`, counted per cluster when they are in named clusters
+    (`12 HelmRelease(s) in clusters/main, 3 in clusters/test`)."""
+    counts: dict[str, int] = {}
+    for release in releases:
+        counts[release.cluster] = counts.get(release.cluster, 0) + 1
+    if set(counts) == {""}:
+        return f"{counts['']} HelmRelease(s)"
+    said = [f"{n} in {cluster or '(no cluster)'}" for cluster, n in sorted(counts.items())]
+    return f"{said[0].replace(' in ', ' HelmRelease(s) in ', 1)}" + "".join(
+        f", {s}" for s in said[1:]
+    )
+
+
+def _per_cluster(items: list[AuditObject], installs: dict[int, Installed]) -> bool:
+    """A document rendered more than once (in several clusters, or by several Flux
+    Kustomizations), none of them a Flux install: its renderings may need different fixes."""
+    return len(items) > 1 and not any(id(i) in installs for i in items)
+
+
+def _shared_document_ops(
+    document: Document,
+    items: list[AuditObject],
+    patches: _Patches,
+    covered: set[int],
+    plan: Plan,
+    inventory: Inventory,
+) -> tuple[list[JsonObject], str]:
+    """The ops of a document several renderings share: what all of them need (`cluster_edits`);
+    each one's remainder is planned as a patch of its own cluster, or is a problem. A rendering
+    a defaults-patch edit covers takes the rest of its fix from that edit."""
+    if all(id(i) in covered for i in items):
+        return [], ""
+    needs: list[Need] = []
+    policies: list[str] = []
+    for item in items:
+        if id(item) in covered:
+            ops, why = patches.of(item.obj, item.cluster)
+        else:
+            ops, why = _own_ops(item, patches, plan)
+        needs.append(Need(item, tuple(ops)))
+        policies.append(why)
+    result = split(document, needs, inventory, covered=covered)
+    plan.problems += [p for p in result.problems if p not in plan.problems]
+    for patch in result.patches:
+        _plan_cluster_patch(patch, _joined(*policies), plan)
+    clusters = sorted({i.cluster for i in items if i.cluster})
+    why = _joined(*policies) if result.shared_ops else ""
+    if why and result.patches and clusters:
+        why += f" for {', '.join(clusters)} (the edit they all need)"
+    return result.shared_ops, why
+
+
+def _plan_cluster_patch(patch: ClusterPatch, policies: str, plan: Plan) -> None:
+    """One cluster's remainder as patches in its Flux Kustomization's `spec.patches`: a
+    strategic-merge patch when the ops only add mapping keys, else JSON6902 ops by value."""
+    tree = patch.document.obj or {}
+    spec = tree.get("spec") if isinstance(tree.get("spec"), dict) else {}
+    existing = list((spec or {}).get("patches") or [])
+    strategic = [(o, ops, t) for o, ops, t in patch.fixes if mergeable(ops)]
+    by_ops = [(o, ops) for o, ops, t in patch.fixes if not mergeable(ops)]
+    edited, added = by_value(existing, by_ops)
+    targets = {json.dumps(_target(o), sort_keys=True): t for o, _, t in patch.fixes}
+    added = [
+        {**a, "target": targets.get(json.dumps(a["target"], sort_keys=True), a["target"])}
+        for a in added
+    ]
+    added += [_strategic_entry(o, ops, t) for o, ops, t in strategic]
+    ops = patch_list_ops("/spec/patches", tree, edited, _like_siblings(existing, added))
+    if ops:
+        why = cluster_edits.why(policies, patch)
+        plan.edits.append(Edit(patch.document.source, patch.position, tuple(ops), why))
+
+
+def _strategic_entry(
+    obj: JsonObject, ops: list[JsonObject], target: dict[str, str]
+) -> dict[str, Any]:
+    """A strategic-merge patch entry that sets what `ops` add, for the object `target` names."""
+    metadata = {k: v for k, v in target.items() if k in ("name", "namespace")}
+    body: dict[str, Any] = {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": metadata,
+    }
+    for op in ops:
+        parts = str(op["path"]).split("/")[1:]
+        node = body
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in parts]
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = op.get("value")
+    text = yaml.safe_dump(body, sort_keys=False, default_flow_style=False)
+    return {"patch": text, "target": target}
 
 
 def _position(documents: Sequence[Document], document: Document) -> int:

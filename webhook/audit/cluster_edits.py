@@ -1,0 +1,219 @@
+"""A document several clusters render, fixed for all of them together (issue 18, item 1).
+
+A shared base (`apps/base/podinfo`) renders once per cluster, and each cluster's render may need
+a different fix: helm-controller older than v1.4.0 knows `remediation.retries`, not `strategy`; a
+cluster's own patch or `${VAR}` changes the object. What every rendering needs is one edit of
+the shared document; each rendering's remainder goes where a Flux user writes a per-cluster
+difference: a patch (targeted by kind, name and, when it is known then, namespace) in the
+`spec.patches` of the Flux Kustomization that applies it, when no other rendering that needs
+something else goes through that Flux Kustomization. Where there is no such place, the document
+is a plan problem naming the clusters and what each needs: never one cluster's fix for all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..engine import JsonObject
+from .audit_object import AuditObject
+from .documents import Document
+from .findings import InputProblem
+from .inventory import Inventory
+from .render import is_flux_kustomization
+
+Ops = tuple[JsonObject, ...]
+
+
+@dataclass(frozen=True)
+class Need:
+    """A rendering of a shared document and the ops that fix it (empty: it passes, or a
+    defaults-patch edit covers it)."""
+
+    item: AuditObject
+    ops: Ops
+
+
+@dataclass
+class ClusterPatch:
+    """Patches for one Flux Kustomization document: each (rendered object, ops, target)."""
+
+    document: Document
+    position: int
+    fixes: list[tuple[JsonObject, list[JsonObject], dict[str, str]]] = field(default_factory=list)
+    clusters: set[str] = field(default_factory=set)
+    shared: set[str] = field(default_factory=set)  # the shared files whose remainder it holds
+
+
+@dataclass
+class Split:
+    """The ops for the shared document, and for the rest: per-cluster patches, or problems."""
+
+    shared_ops: list[JsonObject]
+    patches: list[ClusterPatch] = field(default_factory=list)
+    problems: list[InputProblem] = field(default_factory=list)
+
+
+def common_ops(needs: Sequence[Need]) -> list[JsonObject]:
+    """The ops every rendering needs (in the order the first lists them)."""
+    if not needs:
+        return []
+    return [op for op in needs[0].ops if all(op in n.ops for n in needs[1:])]
+
+
+def split(
+    document: Document, needs: Sequence[Need], inventory: Inventory, *, covered: set[int]
+) -> Split:
+    """What every rendering of `document` needs as its own edit; each rendering's remainder as a
+    patch in the Flux Kustomization that applies it, or a problem when none is only theirs.
+    A rendering in `covered` (ids) takes its remainder from a defaults-patch edit."""
+    common = common_ops(needs)
+    result = Split(common)
+    remainders = {
+        id(n.item): () if id(n.item) in covered else tuple(op for op in n.ops if op not in common)
+        for n in needs
+    }
+    places: dict[tuple[str, int], ClusterPatch] = {}
+    stranded: list[Need] = []
+    for need in needs:
+        remainder = remainders[id(need.item)]
+        if not remainder:
+            continue
+        place = _place(need.item, needs, remainders, inventory)
+        if isinstance(place, str):
+            stranded.append(need)
+            continue
+        flux_document, position, target = place
+        key = (flux_document.source, position)
+        patch = places.setdefault(key, ClusterPatch(flux_document, position))
+        if target not in [t for _, _, t in patch.fixes]:
+            patch.fixes.append((need.item.obj, list(remainder), target))
+        patch.clusters.add(need.item.cluster)
+        patch.shared.add(document.source)
+    result.patches = list(places.values())
+    if stranded:
+        result.problems.append(_problem(document, needs, remainders))
+    return result
+
+
+def _place(
+    item: AuditObject,
+    needs: Sequence[Need],
+    remainders: dict[int, Ops],
+    inventory: Inventory,
+) -> tuple[Document, int, dict[str, str]] | str:
+    """(Flux Kustomization document, its position in its file, patch target) to hold `item`'s
+    remainder, or why there is none."""
+    flux = _applying(item, inventory)
+    if flux is None or flux.document is None or not flux.document.text:
+        return "its Flux Kustomization is not written in Git"
+    written = flux.document
+    if written.source in inventory.unreached or _is_generated_file(written.source):
+        return f"{written.source} is generated"
+    if _spec_patches(written.obj or {}) != _spec_patches(flux.obj):
+        return f"{written.source}: its spec.patches are changed before Flux applies them"
+    through = {(r.cluster, _key(r.obj)) for r in inventory.renderings(written)}
+    remainder = remainders[id(item)]
+    if any(
+        (other.item.cluster, other.item.kustomization) in through
+        and remainders[id(other.item)] != remainder
+        for other in needs
+    ):
+        return f"{written.source} applies it in clusters that need other edits"
+    target = _target(item, flux, inventory)
+    if isinstance(target, str):
+        return target
+    position = next(i for i, d in enumerate(inventory.files[written.source]) if d is written)
+    return written, position, target
+
+
+def _applying(item: AuditObject, inventory: Inventory) -> AuditObject | None:
+    """The rendered Flux Kustomization that applies `item` in its cluster."""
+    return next(
+        (
+            o
+            for o in inventory.objects
+            if o.cluster == item.cluster
+            and is_flux_kustomization(o.obj)
+            and _key(o.obj) == item.kustomization
+        ),
+        None,
+    )
+
+
+def _target(item: AuditObject, flux: AuditObject, inventory: Inventory) -> dict[str, str] | str:
+    """The patch target of `item` as the Flux Kustomization's patches see it: before
+    substitution (a `${VAR}` name cannot be targeted), namespace only when it is not changed
+    after the patches (`spec.targetNamespace`, a substituted namespace)."""
+    written = (item.document.obj if item.document is not None else None) or {}
+    meta = written.get("metadata") if isinstance(written.get("metadata"), dict) else {}
+    name = str((meta or {}).get("name") or "")
+    rendered_meta = item.obj.get("metadata") or {}
+    if not name or "${" in name or name != rendered_meta.get("name"):
+        return f"its name {name!r} is substituted after patches apply"
+    target = {"kind": str(item.obj.get("kind")), "name": name}
+    namespace = str(rendered_meta.get("namespace") or "")
+    spec = flux.obj.get("spec") if isinstance(flux.obj.get("spec"), dict) else {}
+    known = "${" not in str((meta or {}).get("namespace") or "") and not (spec or {}).get(
+        "targetNamespace"
+    )
+    if namespace and known:
+        return {**target, "namespace": namespace}
+    alike = [
+        o
+        for o in inventory.objects
+        if o.cluster == item.cluster
+        and o.kustomization == item.kustomization
+        and o.obj.get("kind") == target["kind"]
+        and (o.obj.get("metadata") or {}).get("name") == name
+    ]
+    return target if len(alike) == 1 else f"{target['kind']}/{name} is not the only one so named"
+
+
+def _problem(document: Document, needs: Sequence[Need], remainders: dict[int, Ops]) -> InputProblem:
+    """Why the document is not fixed: the clusters and what each needs."""
+    obj = document.obj or {}
+    meta = obj.get("metadata") or {}
+    wanted: dict[str, list[str]] = {}
+    for need in needs:
+        ops = remainders[id(need.item)]
+        summary = "; ".join(_said(op) for op in ops) or "nothing more"
+        wanted.setdefault(summary, []).append(need.item.cluster or "(the repo)")
+    said = " | ".join(f"{', '.join(sorted(set(c)))}: {s}" for s, c in wanted.items())
+    message = (
+        f"{obj.get('kind')}/{meta.get('name')} not fixed: the clusters that apply it need "
+        f"different edits ({said}), and no file only those clusters apply can hold them; "
+        "write each cluster's difference in a patch of its own"
+    )
+    return InputProblem(document.source, document.line, message, True)
+
+
+def _said(op: JsonObject) -> str:
+    value = json.dumps(op.get("value"), sort_keys=True, separators=(",", ":"))
+    return f"{op.get('op')} {op.get('path')} {value}"[:200]
+
+
+def _spec_patches(obj: JsonObject) -> object:
+    spec = obj.get("spec")
+    return spec.get("patches") if isinstance(spec, dict) else None
+
+
+def _key(obj: JsonObject) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"
+
+
+def _is_generated_file(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            head = "".join(file.readline() for _ in range(5))
+    except OSError:
+        return False
+    return "DO NOT EDIT" in head
+
+
+def why(policies: str, patch: ClusterPatch) -> str:
+    """The `why` of a per-cluster edit: its policies, clusters and the shared files."""
+    clusters = ", ".join(sorted(c or "(the repo)" for c in patch.clusters))
+    return f"{policies} for {clusters} (differs per cluster: {', '.join(sorted(patch.shared))})"
