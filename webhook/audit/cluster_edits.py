@@ -33,6 +33,7 @@ class Need:
 
     item: AuditObject
     ops: Ops
+    why: str = ""  # the policies behind `ops`, comma-separated
 
 
 @dataclass
@@ -44,6 +45,7 @@ class ClusterPatch:
     fixes: list[tuple[JsonObject, list[JsonObject], dict[str, str]]] = field(default_factory=list)
     clusters: set[str] = field(default_factory=set)
     shared: set[str] = field(default_factory=set)  # the shared files whose remainder it holds
+    policies: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -90,6 +92,7 @@ def split(
         if target not in [t for _, _, t in patch.fixes]:
             patch.fixes.append((need.item.obj, list(remainder), target))
         patch.clusters.add(need.item.cluster)
+        patch.policies.update(p for p in need.why.split(", ") if p)
         patch.shared.add(document.source)
     result.patches = list(places.values())
     if stranded:
@@ -213,7 +216,17 @@ def _is_generated_file(path: str) -> bool:
     return "DO NOT EDIT" in head
 
 
-def why(policies: str, patch: ClusterPatch) -> str:
+def shared_why(needs: Sequence[Need]) -> str:
+    """The `why` of the shared document's edit: the policies behind every rendering's fix,
+    and the clusters (when they are named)."""
+    sets = [{p for p in n.why.split(", ") if p} for n in needs]
+    policies = ", ".join(sorted(set.intersection(*sets))) if sets else ""
+    clusters = sorted({n.item.cluster for n in needs if n.item.cluster})
+    return f"{policies} for {', '.join(clusters)}" if policies and clusters else policies
+
+
+def why(patch: ClusterPatch) -> str:
     """The `why` of a per-cluster edit: its policies, clusters and the shared files."""
     clusters = ", ".join(sorted(c or "(the repo)" for c in patch.clusters))
+    policies = ", ".join(sorted(patch.policies))
     return f"{policies} for {clusters} (differs per cluster: {', '.join(sorted(patch.shared))})"

@@ -113,11 +113,7 @@ def plan_fixes(inventory: Inventory, *, policy_set: PolicySet, per_file: bool = 
             items = inventory.renderings(document)
             if not is_generated and _per_cluster(items, installs):
                 ops, why = _shared_document_ops(document, items, patches, covered, plan, inventory)
-                embedded = resource_set_fix(document, inventory.objects, patches.of)
-                plan.problems += embedded.problems
-                ops, why = ops + embedded.ops, _joined(why, embedded.why)
-                if ops:
-                    plan.edits.append(Edit(path, position, tuple(ops), why))
+                _add_edit(plan, document, position, (ops, why), inventory, patches)
                 continue
             item = _needing_fix(items, covered)
             installed = installs.get(id(item)) if item is not None else None
@@ -140,14 +136,33 @@ def plan_fixes(inventory: Inventory, *, policy_set: PolicySet, per_file: bool = 
                     plan.problems.append(_patches_elsewhere(installed, install_why))
                 own = [] if is_flux_instance(document.obj) else ops
                 ops, why = own + install_ops, _joined(why, install_why)
-            embedded = resource_set_fix(document, inventory.objects, patches.of)
-            ops, why = ops + embedded.ops, _joined(why, embedded.why)
-            plan.problems += embedded.problems
-            if ops:
-                plan.edits.append(Edit(path, position, tuple(ops), why))
+            cluster = item.cluster if item is not None else ""
+            _add_edit(plan, document, position, (ops, why), inventory, patches, cluster=cluster)
     for path, fixes in generated.items():
         _plan_generated(path, fixes, plan)
     return plan
+
+
+def _add_edit(
+    plan: Plan,
+    document: Document,
+    position: int,
+    own: tuple[list[JsonObject], str],
+    inventory: Inventory,
+    patches: _Patches,
+    cluster: str = "",
+) -> None:
+    """The document's edit: its `own` (ops, why) and those of the objects a ResourceSet
+    embedded in it makes; `why` names the `cluster` of a document one cluster renders."""
+    embedded = resource_set_fix(document, inventory.objects, patches.of)
+    ops, why = own[0] + embedded.ops, own[1]
+    if embedded.why:
+        why = _joined(why, embedded.why)
+    if why and cluster:
+        why += f" for {cluster}"
+    plan.problems += embedded.problems
+    if ops:
+        plan.edits.append(Edit(document.source, position, tuple(ops), why))
 
 
 def _defaults_edits(inventory: Inventory, patches: _Patches, plan: Plan) -> set[int]:
@@ -211,26 +226,20 @@ def _shared_document_ops(
     if all(id(i) in covered for i in items):
         return [], ""
     needs: list[Need] = []
-    policies: list[str] = []
     for item in items:
         if id(item) in covered:
             ops, why = patches.of(item.obj, item.cluster)
         else:
             ops, why = _own_ops(item, patches, plan)
-        needs.append(Need(item, tuple(ops)))
-        policies.append(why)
+        needs.append(Need(item, tuple(ops), why))
     result = split(document, needs, inventory, covered=covered)
     plan.problems += [p for p in result.problems if p not in plan.problems]
     for patch in result.patches:
-        _plan_cluster_patch(patch, _joined(*policies), plan)
-    clusters = sorted({i.cluster for i in items if i.cluster})
-    why = _joined(*policies) if result.shared_ops else ""
-    if why and result.patches and clusters:
-        why += f" for {', '.join(clusters)} (the edit they all need)"
-    return result.shared_ops, why
+        _plan_cluster_patch(patch, plan)
+    return result.shared_ops, cluster_edits.shared_why(needs) if result.shared_ops else ""
 
 
-def _plan_cluster_patch(patch: ClusterPatch, policies: str, plan: Plan) -> None:
+def _plan_cluster_patch(patch: ClusterPatch, plan: Plan) -> None:
     """One cluster's remainder as patches in its Flux Kustomization's `spec.patches`: a
     strategic-merge patch when the ops only add mapping keys, else JSON6902 ops by value."""
     tree = patch.document.obj or {}
@@ -247,7 +256,7 @@ def _plan_cluster_patch(patch: ClusterPatch, policies: str, plan: Plan) -> None:
     added += [_strategic_entry(o, ops, t) for o, ops, t in strategic]
     ops = patch_list_ops("/spec/patches", tree, edited, _like_siblings(existing, added))
     if ops:
-        why = cluster_edits.why(policies, patch)
+        why = cluster_edits.why(patch)
         plan.edits.append(Edit(patch.document.source, patch.position, tuple(ops), why))
 
 
@@ -292,7 +301,9 @@ def _own_ops(item: AuditObject, patches: _Patches, plan: Plan) -> tuple[list[Jso
     ops, why = patches.of(item.obj, item.cluster)
     if _writes_secret(ops, item):
         notice = f"{item.location.kind} not fixed: its fix holds a value from a Secret"
-        plan.problems.append(InputProblem(item.location.source, item.location.line, notice, True))
+        problem = InputProblem(item.location.source, item.location.line, notice, True)
+        if problem not in plan.problems:  # once for a document every cluster renders
+            plan.problems.append(problem)
         return [], ""
     return ops, why
 
