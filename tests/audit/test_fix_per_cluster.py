@@ -133,6 +133,52 @@ def test_edits_are_data_naming_their_clusters(tmp_path: Path, shipped_policies: 
     }
 
 
+def test_a_cluster_overlay_with_patches_takes_that_clusters_remainder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Where the user already writes a cluster's differences (flux2-kustomize-helm-example:
+    `apps/staging/kustomization.yaml` patches), the cluster's remainder goes there."""
+    repo = _copy(tmp_path)
+    overlay = repo / "apps/test/kustomization.yaml"
+    overlay.write_text(overlay.read_text() + TEST_OVERLAY_PATCHES)
+    (repo / "apps/test/podinfo-values.yaml").write_text(PODINFO_VALUES)
+    before = (repo / "clusters/test/apps.yaml").read_text()
+    assert main(["fix", "--write", str(repo)]) == 0
+    assert main(["audit", str(repo)]) == 0
+    assert main(["fix", "--check", str(repo)]) == 0
+    capsys.readouterr()
+    assert (repo / "clusters/test/apps.yaml").read_text() == before
+    built = subprocess.run(
+        [str(kubectl_or_skip()), "kustomize", str(repo / "apps/test")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    release = next(d for d in yaml.safe_load_all(built) if d["kind"] == "HelmRelease")
+    assert release["spec"]["install"] == {"remediation": {"retries": 3}}
+    assert release["spec"]["values"] == {"replicaCount": 1}  # the user's patch still applies
+
+
+TEST_OVERLAY_PATCHES = """\
+patches:
+  # test: one replica
+  - path: podinfo-values.yaml
+    target:
+      kind: HelmRelease
+      name: podinfo
+"""
+PODINFO_VALUES = """\
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: podinfo
+  namespace: podinfo
+spec:
+  values:
+    replicaCount: 1
+"""
+
+
 def _share_apps(repo: Path) -> None:
     """main and test apply one `apps` Flux Kustomization file (home-ops style): no file only
     one of them applies holds a patch of the shared release."""

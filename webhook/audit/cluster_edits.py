@@ -13,6 +13,7 @@ is a plan problem naming the clusters and what each needs: never one cluster's f
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from .audit_object import AuditObject
 from .documents import Document
 from .findings import InputProblem
 from .inventory import Inventory
+from .overlays import overlay_of, reached
 from .render import is_flux_kustomization
 
 Ops = tuple[JsonObject, ...]
@@ -42,6 +44,7 @@ class ClusterPatch:
 
     document: Document
     position: int
+    pointer: str  # the patch list: a Flux Kustomization's /spec/patches, a kustomization's /patches
     fixes: list[tuple[JsonObject, list[JsonObject], dict[str, str]]] = field(default_factory=list)
     clusters: set[str] = field(default_factory=set)
     shared: set[str] = field(default_factory=set)  # the shared files whose remainder it holds
@@ -86,11 +89,10 @@ def split(
         if isinstance(place, str):
             stranded.append(need)
             continue
-        flux_document, position, target = place
-        key = (flux_document.source, position)
-        patch = places.setdefault(key, ClusterPatch(flux_document, position))
-        if target not in [t for _, _, t in patch.fixes]:
-            patch.fixes.append((need.item.obj, list(remainder), target))
+        key = (place.document.source, place.position)
+        patch = places.setdefault(key, ClusterPatch(place.document, place.position, place.pointer))
+        if place.target not in [t for _, _, t in patch.fixes]:
+            patch.fixes.append((need.item.obj, list(remainder), place.target))
         patch.clusters.add(need.item.cluster)
         patch.policies.update(p for p in need.why.split(", ") if p)
         patch.shared.add(document.source)
@@ -100,18 +102,47 @@ def split(
     return result
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where a cluster's remainder is written: the patch list at `pointer` of `document`."""
+
+    document: Document
+    position: int
+    pointer: str
+    target: dict[str, str]
+
+
 def _place(
     item: AuditObject,
     needs: Sequence[Need],
     remainders: dict[int, Ops],
     inventory: Inventory,
-) -> tuple[Document, int, dict[str, str]] | str:
-    """(Flux Kustomization document, its position in its file, patch target) to hold `item`'s
-    remainder, or why there is none."""
+) -> Place | str:
+    """Where `item`'s remainder is written, or why nowhere: the cluster overlay at its Flux
+    Kustomization's `spec.path` when that already lists patches, else the Flux Kustomization's
+    own `spec.patches`, else the overlay."""
     flux = _applying(item, inventory)
-    if flux is None or flux.document is None or not flux.document.text:
-        return "its Flux Kustomization is not written in Git"
+    if flux is None or flux.document is None:
+        return "no Flux Kustomization written in Git applies it"
+    overlay = _overlay_place(item, flux, needs, remainders, inventory)
+    if isinstance(overlay, Place) and isinstance((overlay.document.obj or {}).get("patches"), list):
+        return overlay
+    own = _flux_place(item, flux, needs, remainders, inventory)
+    return own if isinstance(own, Place) else overlay
+
+
+def _flux_place(
+    item: AuditObject,
+    flux: AuditObject,
+    needs: Sequence[Need],
+    remainders: dict[int, Ops],
+    inventory: Inventory,
+) -> Place | str:
+    """The `spec.patches` of the Flux Kustomization that applies `item`, when only renderings
+    that need the same remainder go through its file."""
     written = flux.document
+    if written is None or not written.text:
+        return "its Flux Kustomization is not written in Git"
     if written.source in inventory.unreached or _is_generated_file(written.source):
         return f"{written.source} is generated"
     if _spec_patches(written.obj or {}) != _spec_patches(flux.obj):
@@ -124,11 +155,48 @@ def _place(
         for other in needs
     ):
         return f"{written.source} applies it in clusters that need other edits"
-    target = _target(item, flux, inventory)
+    target = _target(item, flux, inventory, namespace_kept=True)
     if isinstance(target, str):
         return target
     position = next(i for i, d in enumerate(inventory.files[written.source]) if d is written)
-    return written, position, target
+    return Place(written, position, "/spec/patches", target)
+
+
+def _overlay_place(
+    item: AuditObject,
+    flux: AuditObject,
+    needs: Sequence[Need],
+    remainders: dict[int, Ops],
+    inventory: Inventory,
+) -> Place | str:
+    """The `patches` of the kustomization at the Flux Kustomization's `spec.path`, when no
+    build of a rendering that needs something else reaches that directory."""
+    overlay = _overlay(flux, inventory)
+    if overlay is None:
+        return "no kustomization.yaml at its Flux Kustomization's spec.path"
+    directory = os.path.dirname(overlay.source)
+    remainder = remainders[id(item)]
+    for other in needs:
+        if remainders[id(other.item)] == remainder:
+            continue
+        other_flux = _applying(other.item, inventory)
+        other_overlay = _overlay(other_flux, inventory) if other_flux is not None else None
+        if other_overlay is None:
+            return f"{overlay.source}: the other clusters' builds are not known"
+        if directory in reached(os.path.dirname(other_overlay.source), inventory.files):
+            return f"{overlay.source} is built for clusters that need other edits"
+    kept = "namespace" not in (overlay.obj or {})  # a namespace set there comes after patches
+    target = _target(item, flux, inventory, namespace_kept=kept)
+    if isinstance(target, str):
+        return target
+    return Place(overlay, 0, "/patches", target)
+
+
+def _overlay(flux: AuditObject, inventory: Inventory) -> Document | None:
+    if flux.document is None:
+        return None
+    spec = flux.obj.get("spec") if isinstance(flux.obj.get("spec"), dict) else {}
+    return overlay_of(flux.document.source, str((spec or {}).get("path") or ""), inventory.files)
 
 
 def _applying(item: AuditObject, inventory: Inventory) -> AuditObject | None:
@@ -145,7 +213,9 @@ def _applying(item: AuditObject, inventory: Inventory) -> AuditObject | None:
     )
 
 
-def _target(item: AuditObject, flux: AuditObject, inventory: Inventory) -> dict[str, str] | str:
+def _target(
+    item: AuditObject, flux: AuditObject, inventory: Inventory, *, namespace_kept: bool
+) -> dict[str, str] | str:
     """The patch target of `item` as the Flux Kustomization's patches see it: before
     substitution (a `${VAR}` name cannot be targeted), namespace only when it is not changed
     after the patches (`spec.targetNamespace`, a substituted namespace)."""
@@ -158,8 +228,10 @@ def _target(item: AuditObject, flux: AuditObject, inventory: Inventory) -> dict[
     target = {"kind": str(item.obj.get("kind")), "name": name}
     namespace = str(rendered_meta.get("namespace") or "")
     spec = flux.obj.get("spec") if isinstance(flux.obj.get("spec"), dict) else {}
-    known = "${" not in str((meta or {}).get("namespace") or "") and not (spec or {}).get(
-        "targetNamespace"
+    known = (
+        namespace_kept
+        and "${" not in str((meta or {}).get("namespace") or "")
+        and not (spec or {}).get("targetNamespace")
     )
     if namespace and known:
         return {**target, "namespace": namespace}

@@ -240,11 +240,12 @@ def _shared_document_ops(
 
 
 def _plan_cluster_patch(patch: ClusterPatch, plan: Plan) -> None:
-    """One cluster's remainder as patches in its Flux Kustomization's `spec.patches`: a
-    strategic-merge patch when the ops only add mapping keys, else JSON6902 ops by value."""
+    """One cluster's remainder as patches in its patch list (a Flux Kustomization's
+    `spec.patches`, a cluster overlay's `patches`): a strategic-merge patch when the ops only
+    add mapping keys, else JSON6902 ops by value."""
     tree = patch.document.obj or {}
-    spec = tree.get("spec") if isinstance(tree.get("spec"), dict) else {}
-    existing = list((spec or {}).get("patches") or [])
+    listed = _resolve(tree, patch.pointer)
+    existing = list(listed) if isinstance(listed, list) else []
     strategic = [(o, ops, t) for o, ops, t in patch.fixes if mergeable(ops)]
     by_ops = [(o, ops) for o, ops, t in patch.fixes if not mergeable(ops)]
     edited, added = by_value(existing, by_ops)
@@ -254,7 +255,7 @@ def _plan_cluster_patch(patch: ClusterPatch, plan: Plan) -> None:
         for a in added
     ]
     added += [_strategic_entry(o, ops, t) for o, ops, t in strategic]
-    ops = patch_list_ops("/spec/patches", tree, edited, _like_siblings(existing, added))
+    ops = patch_list_ops(patch.pointer, tree, edited, _like_siblings(existing, added))
     if ops:
         why = cluster_edits.why(patch)
         plan.edits.append(Edit(patch.document.source, patch.position, tuple(ops), why))
