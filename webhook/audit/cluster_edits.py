@@ -5,9 +5,10 @@ a different fix: helm-controller older than v1.4.0 knows `remediation.retries`, 
 cluster's own patch or `${VAR}` changes the object. What every rendering needs is one edit of
 the shared document; each rendering's remainder goes where a Flux user writes a per-cluster
 difference: a patch (targeted by kind, name and, when it is known then, namespace) in the
-`spec.patches` of the Flux Kustomization that applies it, when no other rendering that needs
-something else goes through that Flux Kustomization. Where there is no such place, the document
-is a plan problem naming the clusters and what each needs: never one cluster's fix for all.
+cluster overlay the applying Flux Kustomization builds (`overlays.py`) when that already lists
+patches, else in that Flux Kustomization's `spec.patches`, provided no rendering that needs
+something else goes through that file. Where there is no such place, the document is a plan
+problem naming the clusters and what each needs: never one cluster's fix for all.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .documents import Document
 from .findings import InputProblem
 from .inventory import Inventory
 from .overlays import overlay_of, reached
+from .redaction import hide_secrets
 from .render import is_flux_kustomization
 
 Ops = tuple[JsonObject, ...]
@@ -40,7 +42,8 @@ class Need:
 
 @dataclass
 class ClusterPatch:
-    """Patches for one Flux Kustomization document: each (rendered object, ops, target)."""
+    """Patches for one document's patch list (a Flux Kustomization's, a cluster overlay's):
+    each (rendered object, ops, target)."""
 
     document: Document
     position: int
@@ -261,7 +264,8 @@ def _problem(document: Document, needs: Sequence[Need], remainders: dict[int, Op
         f"different edits ({said}), and no file only those clusters apply can hold them; "
         "write each cluster's difference in a patch of its own"
     )
-    return InputProblem(document.source, document.line, message, True)
+    secrets = tuple(sorted({s for n in needs for s in n.item.secrets}))
+    return InputProblem(document.source, document.line, hide_secrets(message, secrets), True)
 
 
 def _said(op: JsonObject) -> str:
