@@ -121,13 +121,17 @@ def test_edits_are_data_naming_their_clusters(tmp_path: Path, shipped_policies: 
     repo = _copy(tmp_path)
     plan = plan_fixes(collect([str(repo)]), policy_set=shipped_policies)
     whys = {Path(e.path).relative_to(repo).as_posix(): e.why for e in plan.edits}
+    base = repo / "apps/base/podinfo"
+    both = f"(differs per cluster: {base / 'canary.yaml'}, {base / 'release.yaml'})"
+    everywhere = "helmrelease-drift-detection for clusters/edge, clusters/main, clusters/test"
+    policies = "helmrelease-remediation"  # the policy behind the ops in the patch
     assert whys == {
-        "apps/base/podinfo/release.yaml": "helmrelease-drift-detection for clusters/edge, "
-        "clusters/main, clusters/test",
-        "clusters/main/apps.yaml": "helmrelease-drift-detection, helmrelease-remediation for "
-        "clusters/main (differs per cluster: " + str(repo / "apps/base/podinfo/release.yaml") + ")",
-        "clusters/test/apps.yaml": "helmrelease-drift-detection, helmrelease-remediation for "
-        "clusters/test (differs per cluster: " + str(repo / "apps/base/podinfo/release.yaml") + ")",
+        "apps/base/podinfo/release.yaml": everywhere,
+        "apps/base/podinfo/canary.yaml": everywhere,
+        "clusters/edge/apps.yaml": "helmrelease-remediation for clusters/edge "
+        f"(differs per cluster: {base / 'canary.yaml'})",
+        "clusters/main/apps.yaml": f"{policies} for clusters/main {both}",
+        "clusters/test/apps.yaml": f"{policies} for clusters/test {both}",
         "shared/infra.yaml": "HelmRelease defaults patch covering 2 HelmRelease(s) in "
         "clusters/edge, 3 in clusters/main",
     }
@@ -202,7 +206,9 @@ def test_no_place_for_a_clusters_difference_is_a_problem_naming_clusters_and_val
     _share_apps(repo)
     assert main(["fix", "--check", str(repo)]) == 2
     err = capsys.readouterr().err
-    problem = next(line for line in err.splitlines() if "not fixed" in line)
+    problem = next(
+        line for line in err.splitlines() if "release.yaml:2: HelmRelease/podinfo " in line
+    )
     assert "percluster/apps/base/podinfo/release.yaml:2: HelmRelease/podinfo not fixed" in problem
     assert 'clusters/main: add /spec/install {"strategy":{"name":"RetryOnFailure"}}' in problem
     assert 'clusters/test: add /spec/install {"remediation":{"retries":3}}' in problem

@@ -37,7 +37,7 @@ class Need:
 
     item: AuditObject
     ops: Ops
-    why: str = ""  # the policies behind `ops`, comma-separated
+    policies: tuple[str, ...] = ()  # of each op: the policies behind it, comma-separated
 
 
 @dataclass
@@ -52,6 +52,31 @@ class ClusterPatch:
     clusters: set[str] = field(default_factory=set)
     shared: set[str] = field(default_factory=set)  # the shared files whose remainder it holds
     policies: set[str] = field(default_factory=set)
+
+
+class ClusterPatches:
+    """The per-cluster patches of a whole plan, one per patch list: the remainders of several
+    shared documents that go into one file are planned together (two edits that each create
+    its `patches` list would keep only the last)."""
+
+    def __init__(self, inventory: Inventory) -> None:
+        self.inventory = inventory
+        self._by_place: dict[tuple[str, int, str], ClusterPatch] = {}
+
+    def add(self, patches: Sequence[ClusterPatch]) -> None:
+        for patch in patches:
+            key = (patch.document.source, patch.position, patch.pointer)
+            known = self._by_place.setdefault(key, patch)
+            if known is patch:
+                continue
+            targets = [t for _, _, t in known.fixes]
+            known.fixes += [f for f in patch.fixes if f[2] not in targets]
+            known.clusters |= patch.clusters
+            known.shared |= patch.shared
+            known.policies |= patch.policies
+
+    def values(self) -> list[ClusterPatch]:
+        return list(self._by_place.values())
 
 
 @dataclass
@@ -97,7 +122,7 @@ def split(
         if place.target not in [t for _, _, t in patch.fixes]:
             patch.fixes.append((need.item.obj, list(remainder), place.target))
         patch.clusters.add(need.item.cluster)
-        patch.policies.update(p for p in need.why.split(", ") if p)
+        patch.policies |= _policies(need, remainder)
         patch.shared.add(document.source)
     result.patches = list(places.values())
     if stranded:
@@ -292,11 +317,21 @@ def _is_generated_file(path: str) -> bool:
     return "DO NOT EDIT" in head
 
 
-def shared_why(needs: Sequence[Need]) -> str:
-    """The `why` of the shared document's edit: the policies behind every rendering's fix,
-    and the clusters (when they are named)."""
-    sets = [{p for p in n.why.split(", ") if p} for n in needs]
-    policies = ", ".join(sorted(set.intersection(*sets))) if sets else ""
+def _policies(need: Need, ops: Sequence[JsonObject]) -> set[str]:
+    """The policies behind those of `need`'s ops that are in `ops`."""
+    return {
+        p
+        for op, policies in zip(need.ops, need.policies, strict=False)
+        if op in ops
+        for p in policies.split(", ")
+        if p
+    }
+
+
+def shared_why(needs: Sequence[Need], shared_ops: Sequence[JsonObject]) -> str:
+    """The `why` of the shared document's edit: the policies behind its ops, and the clusters
+    (when they are named)."""
+    policies = ", ".join(sorted({p for n in needs for p in _policies(n, shared_ops)}))
     clusters = sorted({n.item.cluster for n in needs if n.item.cluster})
     return f"{policies} for {', '.join(clusters)}" if policies and clusters else policies
 

@@ -27,7 +27,7 @@ import yaml
 from ..engine import JsonObject, PolicySet, evaluate, request_for
 from . import cluster_edits
 from .audit_object import AuditObject
-from .cluster_edits import ClusterPatch, Need, split
+from .cluster_edits import ClusterPatch, ClusterPatches, Need, split
 from .defaults_patch import edited_patch_text, mergeable, proposals
 from .documents import Document, parse_stream
 from .findings import InputProblem
@@ -71,6 +71,7 @@ class _Patches:
         self.inventory = inventory
         self.policy_set = policy_set.enforcing()  # every change audit reports is made
         self._done: dict[int, tuple[list[JsonObject], str]] = {}
+        self._fields: dict[int, dict[str, list[str]]] = {}  # policy -> the fields it set
 
     def of(self, obj: JsonObject, cluster: str) -> tuple[list[JsonObject], str]:
         """(normalised patch, the policies that make it) for `obj` in `cluster`."""
@@ -82,12 +83,34 @@ class _Patches:
                 lookups=self.inventory.lookups(cluster),
                 webhook="mutate",
             )
-            policies = sorted({r.policy for r in decision.results if r.action == "mutated"})
+            mutated = [r for r in decision.results if r.action == "mutated"]
+            policies = sorted({r.policy for r in mutated})
             self._done[id(obj)] = (normalised_patch(obj, decision.patch), ", ".join(policies))
+            self._fields[id(obj)] = {r.policy: _set_fields(r.messages) for r in mutated}
         return self._done[id(obj)]
+
+    def policies_of(self, obj: JsonObject, op: JsonObject) -> str:
+        """The policies whose changes `op` of `obj`'s patch writes (all of the object's when
+        none says so: a change is said as `set FIELD to ...`)."""
+        fields = self._fields.get(id(obj), {})
+        path = ".".join(str(op.get("path", "")).strip("/").split("/"))
+        found = [
+            p
+            for p, set_fields in fields.items()
+            if any(
+                f == path or f.startswith(path + ".") or path.startswith(f + ".")
+                for f in set_fields
+            )
+        ]
+        return ", ".join(sorted(found or fields))
 
     def ops(self, obj: JsonObject, cluster: str) -> list[JsonObject]:
         return self.of(obj, cluster)[0]
+
+
+def _set_fields(messages: list[str]) -> list[str]:
+    """The fields a policy's change messages (`set FIELD to VALUE (was ...)`) name."""
+    return [m[4:].split(" to ", 1)[0] for m in messages if m.startswith("set ") and " to " in m]
 
 
 def plan_fixes(inventory: Inventory, *, policy_set: PolicySet, per_file: bool = False) -> Plan:
@@ -99,6 +122,7 @@ def plan_fixes(inventory: Inventory, *, policy_set: PolicySet, per_file: bool = 
     covered = set() if per_file else _defaults_edits(inventory, patches, plan)
     installs = {id(i.item): i for i in inventory.installs}
     generated: dict[str, Fixes] = {}
+    places = ClusterPatches(inventory)  # per-cluster remainders of shared documents
     unreached = set(inventory.unreached)
     file_clusters: dict[str, str] = {}  # where an object that matched no rendering is looked up
     for o in inventory.objects:
@@ -112,7 +136,7 @@ def plan_fixes(inventory: Inventory, *, policy_set: PolicySet, per_file: bool = 
                 continue
             items = inventory.renderings(document)
             if not is_generated and _per_cluster(items, installs):
-                ops, why = _shared_document_ops(document, items, patches, covered, plan, inventory)
+                ops, why = _shared_document_ops(document, items, patches, covered, plan, places)
                 _add_edit(plan, document, position, (ops, why), inventory, patches)
                 continue
             item = _needing_fix(items, covered)
@@ -140,6 +164,8 @@ def plan_fixes(inventory: Inventory, *, policy_set: PolicySet, per_file: bool = 
             _add_edit(plan, document, position, (ops, why), inventory, patches, cluster=cluster)
     for path, fixes in generated.items():
         _plan_generated(path, fixes, plan)
+    for place in places.values():  # each file once: many shared documents may patch it
+        _plan_cluster_patch(place, plan)
     return plan
 
 
@@ -218,7 +244,7 @@ def _shared_document_ops(
     patches: _Patches,
     covered: set[int],
     plan: Plan,
-    inventory: Inventory,
+    places: ClusterPatches,
 ) -> tuple[list[JsonObject], str]:
     """The ops of a document several renderings share: what all of them need (`cluster_edits`);
     each one's remainder is planned as a patch of its own cluster, or is a problem. A rendering
@@ -227,16 +253,17 @@ def _shared_document_ops(
         return [], ""
     needs: list[Need] = []
     for item in items:
-        if id(item) in covered:
-            ops, why = patches.of(item.obj, item.cluster)
-        else:
-            ops, why = _own_ops(item, patches, plan)
-        needs.append(Need(item, tuple(ops), why))
-    result = split(document, needs, inventory, covered=covered)
+        # a rendering a defaults-patch edit covers still says what it needs (for the shared edit)
+        covering = id(item) in covered
+        ops = patches.ops(item.obj, item.cluster) if covering else _own_ops(item, patches, plan)[0]
+        policies = tuple(patches.policies_of(item.obj, op) for op in ops)
+        needs.append(Need(item, tuple(ops), policies))
+    result = split(document, needs, places.inventory, covered=covered)
     plan.problems += [p for p in result.problems if p not in plan.problems]
-    for patch in result.patches:
-        _plan_cluster_patch(patch, plan)
-    return result.shared_ops, cluster_edits.shared_why(needs) if result.shared_ops else ""
+    places.add(result.patches)
+    return result.shared_ops, cluster_edits.shared_why(
+        needs, result.shared_ops
+    ) if result.shared_ops else ""
 
 
 def _plan_cluster_patch(patch: ClusterPatch, plan: Plan) -> None:
