@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -53,5 +54,21 @@ def test_fix_check_fails_exactly_when_audit_would_change_something(
     assert _check(capsys, repo) == (1 if changes else 0), changes
     assert main(["fix", "--write", str(repo)]) == 0
     capsys.readouterr()
-    assert _changes(capsys, repo) == []
+    assert _changes(capsys, repo) == []  # audit exits 0 or 1: every Flux Kustomization builds
     assert _check(capsys, repo) == 0
+    for directory in _changed_kustomizations(REPOS / shape, repo):
+        built = subprocess.run(
+            [str(kubectl_or_skip()), "kustomize", str(directory)], capture_output=True, text=True
+        )
+        assert built.returncode == 0, (directory, built.stderr)
+
+
+def _changed_kustomizations(original: Path, fixed: Path) -> list[Path]:
+    """The directories of the files `fix --write` changed that are kustomizations."""
+    changed = [
+        f
+        for f in fixed.rglob("*")
+        if f.is_file() and f.read_bytes() != (original / f.relative_to(fixed)).read_bytes()
+    ]
+    names = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+    return sorted({f.parent for f in changed if any((f.parent / n).is_file() for n in names)})

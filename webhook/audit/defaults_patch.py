@@ -110,7 +110,7 @@ def _value_at(obj: Any, path: str) -> Any:
     return node
 
 
-def _mergeable(ops: list[JsonObject]) -> bool:
+def mergeable(ops: list[JsonObject]) -> bool:
     """Ops a strategic-merge patch can say: adds of values at mapping keys under /spec."""
     return bool(ops) and all(
         op.get("op") == "add"
@@ -163,7 +163,7 @@ def proposals(
             if not failing:
                 continue
             ops = patches[id(failing[0])]
-            if not _mergeable(ops) or any(patches[id(r)] != ops for r in failing):
+            if not mergeable(ops) or any(patches[id(r)] != ops for r in failing):
                 continue
             # a release that sets the field itself keeps its value: one edit would override it
             if any(

@@ -26,15 +26,17 @@ from typing import Any
 import yaml
 
 from ..engine import JsonObject, PolicySet, evaluate, request_for
+from . import cluster_edits
 from .audit_object import AuditObject
-from .defaults_patch import edited_patch_text, proposals
+from .cluster_edits import ClusterPatch, ClusterPatches, Need, split
+from .defaults_patch import edited_patch_text, mergeable, proposals
 from .documents import Document, parse_stream
 from .findings import InputProblem
 from .flux_installs import written_ops
 from .fluxinstance import is_flux_instance, user_patches
 from .inventory import Installed, Inventory
 from .patch_values import plan_by_value
-from .resourcesets import resource_set_fix
+from .resourcesets import OpsOf, resource_set_fix
 from .sources import field_line
 from .values_files import PATCHES as VALUES_PATCHES
 from .values_files import patches_file
@@ -72,6 +74,7 @@ class _Patches:
         self.inventory = inventory
         self.policy_set = policy_set.enforcing()  # every change audit reports is made
         self._done: dict[int, tuple[list[JsonObject], str]] = {}
+        self._fields: dict[int, dict[str, list[str]]] = {}  # policy -> the fields it set
 
     def of(self, obj: JsonObject, cluster: str) -> tuple[list[JsonObject], str]:
         """(normalised patch, the policies that make it) for `obj` in `cluster`."""
@@ -83,12 +86,34 @@ class _Patches:
                 lookups=self.inventory.lookups(cluster),
                 webhook="mutate",
             )
-            policies = sorted({r.policy for r in decision.results if r.action == "mutated"})
+            mutated = [r for r in decision.results if r.action == "mutated"]
+            policies = sorted({r.policy for r in mutated})
             self._done[id(obj)] = (normalised_patch(obj, decision.patch), ", ".join(policies))
+            self._fields[id(obj)] = {r.policy: _set_fields(r.messages) for r in mutated}
         return self._done[id(obj)]
+
+    def policies_of(self, obj: JsonObject, op: JsonObject) -> str:
+        """The policies whose changes `op` of `obj`'s patch writes (all of the object's when
+        none says so: a change is said as `set FIELD to ...`)."""
+        fields = self._fields.get(id(obj), {})
+        path = ".".join(str(op.get("path", "")).strip("/").split("/"))
+        found = [
+            p
+            for p, set_fields in fields.items()
+            if any(
+                f == path or f.startswith(path + ".") or path.startswith(f + ".")
+                for f in set_fields
+            )
+        ]
+        return ", ".join(sorted(found or fields))
 
     def ops(self, obj: JsonObject, cluster: str) -> list[JsonObject]:
         return self.of(obj, cluster)[0]
+
+
+def _set_fields(messages: list[str]) -> list[str]:
+    """The fields a policy's change messages (`set FIELD to VALUE (was ...)`) name."""
+    return [m[4:].split(" to ", 1)[0] for m in messages if m.startswith("set ") and " to " in m]
 
 
 def plan_fixes(inventory: Inventory, *, policy_set: PolicySet, per_file: bool = False) -> Plan:
@@ -113,6 +138,7 @@ def plan_fixes(inventory: Inventory, *, policy_set: PolicySet, per_file: bool = 
         return own + install_ops, _joined(why, install_why)
 
     generated: dict[str, Fixes] = {}
+    places = ClusterPatches(inventory)  # per-cluster remainders of shared documents
     # files no cluster applies, and files under a Kustomization not audited by design
     unreached = {*inventory.unreached, *(f for n in inventory.not_audited for f in n.files)}
     file_clusters: dict[str, str] = {}  # where an object that matched no rendering is looked up
@@ -125,7 +151,12 @@ def plan_fixes(inventory: Inventory, *, policy_set: PolicySet, per_file: bool = 
         for position, document in enumerate(documents):
             if not document.is_kubernetes_object or document.obj is None:
                 continue
-            item = _needing_fix(inventory.renderings(document), covered)
+            items = inventory.renderings(document)
+            if not is_generated and _per_cluster(items, installs):
+                ops, why = _shared_document_ops(document, items, patches, covered, plan, places)
+                _add_edit(plan, document, position, (ops, why), inventory, entry_ops)
+                continue
+            item = _needing_fix(items, covered)
             installed = installs.get(id(item)) if item is not None else None
             # a release a defaults-patch edit covers needs no edit of its own, but a Flux
             # install's controllers still do
@@ -146,14 +177,36 @@ def plan_fixes(inventory: Inventory, *, policy_set: PolicySet, per_file: bool = 
                     _into_values_file(installed, document, patches, plan)
                 own = [] if is_flux_instance(document.obj) else ops
                 ops, why = own + install_ops, _joined(why, install_why)
-            embedded = resource_set_fix(document, inventory.objects, entry_ops)
-            ops, why = ops + embedded.ops, _joined(why, embedded.why)
-            plan.problems += embedded.problems
-            if ops:
-                plan.edits.append(Edit(path, position, tuple(ops), why))
+            cluster = item.cluster if item is not None else ""
+            _add_edit(plan, document, position, (ops, why), inventory, entry_ops, cluster=cluster)
     for path, fixes in generated.items():
         _plan_generated(path, fixes, plan)
+    for place in places.values():  # each file once: many shared documents may patch it
+        _plan_cluster_patch(place, plan)
     return plan
+
+
+def _add_edit(
+    plan: Plan,
+    document: Document,
+    position: int,
+    own: tuple[list[JsonObject], str],
+    inventory: Inventory,
+    entry_ops: OpsOf,
+    cluster: str = "",
+) -> None:
+    """The document's edit: its `own` (ops, why) and those of the objects a ResourceSet
+    embedded in it makes (`entry_ops`); `why` names the `cluster` of a document one cluster
+    renders."""
+    embedded = resource_set_fix(document, inventory.objects, entry_ops)
+    ops, why = own[0] + embedded.ops, own[1]
+    if embedded.why:
+        why = _joined(why, embedded.why)
+    if why and cluster:
+        why += f" for {cluster}"
+    plan.problems += embedded.problems
+    if ops:
+        plan.edits.append(Edit(document.source, position, tuple(ops), why))
 
 
 def _defaults_edits(inventory: Inventory, patches: _Patches, plan: Plan) -> set[int]:
@@ -171,16 +224,107 @@ def _defaults_edits(inventory: Inventory, patches: _Patches, plan: Plan) -> set[
             continue  # one edit per patch text (a second would be on the next run)
         seen.add((document.source, position, proposal.pointer))
         op = {"op": "replace", "path": proposal.pointer, "value": edited_patch_text(proposal)}
-        count = len(proposal.releases)
-        why = f"HelmRelease defaults patch covering {count} HelmRelease(s)"
+        count = per_cluster_count(proposal.releases)
+        why = f"HelmRelease defaults patch covering {count}"
         plan.edits.append(Edit(document.source, position, (op,), why))
         covered.update(id(r) for r in proposal.releases)
         line = field_line(document, [proposal.pointer])
         plan.notes.append(
             f"{document.source}:{line}: HelmRelease defaults patch: one edit covers "
-            f"{count} HelmRelease(s) (--per-file edits each release instead)"
+            f"{count} (--per-file edits each release instead)"
         )
     return covered
+
+
+def per_cluster_count(releases: Sequence[AuditObject]) -> str:
+    """`N HelmRelease(s)`, counted per cluster when they are in named clusters
+    (`12 HelmRelease(s) in clusters/main, 3 in clusters/test`)."""
+    counts: dict[str, int] = {}
+    for release in releases:
+        counts[release.cluster] = counts.get(release.cluster, 0) + 1
+    if set(counts) == {""}:
+        return f"{counts['']} HelmRelease(s)"
+    said = [f"{n} in {cluster or '(no cluster)'}" for cluster, n in sorted(counts.items())]
+    return f"{said[0].replace(' in ', ' HelmRelease(s) in ', 1)}" + "".join(
+        f", {s}" for s in said[1:]
+    )
+
+
+def _per_cluster(items: list[AuditObject], installs: dict[int, Installed]) -> bool:
+    """A document rendered more than once (in several clusters, or by several Flux
+    Kustomizations), none of them a Flux install: its renderings may need different fixes."""
+    return len(items) > 1 and not any(id(i) in installs for i in items)
+
+
+def _shared_document_ops(
+    document: Document,
+    items: list[AuditObject],
+    patches: _Patches,
+    covered: set[int],
+    plan: Plan,
+    places: ClusterPatches,
+) -> tuple[list[JsonObject], str]:
+    """The ops of a document several renderings share: what all of them need (`cluster_edits`);
+    each one's remainder is planned as a patch of its own cluster, or is a problem. A rendering
+    a defaults-patch edit covers takes the rest of its fix from that edit."""
+    if all(id(i) in covered for i in items):
+        return [], ""
+    needs: list[Need] = []
+    for item in items:
+        # a rendering a defaults-patch edit covers still says what it needs (for the shared edit)
+        covering = id(item) in covered
+        ops = patches.ops(item.obj, item.cluster) if covering else _own_ops(item, patches, plan)[0]
+        policies = tuple(patches.policies_of(item.obj, op) for op in ops)
+        needs.append(Need(item, tuple(ops), policies))
+    result = split(document, needs, places.inventory, covered=covered)
+    plan.problems += [p for p in result.problems if p not in plan.problems]
+    places.add(result.patches)
+    return result.shared_ops, cluster_edits.shared_why(
+        needs, result.shared_ops
+    ) if result.shared_ops else ""
+
+
+def _plan_cluster_patch(patch: ClusterPatch, plan: Plan) -> None:
+    """One cluster's remainder as patches in its patch list (a Flux Kustomization's
+    `spec.patches`, a cluster overlay's `patches`): a strategic-merge patch when the ops only
+    add mapping keys, else JSON6902 ops by value."""
+    tree = patch.document.obj or {}
+    listed = _resolve(tree, patch.pointer)
+    existing = list(listed) if isinstance(listed, list) else []
+    strategic = [(o, ops, t) for o, ops, t in patch.fixes if mergeable(ops)]
+    by_ops = [(o, ops) for o, ops, t in patch.fixes if not mergeable(ops)]
+    edited, added = by_value(existing, by_ops)
+    targets = {json.dumps(_target(o), sort_keys=True): t for o, _, t in patch.fixes}
+    added = [
+        {**a, "target": targets.get(json.dumps(a["target"], sort_keys=True), a["target"])}
+        for a in added
+    ]
+    added += [_strategic_entry(o, ops, t) for o, ops, t in strategic]
+    ops = patch_list_ops(patch.pointer, tree, edited, _like_siblings(existing, added))
+    if ops:
+        why = cluster_edits.why(patch)
+        plan.edits.append(Edit(patch.document.source, patch.position, tuple(ops), why))
+
+
+def _strategic_entry(
+    obj: JsonObject, ops: list[JsonObject], target: dict[str, str]
+) -> dict[str, Any]:
+    """A strategic-merge patch entry that sets what `ops` add, for the object `target` names."""
+    metadata = {k: v for k, v in target.items() if k in ("name", "namespace")}
+    body: dict[str, Any] = {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": metadata,
+    }
+    for op in ops:
+        parts = str(op["path"]).split("/")[1:]
+        node = body
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in parts]
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = op.get("value")
+    text = yaml.safe_dump(body, sort_keys=False, default_flow_style=False)
+    return {"patch": text, "target": target}
 
 
 def _position(documents: Sequence[Document], document: Document) -> int:
@@ -203,7 +347,9 @@ def _own_ops(item: AuditObject, patches: _Patches, plan: Plan) -> tuple[list[Jso
     ops, why = patches.of(item.obj, item.cluster)
     if _writes_secret(ops, item):
         notice = f"{item.location.kind} not fixed: its fix holds a value from a Secret"
-        plan.problems.append(InputProblem(item.location.source, item.location.line, notice, True))
+        problem = InputProblem(item.location.source, item.location.line, notice, True)
+        if problem not in plan.problems:  # once for a document every cluster renders
+            plan.problems.append(problem)
         return [], ""
     return ops, why
 
