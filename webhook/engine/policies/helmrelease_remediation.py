@@ -145,6 +145,16 @@ class HelmReleaseRemediation(Policy[RemediationParams]):
             return True
         return knows_strategy(lookups.deployment(params.controller_namespace, HELM_CONTROLLER))
 
+    def _strategy_pruned(self, action: Any, params: RemediationParams, lookups: Lookups) -> bool:
+        """The action's only failure handling is `strategy: RetryOnFailure`, which the looked-up
+        helm-controller predates: its CRD prunes the field, so nothing is retried."""
+        retries = _retries(action.get("remediation")) if isinstance(action, dict) else None
+        return (
+            dig(action, "strategy", "name") == RETRY
+            and retries in (None, 0)
+            and not self._knows_strategy(params, lookups)
+        )
+
     def check(
         self,
         obj: JsonObject,
@@ -158,7 +168,7 @@ class HelmReleaseRemediation(Policy[RemediationParams]):
         gate: bool | None = None  # looked up once, and only when an action needs it
         for action in ACTIONS:
             current = dig(spec, action)
-            if handled(current):
+            if handled(current) and not self._strategy_pruned(current, params, lookups):
                 continue
             if dig(current, "strategy", "name") is None:
                 gate = self._gate(params, lookups) if gate is None else gate
@@ -189,6 +199,12 @@ class HelmReleaseRemediation(Policy[RemediationParams]):
         report: Report,
     ) -> None:
         strategy = dig(current, "strategy", "name")
+        if strategy == RETRY:  # here only where helm-controller predates the field
+            report.advise(
+                f"spec.{action}.strategy is unknown to the helm-controller found (before "
+                f"v1.4.0): its CRD prunes the field, so a failed {action} is not retried"
+            )
+            strategy = None
         if strategy is not None:
             # An explicit choice (RemediateOnFailure without retries) is kept and warned about.
             report.advise(
