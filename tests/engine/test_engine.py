@@ -153,6 +153,8 @@ def test_the_listing_plan_follows_the_declared_scopes(shipped_policies: PolicySe
         },
         "helmcharts.source.toolkit.fluxcd.io": [None],
         "buckets.source.toolkit.fluxcd.io": [None],
+        # kustomization-safety: a Namespace a Kustomization's targetNamespace makes its own
+        "namespaces": [None],
     }
     assert where == expected
     assert notices == []
