@@ -89,14 +89,17 @@ OWN_NAMESPACE = (
     f"object.metadata.labels[{cel_string(FLUX_NAMESPACE_LABEL)}] == object.metadata.name"
 )
 TAKEOVER_MESSAGE = (
-    "the targetNamespace of Flux Kustomization {applier} renames this Namespace to {name}, the "
-    "Kustomization's own namespace: pruning deletes it with {applier} inside (flux2#3949); move "
-    f"it out, or label it {PRUNE_KEY}: disabled"
-)
-PROTECTION_MESSAGE = (
-    "{kind} applied by Flux Kustomization {applier}: {how} deletes it with its data; label it "
+    "targetNamespace of Flux Kustomization {applier} renamed this Namespace to its own "
+    "namespace: its garbage collection deletes both (flux2#3949); label it "
     f"{PRUNE_KEY}: disabled"
 )
+PROTECTION_MESSAGE = "{kind} of Flux Kustomization {applier}: {how} deletes it{what}; label it " + (
+    f"{PRUNE_KEY}: disabled"
+)
+LOST_WITH = {
+    "Namespace": " and all it holds",
+    "PersistentVolumeClaim": " and, under a Delete reclaim policy, its volume",
+}
 
 
 class KustomizationSafetyParams(Params):
@@ -316,9 +319,12 @@ def _judge_applied(
         and applier.target_namespace
         and name == applier.namespace == applier.target_namespace
     ):
-        report.violation(TAKEOVER_MESSAGE.format(applier=applier, name=name))
+        report.violation(TAKEOVER_MESSAGE.format(applier=applier))
     elif kind in params.prune_protection:
-        report.advise(PROTECTION_MESSAGE.format(kind=kind, applier=applier, how=_how(applier)))
+        what = LOST_WITH.get(kind, "")
+        report.advise(
+            PROTECTION_MESSAGE.format(kind=kind, applier=applier, how=_how(applier), what=what)
+        )
 
 
 def _how(applier: Applier) -> str:
