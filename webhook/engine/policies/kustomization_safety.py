@@ -139,11 +139,14 @@ class KustomizationSafety(Policy[KustomizationSafetyParams]):
     summary: ClassVar[str] = (
         "force recreates objects, no prune leaves removed ones behind, a timeout above the "
         "interval overlaps reconciles, dependents of a Kustomization that does not wait start "
-        "too early: deny force, warn on the others"
+        "too early, a Namespace its targetNamespace renames to its own namespace is deleted by "
+        "its pruning: deny force and that Namespace, warn on the others"
     )
     sources: ClassVar[tuple[str, ...]] = (
         "https://fluxcd.io/flux/components/kustomize/kustomizations/#force",
         "https://github.com/fluxcd/flux2/issues/4392",
+        "https://github.com/fluxcd/flux2/issues/3949",
+        "https://github.com/fluxcd/flux2/issues/4570",
         "https://github.com/fluxcd/agent-skills/blob/main/skills/gitops-repo-audit/references/"
         "best-practices.md",
     )
