@@ -80,6 +80,7 @@ UNREPLAYABLE = {
         for name in ("fluxinstance-multitenant-warned", "fluxinstance-not-multitenant-pass")
     },
     "tenant-service-account/namespace-lookup-unavailable": "lookups unavailable",
+    "kustomization-safety/applier-lookup-unavailable": "lookups unavailable",
     **{
         c.id: "spec.install/upgrade.strategy: the replays' HelmRelease CRD"
         for c in ALL_CASES
