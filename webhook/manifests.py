@@ -226,7 +226,7 @@ def select(
             "apiVersions": list(k.versions),
             "operations": ["CREATE", "UPDATE"],
             "resources": [k.plural if s == "" else f"{k.plural}/{s}" for s in subresources[k]],
-            "scope": "Namespaced",
+            "scope": "Namespaced" if k.namespaced else "Cluster",
         }
         for k in kinds
     ]

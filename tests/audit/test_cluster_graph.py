@@ -3,9 +3,17 @@ answer what newer policies ask, or `audit --cluster` silently stops judging them
 
 from __future__ import annotations
 
+import pytest
+
 from webhook.audit.cluster import DependencyGraph
-from webhook.engine import ObjectRef
-from webhook.engine.model import DependencyKind, DependentsLookup, NamespaceLookup, NoLookups
+from webhook.engine import LookupUnavailable, ObjectRef
+from webhook.engine.model import (
+    ApplierLookup,
+    DependencyKind,
+    DependentsLookup,
+    NamespaceLookup,
+    NoLookups,
+)
 
 
 def _ks(name: str, *depends: str) -> dict[str, object]:
@@ -58,3 +66,28 @@ def test_namespace_labels_are_the_live_lookups() -> None:
     graph = DependencyGraph(_Live())
     assert isinstance(graph, NamespaceLookup)
     assert graph.namespace_labels("team") == {"toolkit.fluxcd.io/tenant": "team"}
+
+
+def test_the_applier_comes_from_the_listed_kustomizations() -> None:
+    """Which Kustomization applies a Namespace: its labels, answered from the LIST where its
+    namespace was listed completely, else by the live lookups."""
+    graph = DependencyGraph(_Live())
+    owner = _ks("apps")
+    owner["spec"] = {"prune": True, "targetNamespace": "apps"}
+    graph.add("Kustomization", owner)
+    graph.cover("Kustomization", lambda namespace: namespace == "apps")
+    assert isinstance(graph, ApplierLookup)
+
+    def labelled(namespace: str, name: str) -> dict[str, object]:
+        labels = {
+            "kustomize.toolkit.fluxcd.io/name": name,
+            "kustomize.toolkit.fluxcd.io/namespace": namespace,
+        }
+        return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"labels": labels}}
+
+    applier = graph.applier(labelled("apps", "apps"))
+    assert applier is not None
+    assert (applier.prune, applier.target_namespace) == (True, "apps")
+    assert graph.applier(labelled("apps", "absent")) is None  # listed completely: none
+    with pytest.raises(LookupUnavailable):  # elsewhere: the live lookups (here: none)
+        graph.applier(labelled("other", "x"))

@@ -597,6 +597,10 @@ def test_openreports_format_writes_reports_and_cluster_reports_api(populated: Co
     counts: dict[str, Counter[str]] = {}
     for finding in output["findings"]:
         counts.setdefault(finding["namespace"], Counter())[finding["result"]] += 1
+    # Namespaces (kustomization-safety judges them): in the cluster-scoped report
+    cluster_scoped = counts.pop("")
+    cluster_report = kubectl_json(populated, "get", "clusterreports.openreports.io", "fluxwarden")
+    assert nonzero(cluster_report["summary"]) == dict(cluster_scoped)
     assert set(stored) == set(counts)
     for namespace, counter in counts.items():
         report = stored[namespace]

@@ -88,8 +88,9 @@ def _webhooks(
 def test_webhook_configurations_are_narrow(cluster: ControlPlane, manifests: Path) -> None:
     pairs = _webhooks(cluster, manifests, "base")
     # Jobs have their own: gitjob's Jobs are matched in any namespace. The Flux sources, image
-    # and notification kinds: one webhook per set of policies that look at them.
-    assert len(pairs) == 12
+    # and notification kinds: one webhook per set of policies that look at them. Namespaces: the
+    # kustomization-safety takeover (cluster-scoped rules).
+    assert len(pairs) == 13
     for config, hook in pairs:
         assert (
             config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]

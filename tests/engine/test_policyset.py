@@ -191,11 +191,15 @@ def test_the_multi_tenancy_profile_is_the_default_set_plus_tenant_isolation() ->
 
 
 # What the production profile changes in the default set: these params, nothing else.
-PRODUCTION_CHANGES = {"flux-source-trust": {"productionNamespaces": ["*"]}}
+PRODUCTION_CHANGES = {
+    "flux-source-trust": {"productionNamespaces": ["*"]},
+    "kustomization-safety": {"pruneProtection": ["Namespace", "PersistentVolumeClaim"]},
+}
 
 
 def test_the_production_profile_is_the_default_set_with_pinning_everywhere() -> None:
-    """policies/production.yaml repeats the default set but for PRODUCTION_CHANGES."""
+    """policies/production.yaml repeats the default set but for PRODUCTION_CHANGES (pinning
+    everywhere, Namespaces and claims kept from pruning)."""
     default = yaml.safe_load(SHIPPED_POLICIES.read_text())["spec"]
     profile = _profile("production.yaml")
     expected = [

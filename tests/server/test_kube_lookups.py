@@ -452,3 +452,36 @@ def test_namespace_labels_are_one_cached_get(
     assert lookups.namespace_labels("team-b") == {"toolkit.fluxcd.io/tenant": "team-b"}
     assert lookups.namespace_labels("absent") is None
     assert handler.requests == ["/api/v1/namespaces/team-b", "/api/v1/namespaces/absent"]
+
+
+def test_the_applier_is_one_cached_get_of_the_kustomization_its_labels_name(
+    fake_api: tuple[int, type[_FakeAPI]], api: Api
+) -> None:
+    port, handler = fake_api
+    handler.objects[f"{KS_API}/flux-system/kustomizations/apps"] = {
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+        "kind": "Kustomization",
+        "metadata": {"name": "apps", "namespace": "flux-system"},
+        "spec": {"prune": True, "targetNamespace": "flux-system", "deletionPolicy": "Orphan"},
+    }
+    lookups = KubeLookups(api(port), ttl=5)
+
+    def labelled(name: str) -> dict[str, Any]:
+        labels = {
+            "kustomize.toolkit.fluxcd.io/name": name,
+            "kustomize.toolkit.fluxcd.io/namespace": "flux-system",
+        }
+        return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"labels": labels}}
+
+    applier = lookups.applier(labelled("apps"))
+    assert applier is not None
+    assert (applier.prune, applier.target_namespace, applier.deletes_when_deleted) == (
+        True,
+        "flux-system",
+        False,  # Orphan
+    )
+    assert lookups.applier(labelled("apps")) == applier
+    assert lookups.applier({"apiVersion": "v1", "kind": "Namespace", "metadata": {}}) is None
+    assert handler.requests == [f"{KS_API}/flux-system/kustomizations/apps"]
+    # gone: not found in any served version
+    assert lookups.applier(labelled("gone")) is None

@@ -15,7 +15,15 @@ from collections.abc import Callable
 from typing import TextIO
 
 from ..engine import JsonObject, Lookups, ObjectRef, PolicySet, evaluate, request_for
-from ..engine.model import DependencyKind, DependentsLookup, NamespaceLookup
+from ..engine.model import (
+    Applier,
+    ApplierLookup,
+    DependencyKind,
+    DependentsLookup,
+    NamespaceLookup,
+    applier_labels,
+    applier_of,
+)
 from ..engine.policies.kustomization_dependencies import depends_on
 from ..engine.resources import HELMRELEASES, KUSTOMIZATIONS, ResourceKind
 from ..engine.scope import listing_plan
@@ -98,6 +106,7 @@ class DependencyGraph:
     def __init__(self, fallback: Lookups) -> None:
         self._fallback = fallback
         self._edges: dict[tuple[str, ObjectRef], tuple[ObjectRef, ...]] = {}
+        self._appliers: dict[ObjectRef, Applier] = {}  # the listed Kustomizations' pruning
         self._covers: dict[str, Callable[[str], bool]] = {}
         # dependents by (kind, dependency), built from the edges on first use
         self._reverse: dict[tuple[str, ObjectRef], list[ObjectRef]] | None = None
@@ -108,6 +117,9 @@ class DependencyGraph:
         namespace, name = meta.get("namespace") or "", meta.get("name")
         if isinstance(name, str):
             self._edges[(kind, ObjectRef(namespace, name))] = tuple(depends_on(obj, namespace))
+            applier = applier_of(obj) if kind == "Kustomization" else None
+            if applier is not None:
+                self._appliers[ObjectRef(namespace, name)] = applier
 
     def cover(self, kind: DependencyKind, covers: Callable[[str], bool]) -> None:
         """Every `kind` object in the namespaces `covers` accepts has been added."""
@@ -140,6 +152,19 @@ class DependencyGraph:
     def namespace_labels(self, name: str) -> dict[str, str] | None:
         if isinstance(self._fallback, NamespaceLookup):
             return self._fallback.namespace_labels(name)
+        return None
+
+    def applier(self, obj: JsonObject) -> Applier | None:
+        """The Kustomization `obj`'s kustomize-controller labels name: from the listed ones
+        where its namespace was listed completely, else as the live lookups answer."""
+        ref = applier_labels(obj)
+        if ref is None:
+            return None
+        covers = self._covers.get("Kustomization")
+        if covers is not None and covers(ref.namespace):
+            return self._appliers.get(ref)
+        if isinstance(self._fallback, ApplierLookup):
+            return self._fallback.applier(obj)
         return None
 
     def dependencies(self, kind: DependencyKind, ref: ObjectRef) -> list[ObjectRef] | None:

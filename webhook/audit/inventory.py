@@ -93,8 +93,10 @@ class Inventory:
         as Flux applies it (a Deployment as its patches leave it, the Flux controllers an
         install makes). Names repeat across clusters, so each cluster has its own."""
         if cluster not in self._lookups:
+            items = [o for o in self.objects if o.cluster == cluster]
             self._lookups[cluster] = OfflineLookups(
-                o.obj for o in self.objects if o.cluster == cluster
+                (o.obj for o in items),
+                applied_by=((o.obj, o.kustomization) for o in items if o.kustomization),
             )
         return self._lookups[cluster]
 

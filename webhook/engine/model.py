@@ -185,6 +185,79 @@ class FluxInstanceLookup(Protocol):
         ...
 
 
+# The labels kustomize-controller puts on every object it applies: the Flux Kustomization's name
+# and namespace (what `flux tree ks` and its garbage collection select by).
+FLUX_NAME_LABEL = "kustomize.toolkit.fluxcd.io/name"
+FLUX_NAMESPACE_LABEL = "kustomize.toolkit.fluxcd.io/namespace"
+
+
+@dataclass(frozen=True)
+class Applier:
+    """The Flux Kustomization that applies an object, as far as its garbage collection goes."""
+
+    namespace: str
+    name: str
+    prune: bool  # spec.prune: objects removed from its build are deleted
+    target_namespace: str  # spec.targetNamespace ("": none)
+    deletion_policy: str  # spec.deletionPolicy ("": MirrorPrune, the default)
+
+    @property
+    def deletes_when_deleted(self) -> bool:
+        """Deleting the Kustomization deletes what it applied (its finalizer's garbage
+        collection: `MirrorPrune` follows prune, `Delete`/`WaitForTermination` always)."""
+        policy = self.deletion_policy or "MirrorPrune"
+        return policy in ("Delete", "WaitForTermination") or (
+            policy == "MirrorPrune" and self.prune
+        )
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def applier_of(kustomization: Any) -> Applier | None:
+    """The Applier facts of a Flux Kustomization object (None: not a mapping with a name)."""
+    if not isinstance(kustomization, dict):
+        return None
+    meta = kustomization.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    spec = kustomization.get("spec")
+    spec = spec if isinstance(spec, dict) else {}
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    target, policy = spec.get("targetNamespace"), spec.get("deletionPolicy")
+    return Applier(
+        namespace=str(meta.get("namespace") or ""),
+        name=name,
+        prune=spec.get("prune") is True,
+        target_namespace=target if isinstance(target, str) else "",
+        deletion_policy=policy if isinstance(policy, str) else "",
+    )
+
+
+def applier_labels(obj: Any) -> ObjectRef | None:
+    """The Flux Kustomization an object's kustomize-controller labels name (None: unlabelled)."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if not isinstance(labels, dict):
+        return None
+    name, namespace = labels.get(FLUX_NAME_LABEL), labels.get(FLUX_NAMESPACE_LABEL)
+    if not (isinstance(name, str) and name and isinstance(namespace, str) and namespace):
+        return None
+    return ObjectRef(namespace, name)
+
+
+@runtime_checkable
+class ApplierLookup(Protocol):
+    """Which Flux Kustomization applies an object. The cluster answers from the labels
+    kustomize-controller put on it (`applier_labels`), the audited files from the render that
+    produced it (or, for files that carry them, the same labels)."""
+
+    def applier(self, obj: JsonObject) -> Applier | None:
+        """The Kustomization that applies `obj`; None when none does (or it no longer exists)."""
+        ...
+
+
 class NoLookups:
     """For callers with nothing to look up: every lookup is unavailable."""
 
@@ -201,6 +274,9 @@ class NoLookups:
         raise LookupUnavailable("no lookups configured")
 
     def namespace_labels(self, name: str) -> dict[str, str] | None:
+        raise LookupUnavailable("no lookups configured")
+
+    def applier(self, obj: JsonObject) -> Applier | None:
         raise LookupUnavailable("no lookups configured")
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ResourceKind:
-    """A namespaced resource; `versions` newest first (older clusters may serve only a beta).
+    """A resource as served (namespaced unless said); `versions` newest first (older clusters may serve only a beta).
 
     `pod_template` is where the kind keeps its pod's metadata and spec: `()` for a Pod itself,
     None for kinds that run no pods.
@@ -18,6 +18,7 @@ class ResourceKind:
     plural: str
     kind: str
     pod_template: tuple[str, ...] | None = None
+    namespaced: bool = True  # False: cluster-scoped (Namespaces)
 
     @property
     def resource(self) -> str:
@@ -40,7 +41,7 @@ CRONJOBS = ResourceKind(
 )
 PODS = ResourceKind("", ("v1",), "pods", "Pod", ())
 # Cluster-scoped: read by name only (tenant namespaces are chosen by their labels).
-NAMESPACES = ResourceKind("", ("v1",), "namespaces", "Namespace")
+NAMESPACES = ResourceKind("", ("v1",), "namespaces", "Namespace", namespaced=False)
 PERSISTENT_VOLUME_CLAIMS = ResourceKind(
     "", ("v1",), "persistentvolumeclaims", "PersistentVolumeClaim"
 )

@@ -50,7 +50,9 @@ def listing_plan(policy_set: PolicySet, namespace: str | None) -> tuple[list[Lis
     plan = []
     for kind, scope in resource_scopes(policy_set).items():
         where: list[str | None]
-        if namespace is not None:
+        if namespace is not None and not kind.namespaced:
+            where = []  # a namespace's audit holds no cluster-scoped objects (Namespaces)
+        elif namespace is not None:
             where = [namespace] if scope is None or namespace in scope else []
         else:
             where = [None] if scope is None else [*sorted(scope)]

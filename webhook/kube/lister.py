@@ -54,7 +54,10 @@ class Lister:
         if token:
             query.append(("continue", token))
         if namespace is None and self._excluded:
-            selector = ",".join(f"metadata.namespace!={ns}" for ns in sorted(self._excluded))
+            # A Namespace has no namespace: an excluded namespace's own object is left out, as
+            # the webhooks' namespaceSelector leaves it out.
+            field = "metadata.namespace" if kind.namespaced else "metadata.name"
+            selector = ",".join(f"{field}!={ns}" for ns in sorted(self._excluded))
             query.append(("fieldSelector", selector))
         method, url, headers, _, _ = self._api.param_serialize(
             "GET",

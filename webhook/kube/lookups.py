@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..engine import JsonObject, LookupUnavailable, ObjectRef
-from ..engine.model import DependencyKind
+from ..engine.model import Applier, DependencyKind, applier_labels, applier_of
 from ..engine.policies.kustomization_dependencies import depends_on
 from ..engine.resources import HELMRELEASES, KUSTOMIZATIONS, ResourceKind
 from .rest import ApiError, ApiReader, ClientReader, api_path
@@ -162,6 +162,9 @@ class KubeLookups:
 
     def namespace_labels(self, name: str) -> dict[str, str] | None:
         return self.namespace_labels_within(name, self._budget())
+
+    def applier(self, obj: JsonObject) -> Applier | None:
+        return self.applier_within(obj, self._budget())
 
     def _cached(
         self,
@@ -329,6 +332,26 @@ class KubeLookups:
 
         return self._cached(("namespace", name), fetch, budget)
 
+    def applier_within(self, obj: JsonObject, budget: Budget) -> Applier | None:
+        """The Flux Kustomization kustomize-controller's labels on `obj` name: one GET of it,
+        cached like the other named reads (None: unlabelled, or it does not exist)."""
+        ref = applier_labels(obj)
+        if ref is None:
+            return None
+        api = KUSTOMIZATIONS
+
+        def fetch(timeout: float) -> Applier | None:
+            for version in api.versions:  # an older cluster may serve only a beta
+                path = api_path(
+                    "apis", api.group, version, "namespaces", ref.namespace, api.plural, ref.name
+                )
+                found = self._get(path, timeout)
+                if isinstance(found, dict):
+                    return applier_of(found)
+            return None
+
+        return self._cached(("applier", ref.namespace, ref.name), fetch, budget)
+
     def dependents_within(
         self, kind: DependencyKind, ref: ObjectRef, budget: Budget
     ) -> list[ObjectRef] | None:
@@ -431,3 +454,6 @@ class RequestLookups:
 
     def namespace_labels(self, name: str) -> dict[str, str] | None:
         return self.shared.namespace_labels_within(name, self.budget)
+
+    def applier(self, obj: JsonObject) -> Applier | None:
+        return self.shared.applier_within(obj, self.budget)

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 from ..engine import JsonObject, ObjectRef, target_of
-from ..engine.model import DependencyKind
+from ..engine.model import Applier, DependencyKind, applier_labels, applier_of
 from ..engine.policies.kustomization_dependencies import GROUPS, depends_on
 
 
 class OfflineLookups:
     """Builds the same context a cluster would give from a set of manifests."""
 
-    def __init__(self, objects: Iterable[JsonObject]) -> None:
+    def __init__(
+        self,
+        objects: Iterable[JsonObject],
+        *,
+        applied_by: Iterable[tuple[JsonObject, str]] = (),
+    ) -> None:
+        """`applied_by`: (object, namespace/name of the Flux Kustomization whose build renders
+        it), as the inventory knows them."""
         self._deployments: dict[ObjectRef, JsonObject] = {}
         self._dependencies: dict[tuple[str, ObjectRef], list[ObjectRef]] = {}
         self._claims: dict[ObjectRef, JsonObject] = {}
@@ -20,8 +28,13 @@ class OfflineLookups:
         self._dependents: dict[tuple[str, ObjectRef], list[ObjectRef]] = {}
         self._instances: dict[str, JsonObject] = {}  # namespace -> FluxInstance
         self._namespaces: dict[str, dict[str, str]] = {}  # Namespace name -> labels
+        self._kustomizations: dict[ObjectRef, JsonObject] = {}
+        self._applied_by: dict[tuple[str, str, str, str], ObjectRef] = {}
         for obj in objects:
             self.add(obj)
+        for obj, key in applied_by:
+            namespace, _, name = key.partition("/")
+            self._applied_by[_identity(obj)] = ObjectRef(namespace, name)
 
     def add(self, obj: JsonObject) -> None:
         target = target_of(obj)
@@ -41,6 +54,8 @@ class OfflineLookups:
         elif (target.group, target.kind) == ("", "PersistentVolumeClaim"):
             self._claims[ref] = obj
         elif GROUPS.get(target.group) == target.kind:
+            if target.kind == "Kustomization":
+                self._kustomizations[ref] = obj
             edges = self._dependencies[(target.kind, ref)] = depends_on(obj, target.namespace)
             for dependency in edges:
                 self._dependents.setdefault((target.kind, dependency), []).append(ref)
@@ -76,3 +91,21 @@ class OfflineLookups:
     def namespace_labels(self, name: str) -> dict[str, str] | None:
         """The labels of a Namespace the audited files define; None: not among them."""
         return self._namespaces.get(name)
+
+    def applier(self, obj: JsonObject) -> Applier | None:
+        """The Flux Kustomization whose build renders `obj` (the inventory's), else the one its
+        kustomize-controller labels name (an object exported from a cluster)."""
+        ref = self._applied_by.get(_identity(obj)) or applier_labels(obj)
+        if ref is None:
+            return None
+        found = applier_of(self._kustomizations.get(ref))
+        if found is None and ref.namespace:
+            # As for dependencies: its file may leave the namespace to a kustomization.yaml.
+            found = applier_of(self._kustomizations.get(ObjectRef("", ref.name)))
+            return dataclasses.replace(found, namespace=ref.namespace) if found else None
+        return found
+
+
+def _identity(obj: JsonObject) -> tuple[str, str, str, str]:
+    target = target_of(obj)
+    return (target.group, target.kind, target.namespace, target.name)

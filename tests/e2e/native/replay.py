@@ -70,6 +70,12 @@ def plan(case: Case) -> Operation | str:
             "a FluxInstance marks the cluster multi-tenant: only the audits read it (the webhook "
             "does not look FluxInstances up, and the replays have no Flux Operator CRD)"
         )
+    if case.obj.get("kind") == "Namespace":
+        return (
+            "a Namespace as the case's object: without a namespace controller one created here is "
+            "never gone, and flux-system exists; tests/e2e/test_namespace_takeover.py applies "
+            "such Namespaces through the real API server as label updates"
+        )
     if spec.get("request", {}).get("oldObject") is not None:
         return (
             "an old object with the status helm-controller writes: the API server sends the "

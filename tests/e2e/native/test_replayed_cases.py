@@ -80,6 +80,12 @@ UNREPLAYABLE = {
         for name in ("fluxinstance-multitenant-warned", "fluxinstance-not-multitenant-pass")
     },
     "tenant-service-account/namespace-lookup-unavailable": "lookups unavailable",
+    "kustomization-safety/applier-lookup-unavailable": "lookups unavailable",
+    **{
+        c.id: "a Namespace as the case's object"
+        for c in ALL_CASES
+        if c.obj.get("kind") == "Namespace" and not c.spec.get("lookups", {}).get("unavailable")
+    },
     **{
         c.id: "spec.install/upgrade.strategy: the replays' HelmRelease CRD"
         for c in ALL_CASES

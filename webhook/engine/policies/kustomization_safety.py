@@ -8,6 +8,17 @@ misleading.
 - `spec.prune` not true: objects removed from Git stay in the cluster.
 - A Kustomization others `dependsOn` is Ready as soon as it applied unless it waits for its
   objects (`wait: true`) or checks their health: the dependents start before it works.
+
+And on the objects a Kustomization applies (which one: the lookups, `ApplierLookup`):
+- kustomize's namespace transformer renames every Namespace of a build to `targetNamespace`
+  (two Namespaces are a build error). When that is the namespace the Kustomization itself lives
+  in, it now owns it: removing that manifest, or deleting the Kustomization, deletes the
+  namespace with the Kustomization and everything else in it (fluxcd/flux2#3949, #4570: Flux's
+  own flux-system). Not judged: a Namespace renamed to another namespace (the Flux docs' own
+  pattern: a Namespace manifest in an app's overlay takes the targetNamespace's name).
+- `pruneProtection`: Namespaces and PersistentVolumeClaims a pruning Kustomization deletes with
+  their data, unless marked `kustomize.toolkit.fluxcd.io/prune: disabled` (the Flux
+  maintainers' advice for those kinds; opt-in: the production profile).
 """
 
 from __future__ import annotations
@@ -17,8 +28,18 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from ..match import GO_DURATION, Match, ResourceMatch, cel_string
-from ..model import DependentsLookup, JsonObject, Lookups, ObjectRef, Request
-from ..resources import KUSTOMIZATIONS
+from ..model import (
+    FLUX_NAME_LABEL,
+    FLUX_NAMESPACE_LABEL,
+    Applier,
+    ApplierLookup,
+    DependentsLookup,
+    JsonObject,
+    Lookups,
+    ObjectRef,
+    Request,
+)
+from ..resources import KUSTOMIZATIONS, NAMESPACES, PERSISTENT_VOLUME_CLAIMS, ResourceKind
 from ..units import parse_duration
 from .base import Native, NativeFinding, Params, Policy, Read, Report, dig
 
@@ -50,6 +71,37 @@ TIMEOUT_ABOVE = f"{TIMEOUT_JUDGED} && duration({TIMEOUT}) > duration({INTERVAL})
 MAX_NAMED = 3  # dependents named in the warning
 
 
+ProtectedKind = Literal["Namespace", "PersistentVolumeClaim"]
+PROTECTED_KINDS: dict[str, ResourceKind] = {
+    "Namespace": NAMESPACES,
+    "PersistentVolumeClaim": PERSISTENT_VOLUME_CLAIMS,
+}
+PRUNE_KEY = "kustomize.toolkit.fluxcd.io/prune"
+# What kustomize-controller's garbage collection skips (label or annotation, any case).
+KEPT = {
+    PRUNE_KEY: "disabled",
+    "kustomize.toolkit.fluxcd.io/reconcile": "disabled",
+    "kustomize.toolkit.fluxcd.io/ssa": "ignore",
+}
+APPLIED = f"has(object.metadata.labels) && {cel_string(FLUX_NAME_LABEL)} in object.metadata.labels"
+OWN_NAMESPACE = (
+    f"{APPLIED} && {cel_string(FLUX_NAMESPACE_LABEL)} in object.metadata.labels && "
+    f"object.metadata.labels[{cel_string(FLUX_NAMESPACE_LABEL)}] == object.metadata.name"
+)
+TAKEOVER_MESSAGE = (
+    "targetNamespace of Flux Kustomization {applier} renamed this Namespace to its own "
+    "namespace: its garbage collection deletes both (flux2#3949); label it "
+    f"{PRUNE_KEY}: disabled"
+)
+PROTECTION_MESSAGE = "{kind} of Flux Kustomization {applier}: {how} deletes it{what}; label it " + (
+    f"{PRUNE_KEY}: disabled"
+)
+LOST_WITH = {
+    "Namespace": " and all it holds",
+    "PersistentVolumeClaim": " and, under a Delete reclaim policy, its volume",
+}
+
+
 class KustomizationSafetyParams(Params):
     force: bool = Field(
         default=True, description="Judge spec.force: true (a violation: denied in enforce)."
@@ -66,6 +118,19 @@ class KustomizationSafetyParams(Params):
         description="Warn when others dependsOn a Kustomization that neither waits nor checks "
         "health (looks up the dependents: the namespace's Kustomizations, or the audited files).",
     )
+    target_namespace_takeover: bool = Field(
+        default=True,
+        alias="targetNamespaceTakeover",
+        description="Judge a Namespace that a Kustomization's targetNamespace renames to the "
+        "Kustomization's own namespace, which its pruning would then delete (a violation; looks "
+        "up the Kustomization that applies it).",
+    )
+    prune_protection: list[ProtectedKind] = Field(
+        default_factory=list,
+        alias="pruneProtection",
+        description="Kinds (Namespace, PersistentVolumeClaim) to warn about when a pruning "
+        "Kustomization applies them without kustomize.toolkit.fluxcd.io/prune: disabled.",
+    )
 
 
 class KustomizationSafety(Policy[KustomizationSafetyParams]):
@@ -74,11 +139,14 @@ class KustomizationSafety(Policy[KustomizationSafetyParams]):
     summary: ClassVar[str] = (
         "force recreates objects, no prune leaves removed ones behind, a timeout above the "
         "interval overlaps reconciles, dependents of a Kustomization that does not wait start "
-        "too early: deny force, warn on the others"
+        "too early, a Namespace its targetNamespace renames to its own namespace is deleted by "
+        "its pruning: deny force and that Namespace, warn on the others"
     )
     sources: ClassVar[tuple[str, ...]] = (
         "https://fluxcd.io/flux/components/kustomize/kustomizations/#force",
         "https://github.com/fluxcd/flux2/issues/4392",
+        "https://github.com/fluxcd/flux2/issues/3949",
+        "https://github.com/fluxcd/flux2/issues/4570",
         "https://github.com/fluxcd/agent-skills/blob/main/skills/gitops-repo-audit/references/"
         "best-practices.md",
     )
@@ -97,7 +165,7 @@ class KustomizationSafety(Policy[KustomizationSafetyParams]):
             conditions.append(NO_WAIT)
         return conditions
 
-    def scope(self, params: KustomizationSafetyParams) -> tuple[Match, ...]:
+    def _kustomization_matches(self, params: KustomizationSafetyParams) -> tuple[Match, ...]:
         conditions = self._conditions(params)
         if not conditions:
             return ()
@@ -109,8 +177,24 @@ class KustomizationSafety(Policy[KustomizationSafetyParams]):
             ),
         )
 
+    def _applied_matches(self, params: KustomizationSafetyParams) -> tuple[Match, ...]:
+        """The objects a Kustomization applies that these params judge: only those carrying
+        kustomize-controller's labels reach the webhook (files are judged from their render)."""
+        matches = []
+        protected = tuple(dict.fromkeys(PROTECTED_KINDS[k] for k in params.prune_protection))
+        if protected:
+            resources = tuple(ResourceMatch(kind) for kind in protected)
+            matches.append(Match(resources=resources, condition=APPLIED))
+        if params.target_namespace_takeover and NAMESPACES not in protected:
+            matches.append(Match(resources=(ResourceMatch(NAMESPACES),), condition=OWN_NAMESPACE))
+        return tuple(matches)
+
+    def scope(self, params: KustomizationSafetyParams) -> tuple[Match, ...]:
+        return self._kustomization_matches(params) + self._applied_matches(params)
+
     def reads(self, params: KustomizationSafetyParams) -> tuple[Read, ...]:
-        return (Read(KUSTOMIZATIONS),) if params.wait_for_dependents else ()
+        looks_up = params.wait_for_dependents or self._applied_matches(params)
+        return (Read(KUSTOMIZATIONS),) if looks_up else ()
 
     def check(
         self,
@@ -121,6 +205,9 @@ class KustomizationSafety(Policy[KustomizationSafetyParams]):
         lookups: Lookups,
         report: Report,
     ) -> None:
+        if request.target.kind != "Kustomization":
+            _judge_applied(obj, request=request, params=params, lookups=lookups, report=report)
+            return
         spec = dig(obj, "spec")
         if not isinstance(spec, dict):
             return
@@ -144,6 +231,7 @@ class KustomizationSafety(Policy[KustomizationSafetyParams]):
                     "(a lookup); set waitForDependents: false to decide the rest natively"
                 ),
             )
+        applied = self._applied_matches(params)
         findings = []
         if params.force:
             findings.append(NativeFinding("violation", FORCE, cel_string(FORCE_MESSAGE)))
@@ -159,8 +247,14 @@ class KustomizationSafety(Policy[KustomizationSafetyParams]):
         if params.prune:
             findings.append(NativeFinding("advisory", PRUNE, cel_string(PRUNE_MESSAGE)))
         return Native(
-            covers=self.scope(params),
-            keeps="nothing: the object alone decides",
+            covers=self._kustomization_matches(params),
+            webhook=applied,
+            keeps=(
+                "Namespaces and claims: which Kustomization applies them and whether it prunes "
+                "is a lookup"
+                if applied
+                else "nothing: the object alone decides"
+            ),
             findings=tuple(findings),
         )
 
@@ -204,3 +298,54 @@ def _judge_dependents(me: ObjectRef, lookups: Lookups, report: Report) -> None:
 
 def _named(ref: ObjectRef) -> str:
     return str(ref) if ref.namespace else ref.name
+
+
+def _judge_applied(
+    obj: JsonObject,
+    *,
+    request: Request,
+    params: KustomizationSafetyParams,
+    lookups: Lookups,
+    report: Report,
+) -> None:
+    """A Namespace or claim: what the garbage collection of the Kustomization that applies it
+    would delete."""
+    if _kept_from_deletion(obj) or not isinstance(lookups, ApplierLookup):
+        return
+    kind, name = request.target.kind, request.target.name or dig(obj, "metadata", "name") or ""
+    applier = lookups.applier(obj)
+    if applier is None or not (applier.prune or applier.deletes_when_deleted):
+        return
+    if (
+        params.target_namespace_takeover
+        and kind == "Namespace"
+        and applier.target_namespace
+        and name == applier.namespace == applier.target_namespace
+    ):
+        report.violation(TAKEOVER_MESSAGE.format(applier=applier))
+    elif kind in params.prune_protection:
+        what = LOST_WITH.get(kind, "")
+        report.advise(
+            PROTECTION_MESSAGE.format(kind=kind, applier=applier, how=_how(applier), what=what)
+        )
+
+
+def _how(applier: Applier) -> str:
+    removed = "removing it from Git"
+    deleted = f"deleting {applier}"
+    if applier.prune and applier.deletes_when_deleted:
+        return f"{removed} or {deleted}"
+    return removed if applier.prune else deleted
+
+
+def _kept_from_deletion(obj: JsonObject) -> bool:
+    """kustomize-controller skips it when garbage collecting (a label or an annotation)."""
+    for where in ("labels", "annotations"):
+        values = dig(obj, "metadata", where)
+        if not isinstance(values, dict):
+            continue
+        for key, value in KEPT.items():
+            found = values.get(key)
+            if isinstance(found, str) and found.lower() == value:
+                return True
+    return False
