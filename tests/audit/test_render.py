@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.controlplane.cluster import default_bin_dir
-from webhook.audit.render import substitute_text
+from webhook.audit.envsubst import substitute_text
 from webhook.cli import main
 
 REPOS = Path(__file__).parent / "repos"
@@ -460,3 +460,40 @@ def test_an_origin_read_without_yaml_is_what_yaml_reads(origin: str) -> None:
             "path: é.yaml\n",
         }
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "variables", "expected"),
+    [
+        # a default is a text with expressions: the home-ops claim named after its app
+        ("${CLAIM:-${APP}}", {"APP": "atuin"}, "atuin"),
+        ("${CLAIM:-${APP}}", {"APP": "atuin", "CLAIM": "atuin-data"}, "atuin-data"),
+        ("${CLAIM:=${APP}-${SUFFIX:-x}}", {"APP": "a"}, "a-x"),
+        ("${CLAIM:-${APP}}|${B}|${C:-c}", {}, "||c"),  # missing: empty, as Flux makes it
+        # envsubst's toDefault: an empty value takes the default whatever the operator
+        ("${A-d}/${A=d}/${A:-d}/${A:=d}", {"A": ""}, "d/d/d/d"),
+        ("${A}", {"A": ""}, ""),
+    ],
+)
+def test_substitution_as_fluxs_envsubst(
+    text: str, variables: dict[str, str], expected: str
+) -> None:
+    assert substitute_text(text, variables, all_known=True) == (expected, [])
+
+
+@pytest.mark.parametrize(
+    ("text", "variables", "expected", "unknown"),
+    [
+        # unknowable offline: kept as written; a default's unknowns count only when used
+        ("${CLAIM:-${APP}}", {"APP": "a"}, "${CLAIM:-${APP}}", ["CLAIM"]),
+        ("${CLAIM:-${APP}}", {"CLAIM": ""}, "${APP}", ["APP"]),
+        ("${CLAIM:-${APP}}", {"CLAIM": "c"}, "c", []),
+        # functions this does not evaluate, `$VAR`, `$$`, a lone `$`, an unclosed `${`
+        ("${A^^} $A $$B $ ${", {"A": "a"}, "${A^^} $A $B $ ${", ["A^^", ""]),
+        ("x: ${A:-}", {}, "x: ${A:-}", ["A"]),
+    ],
+)
+def test_substitution_keeps_what_cannot_be_known_offline(
+    text: str, variables: dict[str, str], expected: str, unknown: list[str]
+) -> None:
+    assert substitute_text(text, variables, all_known=False) == (expected, unknown)

@@ -55,6 +55,7 @@ import yaml
 from . import batching
 from .confinement import Confinement
 from .documents import Document, FastManifestLoader, load_yaml, parse_stream
+from .envsubst import substitute_text
 from .flux_installs import flux_manifests_source, source_index
 from .flux_sources import NotBuilt, SourceMap
 from .kustomize_runner import failure, run_kustomize
@@ -65,8 +66,6 @@ SUBSTITUTE_KEY = "kustomize.toolkit.fluxcd.io/substitute"
 ORIGIN_KEY = "config.kubernetes.io/origin"
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 _VAR_NAME = re.compile(r"^[_a-zA-Z][_a-zA-Z0-9]*$")
-_EXPRESSION = re.compile(r"\$\$|\$\{([^}]*)\}")
-_DEFAULTS = re.compile(r"^([_a-zA-Z][_a-zA-Z0-9]*)(?:(:?[-=])(.*))?$", re.DOTALL)
 _BUILD_TIMEOUT = 120
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SAFE_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -820,38 +819,6 @@ def _has_placeholder(obj: Any) -> bool:
     if isinstance(obj, list):
         return any(_has_placeholder(v) for v in obj)
     return isinstance(obj, str) and "${" in obj
-
-
-def substitute_text(
-    text: str, variables: dict[str, str], *, all_known: bool
-) -> tuple[str, list[str]]:
-    """Flux's envsubst over `text`: `${VAR}`, `${VAR:=default}`, `${VAR:-default}`,
-    `${VAR=default}`, `${VAR-default}`, `$$` for `$`. A variable that cannot be known
-    offline (its source is not in the repo) stays `${...}` and is returned as unknown; with
-    every source known, a missing variable is empty, as Flux makes it."""
-    unknown: list[str] = []
-
-    def replace(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        inner = match.group(1)
-        parsed = _DEFAULTS.match(inner)
-        if parsed is None:  # an expression Flux supports and this does not: keep it, unknown
-            unknown.append(inner)
-            return match.group(0)
-        name, operator, default = parsed.groups()
-        if name in variables and not (
-            operator and operator.startswith(":") and not variables[name]
-        ):
-            return variables[name]
-        if not all_known:
-            unknown.append(name)
-            return match.group(0)
-        if operator:
-            return default or ""
-        return ""
-
-    return _EXPRESSION.sub(replace, text), unknown
 
 
 def substitute_object(
