@@ -21,6 +21,7 @@ import pytest
 from tests.audit.test_render import kubectl_or_skip
 from webhook.audit import render
 from webhook.audit.documents import load
+from webhook.audit.kustomize_runner import run_kustomize
 from webhook.audit.render import Renderer, find_kustomize
 
 REPOS = Path(__file__).parent / "repos"
@@ -47,7 +48,7 @@ def _render_and_fingerprint(
     """(the repo's files during each build and after rendering, files hard-linked into the
     first copy, builds)."""
     seen: list[dict[str, str]] = []
-    real = render.run_kustomize  # a kustomize process or a kustomize-server's build
+    real = run_kustomize  # a kustomize process or a kustomize-server's build
 
     def run(command: list[str], directory: Path, **kwargs: Any) -> Any:
         seen.append(_fingerprint(repo))  # the copy's kustomization files are rewritten now
@@ -66,7 +67,7 @@ def _render_and_fingerprint(
             and os.stat(path).st_ino == os.stat(copy / path.relative_to(repo)).st_ino
         )
         rendering = renderer.render_all()
-    monkeypatch.setattr(render, "run_kustomize", real)
+    monkeypatch.setattr(render, "run_kustomize", run_kustomize)
     return [*seen, _fingerprint(repo)], linked, rendering.builds
 
 

@@ -35,9 +35,7 @@ _STDERR_KEPT = 64 << 10  # the tail of a dead server's stderr read back (Go's st
 
 
 def is_server_command(command: Sequence[str]) -> bool:
-    return (
-        len(command) == 2 and command[1] == SERVE and Path(command[0]).name.endswith(SERVER_NAME)
-    )
+    return len(command) == 2 and command[1] == SERVE and Path(command[0]).name.endswith(SERVER_NAME)
 
 
 class ServerDied(Exception):
@@ -50,7 +48,8 @@ class KustomizeServer:
     def __init__(self, binary: str, prefix: Sequence[str], env: dict[str, str]) -> None:
         self.binary = binary
         self.builds = 0
-        self._stderr: IO[bytes] = tempfile.TemporaryFile(prefix="fluxwarden-kustomize-")
+        # a file, not a pipe: a dying server's stack dump must never block on a full pipe
+        self._stderr: IO[bytes] = tempfile.TemporaryFile(prefix="fluxwarden-kustomize-")  # noqa: SIM115 (closed by stop)
         self.process = subprocess.Popen(
             [*prefix, binary, SERVE],
             stdin=subprocess.PIPE,
