@@ -126,7 +126,9 @@ def test_a_custom_openapi_schema_does_not_reach_the_next_build(tmp_path: Path) -
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n"
             "  template:\n    spec:\n      containers: [{name: b, image: new}]\n"
         )
-    schema = {"definitions": {}}  # no merge keys: the containers list is replaced
+    schema: dict[str, object] = {
+        "definitions": {}
+    }  # no merge keys: the containers list is replaced
     (custom / "schema.json").write_text(json.dumps(schema))
     (custom / "kustomization.yaml").write_text(
         "resources: [d.yaml]\npatches: [{path: p.yaml}]\nopenapi: {path: schema.json}\n"
