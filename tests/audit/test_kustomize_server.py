@@ -26,7 +26,13 @@ from webhook.audit.kustomize_runner import (
     go_environment,
     run_kustomize,
 )
-from webhook.audit.render import Rendering, checkout_server, find_kustomize, render_clusters
+from webhook.audit.render import (
+    KustomizeNotFound,
+    Rendering,
+    checkout_server,
+    find_kustomize,
+    render_clusters,
+)
 from webhook.cli import main
 
 REPOS = Path(__file__).parent / "repos"
@@ -206,3 +212,14 @@ def test_a_command_leaves_no_server_running(
     assert code == (130 if interrupted else 1)
     assert started  # servers ran during the command
     assert _children() - before == set()
+
+
+def test_a_server_that_is_not_there_is_said_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLUXWARDEN_KUSTOMIZE_SERVER", str(tmp_path / "kustomize-server"))
+    with pytest.raises(KustomizeNotFound, match="is not an executable file"):
+        find_kustomize()
+    monkeypatch.setenv("FLUXWARDEN_KUSTOMIZE_SERVER", "off")
+    monkeypatch.setenv("FLUXWARDEN_KUSTOMIZE", str(kubectl_or_skip()))
+    assert find_kustomize()[1] == "kustomize"  # off: the CLI

@@ -87,6 +87,8 @@ def find_kustomize(explicit: str | None = None) -> list[str]:
     kustomize's library, the same builds without a process each (kustomize_server.py)."""
     server = chosen_server() or os.environ.get("FLUXWARDEN_KUSTOMIZE_SERVER") or None
     if server is not None and server != "off":
+        if not os.access(server, os.X_OK) or Path(server).is_dir():
+            raise KustomizeNotFound(f"kustomize-server {server!r} is not an executable file")
         return [server, SERVE]
     given = explicit or os.environ.get("FLUXWARDEN_KUSTOMIZE") or None
     found = given or (None if server == "off" else _found_server())
