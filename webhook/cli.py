@@ -380,7 +380,7 @@ def _render_options(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="kustomize-server binary (tools/kustomize-server; also "
         "$FLUXWARDEN_KUSTOMIZE_SERVER, 'off' for none): kustomize's library in a few "
-        "processes for the run, the same builds several times faster; preferred over "
+        "processes for the run, the same builds without a process each; preferred over "
         "--kustomize; default: fluxwarden-kustomize-server on PATH, else this checkout's build",
     )
     parser.add_argument(
