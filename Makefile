@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP) ## Create .venv and install fluxwarden with its dev tools
+setup: $(STAMP) ## Create .venv and install fluxwarden with its dev tools, and build kustomize-server (renders run kustomize's library in it; without Go, kubectl kustomize per build)
+	@tools/kustomize-server/build.sh > /dev/null
 
 node-tools: ## Install the Debian packages the image build and the node tests need (debootstrap, runc, containerd, CNI plugins, iptables, conntrack) with apt-get, when missing (root)
 	@missing=$$(for p in $(NODE_PACKAGES); do dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed || echo $$p; done); \

@@ -37,7 +37,7 @@ def kubectl() -> str | None:
 def _timed_audit(
     repo: Path, env: dict[str, str], tree: str | None, *, fix_check: bool = False
 ) -> tuple[float, str]:
-    run_env = {**env, "PYTHONPATH": tree} if tree else env
+    run_env = {**env, "PYTHONPATH": tree} if tree else {**env, **_server_env()}
     command = ["fix", "--check"] if fix_check else ["audit", "-o", "json"]
     import resource
 
@@ -68,6 +68,17 @@ def _timed_audit(
     return wall, done.stdout
 
 
+def _server_env() -> dict[str, str]:
+    """This tree renders through its kustomize-server when built (`make setup`), as `make demo`
+    does; $FLUXWARDEN_KUSTOMIZE_SERVER (e.g. "off") overrides. A baseline tree ignores it."""
+    if "FLUXWARDEN_KUSTOMIZE_SERVER" in os.environ:
+        return {}
+    from webhook.audit.render import checkout_server
+
+    server = checkout_server()
+    return {"FLUXWARDEN_KUSTOMIZE_SERVER": server} if server else {}
+
+
 def compare(
     repo: Path, env: dict[str, str], baseline: str, rounds: int, *, fix_check: bool = False
 ) -> int:
@@ -78,16 +89,21 @@ def compare(
     walls: dict[str, list[float]] = {"baseline": [], "this tree": []}
     cpus: dict[str, list[float]] = {"baseline": [], "this tree": []}
     summaries: dict[str, Any] = {}
+    outputs: dict[str, set[str]] = {"baseline": set(), "this tree": set()}
+    print(f"load average at start {os.getloadavg()}, this tree's server: {_server_env()}")
     for _ in range(rounds):
         for name, tree in (("baseline", baseline), ("this tree", None)):
             wall, out = _timed_audit(repo, env, tree, fix_check=fix_check)
             walls[name].append(wall)
             cpus[name].append(CPU[-1])
             summaries[name] = json.loads(out)["summary"]
+            outputs[name].add(out)
+    same = len(outputs["baseline"] | outputs["this tree"]) == 1
     base, this = statistics.median(walls["baseline"]), statistics.median(walls["this tree"])
     what = "fix --check" if fix_check else "rendered audit"
     print(f"{what} of {repo}, {rounds} interleaved rounds, load average {os.getloadavg()}")
     print(f"summaries: {summaries}")
+    print(f"outputs identical across trees and rounds: {same}")
     rows = [
         [
             name,

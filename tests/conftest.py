@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from webhook.audit.kustomize_server import close_pools
+from webhook.audit.render import checkout_server
 from webhook.cli import SHIPPED_POLICIES
 from webhook.engine import PolicySet
 from webhook.server.policystore import load_policy_file
@@ -20,6 +23,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if any(part in _E2E_DIRS for part in item.path.parts[-3:-1]):
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def _kustomize_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Renders go through this checkout's kustomize-server when it is built (`make setup`),
+    else through the kustomize CLI; FLUXWARDEN_TEST_KUSTOMIZE=cli runs every test on the CLI
+    path. Never a server from the environment. Servers a test started are stopped after it."""
+    server = None if os.environ.get("FLUXWARDEN_TEST_KUSTOMIZE") == "cli" else checkout_server()
+    monkeypatch.setenv("FLUXWARDEN_KUSTOMIZE_SERVER", server or "off")
+    yield
+    close_pools()
 
 
 IRC_DEPLOYMENT: dict[str, Any] = {

@@ -28,7 +28,9 @@ BATCHING = REPOS / "batching"
 
 @pytest.fixture(autouse=True)
 def _kustomize(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batching is the CLI path's (a kustomize-server's builds are not batched)."""
     monkeypatch.setenv("FLUXWARDEN_KUSTOMIZE", str(kubectl_or_skip()))
+    monkeypatch.setenv("FLUXWARDEN_KUSTOMIZE_SERVER", "off")
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 from tests.audit.test_render import kubectl_or_skip
 from webhook.audit import render
 from webhook.audit.documents import load
+from webhook.audit.kustomize_runner import run_kustomize
 from webhook.audit.render import Renderer, find_kustomize
 
 REPOS = Path(__file__).parent / "repos"
@@ -48,13 +48,13 @@ def _render_and_fingerprint(
     """(the repo's files during each build and after rendering, files hard-linked into the
     first copy, builds)."""
     seen: list[dict[str, str]] = []
-    real = subprocess.run
+    real = run_kustomize  # a kustomize process or a kustomize-server's build
 
-    def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    def run(command: list[str], directory: Path, **kwargs: Any) -> Any:
         seen.append(_fingerprint(repo))  # the copy's kustomization files are rewritten now
-        return real(command, **kwargs)
+        return real(command, directory, **kwargs)
 
-    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(render, "run_kustomize", run)
     documents = list(load([str(repo)]))
     with Renderer(repo, documents, find_kustomize()) as renderer:
         renderer.batching = renderer.batching and batched
@@ -67,7 +67,7 @@ def _render_and_fingerprint(
             and os.stat(path).st_ino == os.stat(copy / path.relative_to(repo)).st_ino
         )
         rendering = renderer.render_all()
-    monkeypatch.setattr(subprocess, "run", real)
+    monkeypatch.setattr(render, "run_kustomize", run_kustomize)
     return [*seen, _fingerprint(repo)], linked, rendering.builds
 
 

@@ -37,6 +37,7 @@ in one kustomize process: their own variants of an app have the same object IDs)
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 import shutil
@@ -58,7 +59,8 @@ from .documents import Document, FastManifestLoader, load_yaml, parse_stream
 from .envsubst import substitute_text
 from .flux_installs import flux_manifests_source, source_index
 from .flux_sources import NotBuilt, SourceMap
-from .kustomize_runner import failure, run_kustomize
+from .kustomize_runner import chosen_server, failure, run_kustomize
+from .kustomize_server import SERVE, SERVER_NAME, is_server_command
 from .render_cache import CachedBuild, RenderCache, build_key
 
 FLUX_KUSTOMIZE_GROUP = "kustomize.toolkit.fluxcd.io"
@@ -76,15 +78,47 @@ class KustomizeNotFound(Exception):
 
 
 def find_kustomize(explicit: str | None = None) -> list[str]:
-    """The build command: `--kustomize PATH` / $FLUXWARDEN_KUSTOMIZE, else `kustomize` on PATH,
-    else `kubectl kustomize`. A path whose name starts with `kubectl` runs as `kubectl kustomize`."""
+    """The build command, first found of: a kustomize-server (`--kustomize-server PATH` /
+    $FLUXWARDEN_KUSTOMIZE_SERVER; "off" for none), `--kustomize PATH` / $FLUXWARDEN_KUSTOMIZE,
+    a kustomize-server found (`fluxwarden-kustomize-server` on PATH, else the one `make setup`
+    builds for this checkout), `kustomize` on PATH, `kubectl kustomize`. A path whose name
+    starts with `kubectl` runs as `kubectl kustomize`. A server runs `[SERVER, "serve"]`:
+    kustomize's library, the same builds without a process each (kustomize_server.py)."""
+    server = chosen_server() or os.environ.get("FLUXWARDEN_KUSTOMIZE_SERVER") or None
+    if server is not None and server != "off":
+        if not os.access(server, os.X_OK) or Path(server).is_dir():
+            raise KustomizeNotFound(f"kustomize-server {server!r} is not an executable file")
+        return [server, SERVE]
     given = explicit or os.environ.get("FLUXWARDEN_KUSTOMIZE") or None
-    found = given or shutil.which("kustomize") or shutil.which("kubectl")
+    found = given or (None if server == "off" else _found_server())
+    if found is not None and Path(found).name.endswith(SERVER_NAME):
+        return [found, SERVE]
+    found = found or shutil.which("kustomize") or shutil.which("kubectl")
     if not found:
         raise KustomizeNotFound("neither kustomize nor kubectl found on PATH (see --kustomize)")
     if Path(found).name.startswith("kubectl"):
         return [found, "kustomize", "--load-restrictor", "LoadRestrictionsNone"]
     return [found, "build", "--load-restrictor", "LoadRestrictionsNone"]
+
+
+def _found_server() -> str | None:
+    """`fluxwarden-kustomize-server` on PATH, else this checkout's build."""
+    return shutil.which("fluxwarden-" + SERVER_NAME) or checkout_server()
+
+
+def checkout_server() -> str | None:
+    """The kustomize-server `make setup` builds for this checkout, where
+    tools/kustomize-server/build.sh puts it (named by its sources' hash); None without one."""
+    sources = Path(__file__).resolve().parents[2] / "tools" / SERVER_NAME
+    try:
+        digest = hashlib.sha256(
+            (sources / "go.sum").read_bytes() + (sources / "main.go").read_bytes()
+        ).hexdigest()[:12]
+    except OSError:
+        return None  # installed from a wheel: no sources, no build
+    cache = Path(os.environ.get("FLUXWARDEN_CACHE") or Path.home() / ".cache" / "fluxwarden")
+    built = cache / SERVER_NAME / digest / SERVER_NAME
+    return str(built) if os.access(built, os.X_OK) else None
 
 
 @dataclass(frozen=True)
@@ -195,8 +229,9 @@ class Renderer:
         self._copies = self.cache.workspace(self.root, self.workers)
         self._work = self._copies.directory
         # origin paths in a batch are joined lexically from the batch's directory; footprints
-        # read the repo itself, where symlinks out of it are
-        self.batching = not self._copies.snapshot.symlinks
+        # read the repo itself, where symlinks out of it are. A kustomize-server's build costs
+        # no process: batching saves nothing there (bench/README.md, branch kserver)
+        self.batching = not self._copies.snapshot.symlinks and not is_server_command(self.command)
         self._reader = batching.Reader(self.root)
         self._values: dict[tuple[str, str, str], dict[str, str] | None] = {}
         self._shown = False  # a progress line is on the terminal
