@@ -136,6 +136,18 @@ def test_the_shipped_base_runs_the_image_behind_its_service_with_cert_manager(
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     assert pod["spec"]["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    # Ready pods are reached through the Service only once the endpoints and kube-proxy's rules
+    # follow (asynchronously), and until then the Ignore webhook is skipped: wait for an answer
+    wait_until(
+        "the API server to call fluxwarden through its Service",
+        lambda: (
+            "fluxwarden: irc-single-replica:"
+            in node_cluster.kubectl(
+                "apply", "--dry-run=server", "-f", "-", input=json.dumps(IRC)
+            ).stderr
+        ),
+        60,
+    )
     applied = node_cluster.kubectl("apply", "-f", "-", input=json.dumps(IRC))
     assert "fluxwarden: irc-single-replica:" in applied.stderr, applied.stderr
     stored = _json(

@@ -199,6 +199,16 @@ def scheduling_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Con
         ControlPlane(bin_dir, scheduling=True) as cluster,
         ReadyNodes(cluster, NODES, taints=[NODE_TAINT]),
     ):
+        # the TaintNodesByCondition admission plugin taints a new Node not-ready; the node
+        # lifecycle controller lifts it once it has seen the node Ready (asynchronously)
+        wait_until(
+            "the node controller to lift the not-ready taint",
+            lambda: all(
+                n["spec"].get("taints") == [NODE_TAINT]
+                for n in _json(cluster, "get", "nodes")["items"]
+            ),
+            60,
+        )
         ensure_namespaces(cluster, FLEET_NS, FLUX_NS)
         _apply(cluster, FLEET_CONTROLLER)
         yield cluster
